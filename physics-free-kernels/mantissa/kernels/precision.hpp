@@ -1,0 +1,202 @@
+#pragma once
+// Storage precisions: our own bit-exact 2-byte fp16 (IEEE binary16) and bf16 (bfloat16) types.
+//
+// Kokkos' half_t is plain float on host-only builds and bhalf_t does not exist in 3.4, so
+// Mantissa stores 16-bit values in these trivially copyable structs and computes in fp32.
+// Conversions float -> P round to nearest, ties to even, bit-exact with IEEE 754 (x86 F16C,
+// numpy.float16, torch.bfloat16): NaN stays NaN (quietened, payload's top bits kept),
+// +-Inf stays Inf, fp16 overflow (|x| >= 65520) rounds to Inf, subnormals are exact.
+// This header has no Kokkos dependency so it can be used anywhere, host or device.
+#include <cstdint>
+#include <cstring>
+#include <string_view>
+#include <type_traits>
+
+#if defined(__CUDACC__) || defined(__HIPCC__)
+#define MANTISSA_HD __host__ __device__ inline
+#else
+#define MANTISSA_HD inline
+#endif
+
+#if defined(__CUDACC__)
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#endif
+
+namespace mantissa {
+
+struct fp16_t {
+  std::uint16_t bits;
+};
+struct bf16_t {
+  std::uint16_t bits;
+};
+static_assert(sizeof(fp16_t) == 2 && std::is_trivially_copyable<fp16_t>::value, "fp16_t must be 2 plain bytes");
+static_assert(sizeof(bf16_t) == 2 && std::is_trivially_copyable<bf16_t>::value, "bf16_t must be 2 plain bytes");
+
+MANTISSA_HD std::uint32_t float_bits(float f) {
+#if defined(__CUDA_ARCH__)
+  return __float_as_uint(f);
+#else
+  std::uint32_t u;
+  std::memcpy(&u, &f, sizeof u);
+  return u;
+#endif
+}
+MANTISSA_HD float bits_float(std::uint32_t u) {
+#if defined(__CUDA_ARCH__)
+  return __uint_as_float(u);
+#else
+  float f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+#endif
+}
+
+// ---- fp16 ---------------------------------------------------------------------------------
+MANTISSA_HD std::uint16_t fp16_bits_from_float(float f) {
+  const std::uint32_t x = float_bits(f);
+  const std::uint32_t sign = (x >> 16) & 0x8000u;
+  std::uint32_t a = x & 0x7fffffffu;
+  if (a > 0x7f800000u) return static_cast<std::uint16_t>(sign | 0x7e00u | ((a >> 13) & 0x3ffu));  // NaN
+  if (a >= 0x477ff000u) return static_cast<std::uint16_t>(sign | 0x7c00u);  // >= 65520 (tie goes to Inf), Inf
+  if (a >= 0x38800000u) {  // normal result, |x| >= 2^-14: rebias exponent by -112, round on bit 13
+    a += 0xc8000fffu + ((a >> 13) & 1u);
+    return static_cast<std::uint16_t>(sign | (a >> 13));
+  }
+  // subnormal result: round(m * 2^(e-126)) with m the 24-bit significand
+  const std::uint32_t e = a >> 23;
+  const std::uint32_t shift = 126u - e;  // >= 14
+  if (shift > 25u) return static_cast<std::uint16_t>(sign);
+  const std::uint32_t m = (a & 0x7fffffu) | 0x800000u;
+  std::uint32_t r = m >> shift;
+  const std::uint32_t rem = m & ((1u << shift) - 1u);
+  const std::uint32_t half = 1u << (shift - 1u);
+  if (rem > half || (rem == half && (r & 1u))) ++r;  // may carry into the smallest normal: still correct
+  return static_cast<std::uint16_t>(sign | r);
+}
+
+MANTISSA_HD float fp16_bits_to_float(std::uint16_t h) {
+  const std::uint32_t sign = static_cast<std::uint32_t>(h & 0x8000u) << 16;
+  std::uint32_t e = (h >> 10) & 0x1fu;
+  std::uint32_t m = h & 0x3ffu;
+  if (e == 0x1fu) return bits_float(sign | 0x7f800000u | (m << 13));  // Inf, NaN (payload kept)
+  if (e == 0u) {
+    if (m == 0u) return bits_float(sign);
+    std::uint32_t exp = 113u;  // subnormal: normalise the significand
+    while (!(m & 0x400u)) {
+      m <<= 1;
+      --exp;
+    }
+    return bits_float(sign | (exp << 23) | ((m & 0x3ffu) << 13));
+  }
+  return bits_float(sign | ((e + 112u) << 23) | (m << 13));
+}
+
+// ---- bf16 ---------------------------------------------------------------------------------
+MANTISSA_HD std::uint16_t bf16_bits_from_float(float f) {
+  std::uint32_t x = float_bits(f);
+  if ((x & 0x7fffffffu) > 0x7f800000u) return static_cast<std::uint16_t>((x >> 16) | 0x0040u);  // quiet NaN
+  x += 0x7fffu + ((x >> 16) & 1u);
+  return static_cast<std::uint16_t>(x >> 16);
+}
+MANTISSA_HD float bf16_bits_to_float(std::uint16_t b) { return bits_float(static_cast<std::uint32_t>(b) << 16); }
+
+// ---- generic conversions: to_float(x) and from_float<T>(f) for T in {float, fp16_t, bf16_t}
+MANTISSA_HD float to_float(float x) { return x; }
+MANTISSA_HD float to_float(fp16_t x) { return fp16_bits_to_float(x.bits); }
+MANTISSA_HD float to_float(bf16_t x) { return bf16_bits_to_float(x.bits); }
+
+template <class T>
+MANTISSA_HD T from_float(float f);
+template <>
+MANTISSA_HD float from_float<float>(float f) {
+  return f;
+}
+template <>
+MANTISSA_HD fp16_t from_float<fp16_t>(float f) {
+  return fp16_t{fp16_bits_from_float(f)};
+}
+template <>
+MANTISSA_HD bf16_t from_float<bf16_t>(float f) {
+  return bf16_t{bf16_bits_from_float(f)};
+}
+
+// Round a float to the nearest value of storage type T, returned as float.
+template <class T>
+MANTISSA_HD float round_to(float f) {
+  return to_float(from_float<T>(f));
+}
+
+// ---- precision enum and traits --------------------------------------------------------------
+enum class Precision { fp32, bf16, fp16 };
+
+constexpr std::string_view precision_name(Precision p) {
+  return p == Precision::fp32 ? "fp32" : p == Precision::bf16 ? "bf16" : "fp16";
+}
+// Parses the deck names "fp32", "bf16", "fp16"; returns false on anything else.
+constexpr bool parse_precision(std::string_view s, Precision& out) {
+  if (s == "fp32") return out = Precision::fp32, true;
+  if (s == "bf16") return out = Precision::bf16, true;
+  if (s == "fp16") return out = Precision::fp16, true;
+  return false;
+}
+
+template <class T>
+struct precision_traits;
+template <>
+struct precision_traits<float> {
+  static constexpr Precision precision = Precision::fp32;
+  static constexpr int mantissa_bits = 23;
+  static constexpr double unit_roundoff = 5.9604644775390625e-08;  // 2^-24
+  static constexpr double max = 3.4028234663852886e+38;
+  static constexpr double min_normal = 1.1754943508222875e-38;  // 2^-126
+  static constexpr const char* name = "fp32";
+};
+template <>
+struct precision_traits<bf16_t> {
+  static constexpr Precision precision = Precision::bf16;
+  static constexpr int mantissa_bits = 7;
+  static constexpr double unit_roundoff = 0.00390625;  // 2^-8
+  static constexpr double max = 3.3895313892515355e+38;  // 0x7f7f
+  static constexpr double min_normal = 1.1754943508222875e-38;
+  static constexpr const char* name = "bf16";
+};
+template <>
+struct precision_traits<fp16_t> {
+  static constexpr Precision precision = Precision::fp16;
+  static constexpr int mantissa_bits = 10;
+  static constexpr double unit_roundoff = 0.00048828125;  // 2^-11
+  static constexpr double max = 65504.0;
+  static constexpr double min_normal = 6.103515625e-05;  // 2^-14
+  static constexpr const char* name = "fp16";
+};
+
+// Calls f(T{}) with the storage type named by p: the one place a runtime Precision becomes a type.
+template <class F>
+decltype(auto) dispatch_precision(Precision p, F&& f) {
+  switch (p) {
+    case Precision::bf16: return f(bf16_t{});
+    case Precision::fp16: return f(fp16_t{});
+    case Precision::fp32: break;
+  }
+  return f(float{});
+}
+
+#if defined(__CUDACC__)
+// Interoperation with CUDA's native types (same bits, so no rounding happens here).
+MANTISSA_HD __half to_native(fp16_t x) {
+  __half_raw r;
+  r.x = x.bits;
+  return __half(r);
+}
+MANTISSA_HD fp16_t from_native(__half x) { return fp16_t{static_cast<__half_raw>(x).x}; }
+MANTISSA_HD __nv_bfloat16 to_native(bf16_t x) {
+  __nv_bfloat16_raw r;
+  r.x = x.bits;
+  return __nv_bfloat16(r);
+}
+MANTISSA_HD bf16_t from_native(__nv_bfloat16 x) { return bf16_t{static_cast<__nv_bfloat16_raw>(x).x}; }
+#endif
+
+}  // namespace mantissa

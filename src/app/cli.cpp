@@ -1,0 +1,92 @@
+#include "app/cli.hpp"
+
+#include <CLI/CLI.hpp>
+#include <mpi.h>
+
+#include <cstdio>
+
+#include "app/app.hpp"
+
+namespace mantissa::app {
+
+int main_cli(int argc, char** argv) {
+  AppContext ctx;
+  MPI_Comm_rank(MPI_COMM_WORLD, &ctx.rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &ctx.nranks);
+
+  CLI::App cli{"Mantissa: RL fine-tuning of transformers that measures and removes the training-inference mismatch"};
+  cli.name("mantissa");
+  std::string input;
+  std::vector<std::string> sets;
+  bool print_config = false;
+  bool show_version = false;
+  cli.add_flag("--version", show_version, "print version, git commit, Kokkos backends and MPI library");
+  cli.add_option("-i,--input", input, "input deck (TOML), see inputs/README.md");
+  cli.add_option("--set", sets, "override a deck key: --set block.key=value (repeatable)")
+      ->expected(1)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  cli.add_flag("--print-config", print_config, "print the resolved deck (defaults filled in) and exit");
+  bool list_keys = false;
+  cli.add_flag("--list-keys", list_keys, "print every deck key with its default and allowed values (markdown) and exit");
+  cli.require_subcommand(0, 1);
+  std::vector<std::pair<CLI::App*, const Command*>> subs;
+  for (const Command& c : commands()) subs.emplace_back(cli.add_subcommand(c.name, c.description)->fallthrough(), &c);
+
+  try {
+    cli.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return ctx.rank == 0 ? cli.exit(e) : 0;
+  } catch (const CLI::ParseError& e) {
+    if (ctx.rank == 0) {
+      cli.exit(e);
+      std::fprintf(stderr, "mantissa: bad command line (see mantissa --help)\n");
+    }
+    return 2;
+  }
+  if (show_version) {
+    say(ctx, "{}", version_text());
+    return 0;
+  }
+  if (list_keys) {
+    std::string table = "| key | default | allowed | meaning |\n|---|---|---|---|\n";
+    for (const auto& k : config::document_keys()) {
+      table += fmt::format("| `{}.{}` | `{}` | {} | {}{} |\n", k.block, k.key, k.default_value,
+                           k.allowed.empty() ? "any" : k.allowed, k.doc, k.required ? " (required)" : "");
+    }
+    say(ctx, "{}", table);
+    return 0;
+  }
+  const Command* chosen = nullptr;
+  for (auto& [app, cmd] : subs) {
+    if (app->parsed()) chosen = cmd;
+  }
+  if (!chosen && !print_config) {
+    if (ctx.rank == 0) std::fputs(cli.help().c_str(), stdout);
+    return 0;
+  }
+  if (input.empty()) {
+    if (ctx.rank == 0) std::fprintf(stderr, "mantissa: an input deck is required: -i deck.toml\n");
+    return 2;
+  }
+  try {
+    ctx.deck = config::Deck::from_file(input);
+    for (const auto& s : sets) ctx.deck.apply_override(s);
+    ctx.cfg = config::load_config(ctx.deck);
+    ctx.resolved_deck = config::to_toml(ctx.cfg);
+  } catch (const config::DeckError& e) {
+    if (ctx.rank == 0) std::fprintf(stderr, "mantissa: error in input deck: %s\n", e.what());
+    return 2;
+  }
+  if (print_config) {
+    say(ctx, "# resolved deck: {} (with {} override(s))\n{}", input, sets.size(), ctx.resolved_deck);
+    return 0;
+  }
+  try {
+    return chosen->run(ctx);
+  } catch (const InputError& e) {
+    if (ctx.rank == 0) std::fprintf(stderr, "mantissa %s: error: %s\n", chosen->name, e.what());
+    return 2;
+  }
+}
+
+}  // namespace mantissa::app

@@ -1,0 +1,24 @@
+#pragma once
+// The jobs the commands are made of, so that `run` can chain them.
+#include <string>
+
+#include "app/app.hpp"
+#include "model/sft.hpp"
+
+namespace mantissa::app {
+
+struct SftSummary {
+  model::EvalResult initial, final;
+  double final_loss = 0.0, seconds = 0.0;
+  long long steps = 0, skipped = 0;
+  std::string checkpoint;
+};
+
+// Fills [model] vocab from the tokenizer and checks max_seq against the [task] settings.
+void resolve_model_for_tasks(AppContext& ctx);
+SftSummary run_sft(AppContext& ctx, const std::string& run_dir);
+
+int cmd_sft(AppContext& ctx);
+int cmd_run(AppContext& ctx);
+
+}  // namespace mantissa::app

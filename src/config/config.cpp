@@ -1,0 +1,94 @@
+#include "config/config.hpp"
+
+#include <fmt/format.h>
+
+#include <set>
+
+namespace mantissa::config {
+
+template <class V>
+void visit_task(V& v, tasks::TaskConfig& t) {
+  v.key("family", t.family, "problem family (formats in src/tasks/tasks.hpp)",
+        OneOf{{"addition", "running_sum", "multiply_small", "mixed"}});
+  v.key("min_digits", t.min_digits, "addition, multiply_small: fewest digits per operand", Range<int>{1, 12});
+  v.key("max_digits", t.max_digits, "addition, multiply_small: most digits per operand", Range<int>{1, 12});
+  v.key("min_terms", t.min_terms, "running_sum: fewest terms", Range<int>{1, 20});
+  v.key("max_terms", t.max_terms, "running_sum: most terms", Range<int>{1, 20});
+  v.key("max_value", t.max_value, "running_sum: largest term", Range<int>{1, 999});
+  v.key("eval_fraction", t.eval_fraction, "share of all prompts held out for evaluation (split by prompt hash)",
+        Range<double>{0.0, 0.5, true});
+}
+
+namespace {
+
+// Adapts Writer/Documenter, which need to know where a block starts, to for_each_block.
+struct BlockWriter {
+  std::string& out;
+  template <class Fn>
+  void operator()(const char* name, const char* doc, Fn&& fn) {
+    Writer w(out);
+    w.begin_block(name, doc);
+    fn(w);
+  }
+};
+
+}  // namespace
+
+Config load_config(const Deck& deck) {
+  Config cfg;
+  std::set<std::string> blocks;
+  cfg.for_each_block([&](const char* name, const char*, auto&& fn) {
+    blocks.insert(name);
+    Reader r(deck, name);
+    if (deck.table().contains(name) && !deck.table()[name].is_table()) {
+      r.fail("", "expected a block [" + std::string(name) + "], found a plain key");
+    }
+    fn(r);
+    r.reject_unknown();
+  });
+  for (const auto& [k, v] : deck.table()) {
+    const std::string key(k.str());
+    if (blocks.count(key)) continue;
+    std::string known;
+    for (const auto& b : blocks) known += (known.empty() ? "" : ", ") + b;
+    throw DeckError(fmt::format("{}: unknown block or top-level key '{}'; blocks are: {}", deck.where(key), key, known));
+  }
+
+  // Constraints between keys.
+  const auto fail = [&](const char* block, const char* key, const std::string& what) {
+    throw DeckError(fmt::format("{}: [{}] {}: {}", deck.where(block, key), block, key, what));
+  };
+  const ModelConfig& m = cfg.model;
+  if (m.d_model % m.n_head != 0) fail("model", "n_head", fmt::format("must divide d_model = {}", m.d_model));
+  if (m.n_head % m.n_kv_head != 0) fail("model", "n_kv_head", fmt::format("must divide n_head = {}", m.n_head));
+  if (m.head_dim() % 2 != 0) {
+    fail("model", "n_head", fmt::format("d_model / n_head = {} must be even for rotary embeddings", m.head_dim()));
+  }
+  if (cfg.task.min_digits > cfg.task.max_digits) fail("task", "min_digits", "must not exceed max_digits");
+  if (cfg.task.min_terms > cfg.task.max_terms) fail("task", "min_terms", "must not exceed max_terms");
+  try {
+    cfg.task.validate();
+  } catch (const std::invalid_argument& e) {
+    fail("task", "family", e.what());
+  }
+  return cfg;
+}
+
+std::string to_toml(Config& cfg) {
+  std::string out;
+  cfg.for_each_block(BlockWriter{out});
+  return out;
+}
+
+std::vector<KeyDoc> document_keys() {
+  Config cfg;
+  std::vector<KeyDoc> out;
+  cfg.for_each_block([&](const char* name, const char*, auto&& fn) {
+    Documenter d(out);
+    d.begin_block(name);
+    fn(d);
+  });
+  return out;
+}
+
+}  // namespace mantissa::config

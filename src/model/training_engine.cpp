@@ -1,0 +1,194 @@
+#include "model/training_engine.hpp"
+
+#include <vector>
+
+#include "mantissa/kernels/attention.hpp"
+#include "mantissa/kernels/convert.hpp"
+#include "mantissa/kernels/elementwise.hpp"
+#include "mantissa/kernels/embedding.hpp"
+#include "mantissa/kernels/gemm.hpp"
+#include "mantissa/kernels/logsoftmax.hpp"
+#include "mantissa/kernels/region.hpp"
+#include "mantissa/kernels/rmsnorm.hpp"
+#include "mantissa/kernels/rope.hpp"
+#include "mantissa/kernels/swiglu.hpp"
+
+namespace mantissa::model {
+
+namespace {
+
+// A buffer that grows to the largest batch seen and hands out [rows, cols] views of its front.
+template <class T>
+struct Rows {
+  View1<T> buf;
+  const char* label = "mantissa::model::activation";
+  View2<T> get(std::size_t rows, std::size_t cols) {
+    if (buf.extent(0) < rows * cols) buf = View1<T>(Kokkos::view_alloc(std::string(label), Kokkos::WithoutInitializing), rows * cols);
+    return View2<T>(buf.data(), rows, cols);
+  }
+  View1<T> get1(std::size_t n) {
+    if (buf.extent(0) < n) buf = View1<T>(Kokkos::view_alloc(std::string(label), Kokkos::WithoutInitializing), n);
+    return View1<T>(buf.data(), n);
+  }
+};
+
+template <class T>
+struct LayerActs {  // what the backward needs, per layer
+  Rows<T> x_in, h1, qkv, att, x_mid, h2, gu, s;
+  Rows<float> rstd1, rstd2, lse;
+};
+
+template <class T>
+class Engine final : public TrainingEngine {
+ public:
+  Engine(const config::ModelConfig& cfg, const ParamTable& table)
+      : cfg_(cfg), table_(table), acts_(cfg.n_layer),
+        w_(Kokkos::view_alloc("mantissa::model::weights", Kokkos::WithoutInitializing), table.total()) {}
+
+  Precision precision() const override { return precision_traits<T>::precision; }
+
+  void load_weights(const ConstView1<float>& master) override {
+    convert<float, T>(space_, master, w_);
+  }
+
+  void forward(const PackedBatch& b) override {
+    ScopedRegion region("mantissa::train_engine::forward");
+    const std::size_t N = b.n_tokens(), D = cfg_.d_model, F = cfg_.d_ff, V = cfg_.vocab;
+    const int H = cfg_.n_head, Hkv = cfg_.n_kv_head, hd = cfg_.head_dim();
+    const std::size_t QKV = static_cast<std::size_t>(H + 2 * Hkv) * hd, A = static_cast<std::size_t>(H) * hd;
+    n_ = N;
+    View2<T> x = acts_[0].x_in.get(N, D);
+    embedding_forward<T>(space_, b.d_tokens, weight2(table_.embed()), x);
+    for (int l = 0; l < cfg_.n_layer; ++l) {
+      const LayerSlices& s = table_.layers()[l];
+      LayerActs<T>& a = acts_[l];
+      View2<T> x_in = a.x_in.get(N, D);
+      View2<T> h1 = a.h1.get(N, D), qkv = a.qkv.get(N, QKV), att = a.att.get(N, A);
+      View1<float> rstd1 = a.rstd1.get1(N), rstd2 = a.rstd2.get1(N);
+      View2<float> lse = a.lse.get(N, H);
+      rmsnorm_forward<T>(space_, x_in, weight1(s.attn_norm), eps(), h1, rstd1);
+      gemm<T, T, T>(space_, 'N', 'T', 1.0f, h1, weight2(s.wqkv), 0.0f, qkv);
+      rope_forward<T>(space_, qkv, b.d_pos, H, Hkv, hd, theta());
+      attention_forward<T>(space_, qkv, b.d_seq_offsets, H, Hkv, hd, att, lse);
+      View2<T> o = tmp_.get(N, D);
+      gemm<T, T, T>(space_, 'N', 'T', 1.0f, att, weight2(s.wo), 0.0f, o);
+      View2<T> x_mid = a.x_mid.get(N, D);
+      add_forward<T>(space_, x_in, o, x_mid);
+      View2<T> h2 = a.h2.get(N, D), gu = a.gu.get(N, 2 * F), sw = a.s.get(N, F);
+      rmsnorm_forward<T>(space_, x_mid, weight1(s.mlp_norm), eps(), h2, rstd2);
+      gemm<T, T, T>(space_, 'N', 'T', 1.0f, h2, weight2(s.wgu), 0.0f, gu);
+      swiglu_forward<T>(space_, gu, sw);
+      gemm<T, T, T>(space_, 'N', 'T', 1.0f, sw, weight2(s.wd), 0.0f, o);
+      View2<T> x_out = (l + 1 < cfg_.n_layer) ? acts_[l + 1].x_in.get(N, D) : x_last_.get(N, D);
+      add_forward<T>(space_, x_mid, o, x_out);
+    }
+    View2<T> xl = x_last_.get(N, D), hf = hf_.get(N, D), logits = logits_.get(N, V);
+    rmsnorm_forward<T>(space_, xl, weight1(table_.final_norm()), eps(), hf, rstdf_.get1(N));
+    gemm<T, T, T>(space_, 'N', 'T', 1.0f, hf, weight2(table_.head()), 0.0f, logits);
+    logsoftmax_gather_forward<T>(space_, logits, b.d_targets, logp_.get1(N), entropy_.get1(N), lse_logits_.get1(N));
+  }
+
+  ConstView1<float> logp() const override { return View1<float>(logp_.buf.data(), n_); }
+  ConstView1<float> entropy() const override { return View1<float>(entropy_.buf.data(), n_); }
+
+  View1<int> argmax() override {
+    View1<int> out = argmax_.get1(n_);
+    View2<T> logits(logits_.buf.data(), n_, cfg_.vocab);
+    const int V = cfg_.vocab;
+    Kokkos::parallel_for(
+        "mantissa::train_engine::argmax", Kokkos::RangePolicy<ExecSpace>(space_, 0, n_),
+        KOKKOS_LAMBDA(const std::size_t n) {
+          int best = 0;
+          float bv = to_float(logits(n, 0));
+          for (int v = 1; v < V; ++v) {
+            const float x = to_float(logits(n, v));
+            if (x > bv) bv = x, best = v;
+          }
+          out(n) = best;
+        });
+    return out;
+  }
+
+  void backward(const PackedBatch& b, const ConstView1<float>& dlogp, const View1<float>& grads) override {
+    ScopedRegion region("mantissa::train_engine::backward");
+    const std::size_t N = b.n_tokens(), D = cfg_.d_model, F = cfg_.d_ff, V = cfg_.vocab;
+    const int H = cfg_.n_head, Hkv = cfg_.n_kv_head, hd = cfg_.head_dim();
+    const std::size_t QKV = static_cast<std::size_t>(H + 2 * Hkv) * hd, A = static_cast<std::size_t>(H) * hd;
+    View2<T> logits(logits_.buf.data(), N, V), hf(hf_.buf.data(), N, D), xl(x_last_.buf.data(), N, D);
+    View2<T> dlogits = d_logits_.get(N, V), dh = d_h_.get(N, D), dx = d_x_.get(N, D);
+    logsoftmax_gather_backward<T>(space_, logits, b.d_targets, View1<float>(lse_logits_.buf.data(), N), dlogp,
+                                  dlogits);
+    gemm<T, T, T>(space_, 'N', 'N', 1.0f, dlogits, weight2(table_.head()), 0.0f, dh);
+    gemm<T, T, float>(space_, 'T', 'N', 1.0f, dlogits, hf, 1.0f, grad2(grads, table_.head()));
+    rmsnorm_backward<T>(space_, xl, weight1(table_.final_norm()), View1<float>(rstdf_.buf.data(), N), dh, dx,
+                        grad1(grads, table_.final_norm()), false);
+    for (int l = cfg_.n_layer - 1; l >= 0; --l) {
+      const LayerSlices& s = table_.layers()[l];
+      LayerActs<T>& a = acts_[l];
+      View2<T> x_in(a.x_in.buf.data(), N, D), h1(a.h1.buf.data(), N, D), qkv(a.qkv.buf.data(), N, QKV);
+      View2<T> att(a.att.buf.data(), N, A), x_mid(a.x_mid.buf.data(), N, D), h2(a.h2.buf.data(), N, D);
+      View2<T> gu(a.gu.buf.data(), N, 2 * F), sw(a.s.buf.data(), N, F);
+      View1<float> rstd1(a.rstd1.buf.data(), N), rstd2(a.rstd2.buf.data(), N);
+      View2<float> lse(a.lse.buf.data(), N, H);
+      // MLP branch: x_out = x_mid + swiglu(h2 Wgu^T) Wd^T
+      View2<T> ds = d_s_.get(N, F), dgu = d_gu_.get(N, 2 * F);
+      gemm<T, T, T>(space_, 'N', 'N', 1.0f, dx, weight2(s.wd), 0.0f, ds);
+      gemm<T, T, float>(space_, 'T', 'N', 1.0f, dx, sw, 1.0f, grad2(grads, s.wd));
+      swiglu_backward<T>(space_, gu, ds, dgu);
+      gemm<T, T, T>(space_, 'N', 'N', 1.0f, dgu, weight2(s.wgu), 0.0f, dh);
+      gemm<T, T, float>(space_, 'T', 'N', 1.0f, dgu, h2, 1.0f, grad2(grads, s.wgu));
+      rmsnorm_backward<T>(space_, x_mid, weight1(s.mlp_norm), rstd2, dh, dx, grad1(grads, s.mlp_norm), true);
+      // attention branch: x_mid = x_in + attention(rope(h1 Wqkv^T)) Wo^T
+      View2<T> da = d_att_.get(N, A), dqkv = d_qkv_.get(N, QKV);
+      gemm<T, T, T>(space_, 'N', 'N', 1.0f, dx, weight2(s.wo), 0.0f, da);
+      gemm<T, T, float>(space_, 'T', 'N', 1.0f, dx, att, 1.0f, grad2(grads, s.wo));
+      attention_backward<T>(space_, qkv, b.d_seq_offsets, H, Hkv, hd, att, da, lse, dqkv);
+      rope_backward<T>(space_, dqkv, b.d_pos, H, Hkv, hd, theta());
+      gemm<T, T, T>(space_, 'N', 'N', 1.0f, dqkv, weight2(s.wqkv), 0.0f, dh);
+      gemm<T, T, float>(space_, 'T', 'N', 1.0f, dqkv, h1, 1.0f, grad2(grads, s.wqkv));
+      rmsnorm_backward<T>(space_, x_in, weight1(s.attn_norm), rstd1, dh, dx, grad1(grads, s.attn_norm), true);
+    }
+    embedding_backward<T>(space_, b.d_tokens, dx, grad2(grads, table_.embed()));
+  }
+
+ private:
+  float eps() const { return static_cast<float>(cfg_.norm_eps); }
+  float theta() const { return static_cast<float>(cfg_.rope_theta); }
+  View2<T> weight2(std::size_t i) const {
+    const ParamSlice& s = table_[i];
+    return View2<T>(w_.data() + s.offset, s.rows, s.cols);
+  }
+  View1<T> weight1(std::size_t i) const {
+    const ParamSlice& s = table_[i];
+    return View1<T>(w_.data() + s.offset, s.size());
+  }
+  View2<float> grad2(const View1<float>& g, std::size_t i) const {
+    const ParamSlice& s = table_[i];
+    return View2<float>(g.data() + s.offset, s.rows, s.cols);
+  }
+  View1<float> grad1(const View1<float>& g, std::size_t i) const {
+    const ParamSlice& s = table_[i];
+    return View1<float>(g.data() + s.offset, s.size());
+  }
+
+  config::ModelConfig cfg_;
+  ParamTable table_;
+  ExecSpace space_;
+  std::vector<LayerActs<T>> acts_;
+  View1<T> w_;
+  std::size_t n_ = 0;
+  Rows<T> tmp_, x_last_, hf_, logits_, d_logits_, d_h_, d_x_, d_s_, d_gu_, d_att_, d_qkv_;
+  Rows<float> rstdf_, logp_, entropy_, lse_logits_;
+  Rows<int> argmax_;
+};
+
+}  // namespace
+
+std::unique_ptr<TrainingEngine> make_training_engine(const config::ModelConfig& cfg, const ParamTable& table,
+                                                     Precision p) {
+  return dispatch_precision(p, [&](auto t) -> std::unique_ptr<TrainingEngine> {
+    return std::make_unique<Engine<decltype(t)>>(cfg, table);
+  });
+}
+
+}  // namespace mantissa::model

@@ -1,0 +1,16 @@
+#pragma once
+// MPI collectives on Kokkos Views. Views are fenced before MPI reads them; device Views are staged
+// through host memory (Debian's OpenMPI is not CUDA-aware), host Views are reduced in place.
+#include <mpi.h>
+
+#include "mantissa/kernels/types.hpp"
+
+namespace mantissa::parallel {
+
+// In-place sum over all ranks of a contiguous fp32 buffer (the flat gradient).
+void allreduce_sum(const View1<float>& v, MPI_Comm comm = MPI_COMM_WORLD);
+
+template <class T>
+T allreduce_sum_scalar(T x, MPI_Comm comm = MPI_COMM_WORLD);
+
+}  // namespace mantissa::parallel
