@@ -1,0 +1,88 @@
+#include "io/atomic_file.hpp"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <hdf5.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+
+#include "io/hdf5.hpp"
+
+namespace mantissa::io {
+
+namespace {
+
+[[noreturn]] void fail_errno(const std::string& path, const std::string& what, int err) {
+  throw IoError(fmt::format("{}: {}: {}", path, what, std::strerror(err)));
+}
+
+// fsync of a file or directory; returns 0 or an errno value.
+int fsync_path(const std::string& path, bool directory) {
+  const int fd = ::open(path.c_str(), directory ? (O_RDONLY | O_DIRECTORY) : O_RDONLY);
+  if (fd < 0) return errno;
+  int err = 0;
+  if (::fsync(fd) != 0) err = errno;
+  if (::close(fd) != 0 && err == 0) err = errno;
+  return err;
+}
+
+std::string directory_of(const std::string& path) {
+  const std::size_t k = path.rfind('/');
+  if (k == std::string::npos) return ".";
+  if (k == 0) return "/";
+  return path.substr(0, k);
+}
+
+}  // namespace
+
+std::string atomic_temp_path(const std::string& path) {
+  return fmt::format("{}.tmp.{}", path, static_cast<long>(::getpid()));
+}
+
+void write_atomically(const std::string& path, const std::function<void(const std::string& tmp_path)>& writer) {
+  silence_hdf5_errors();
+  const std::string tmp = atomic_temp_path(path);
+  auto discard = [&] { std::remove(tmp.c_str()); };
+  try {
+    writer(tmp);
+  } catch (...) {
+    discard();
+    throw;
+  }
+  struct stat st {};
+  if (::stat(tmp.c_str(), &st) != 0)
+    throw IoError(fmt::format("{}: the writer did not create the temporary file {}", path, tmp));
+  if (open_in_this_process(tmp)) {  // its contents are not final: discard (POSIX allows unlinking an open file)
+    discard();
+    throw IoError(fmt::format("{}: the writer returned with {} still open in HDF5 (close the File first)", path, tmp));
+  }
+  if (const int err = fsync_path(tmp, false); err != 0) {
+    discard();
+    fail_errno(tmp, "fsync failed", err);
+  }
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int err = errno;
+    discard();
+    fail_errno(path, fmt::format("cannot rename {} over it", tmp), err);
+  }
+  // Make the rename itself durable. Some file systems cannot fsync a directory (EINVAL): then the
+  // rename is as durable as that file system allows, which is not an error of ours.
+  const int err = fsync_path(directory_of(path), true);
+  if (err != 0 && err != EINVAL && err != ENOTSUP) fail_errno(directory_of(path), "fsync of the directory failed", err);
+}
+
+bool is_valid_hdf5(const std::string& path, const std::string& required_object) {
+  silence_hdf5_errors();
+  try {
+    File f = File::open_read(path);
+    return required_object.empty() || f.exists(required_object);
+  } catch (...) {
+    return false;
+  }
+}
+
+}  // namespace mantissa::io

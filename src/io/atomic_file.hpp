@@ -1,0 +1,25 @@
+#pragma once
+// Crash-safe file replacement for checkpoints and outputs.
+#include <functional>
+#include <string>
+
+namespace mantissa::io {
+
+// The temporary name write_atomically uses for path: "<path>.tmp.<pid>" (same directory, so the
+// final rename() cannot cross file systems).
+std::string atomic_temp_path(const std::string& path);
+
+// Calls writer(tmp) with tmp = atomic_temp_path(path); the writer must create tmp and close it before
+// returning. Then fsyncs tmp, rename()s it over path and fsyncs the directory, so that after a crash
+// path holds either the complete old or the complete new file, never a partial one.
+// If the writer throws, tmp is removed, path is left untouched and the exception propagates.
+// A writer that does not create tmp, or leaves it open in HDF5, or a failing fsync/rename -> IoError
+// (tmp removed, path untouched).
+void write_atomically(const std::string& path, const std::function<void(const std::string& tmp_path)>& writer);
+
+// True if path is an HDF5 file that opens read-only (H5Fis_hdf5 and an H5Fopen attempt: catches
+// garbage, truncated and partially written files) and, if required_object is not empty, contains
+// that object (e.g. "/model/params"). Never throws. Use it to pick the newest valid checkpoint.
+bool is_valid_hdf5(const std::string& path, const std::string& required_object = {});
+
+}  // namespace mantissa::io
