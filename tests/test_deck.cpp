@@ -94,14 +94,18 @@ TEST(Deck, OutOfRangeAndChoices) {
   EXPECT_NE(e.find("unknown block"), std::string::npos) << e;
 }
 
+namespace {
+struct Needs {
+  int value = 0;
+  template <class V>
+  void visit(V& v) {
+    v.required("value", value, "a required key", Range<int>{0, 10});
+  }
+};
+}  // namespace
+
 TEST(Deck, MissingRequiredKeyNamesBlock) {
-  struct Needs {
-    int value = 0;
-    template <class V>
-    void visit(V& v) {
-      v.required("value", value, "a required key", Range<int>{0, 10});
-    }
-  } needs;
+  Needs needs;
   Deck d = Deck::from_string("[blk]\nother = 1\n", "deck.toml");
   Reader r(d, "blk");
   try {

@@ -1,0 +1,96 @@
+// Training-engine attention (mantissa/kernels/attention.hpp): forward and backward time and
+// tokens/s for a packed batch of 16 sequences x 128 tokens, 4 query heads (4 kv heads), head_dim
+// 32, per storage precision. Prints a table; asserts nothing about speed.
+#include <benchmark/benchmark.h>
+
+#include <Kokkos_Core.hpp>
+#include <random>
+#include <string>
+
+#include "mantissa/kernels/attention.hpp"
+
+namespace {
+
+using namespace mantissa;
+
+constexpr int kSeqs = 16, kSeqLen = 128, kHeads = 4, kKvHeads = 4, kHeadDim = 32;
+
+template <class T>
+struct Problem {
+  static constexpr int n = kSeqs * kSeqLen;  // tokens
+  View2<T> qkv, out, dout, dqkv;
+  View2<float> lse;
+  View1<int> offsets;
+
+  Problem()
+      : qkv(std::string("mantissa::bench::qkv"), n, (kHeads + 2 * kKvHeads) * kHeadDim),
+        out(std::string("mantissa::bench::out"), n, kHeads * kHeadDim),
+        dout(std::string("mantissa::bench::dout"), n, kHeads * kHeadDim),
+        dqkv(std::string("mantissa::bench::dqkv"), n, (kHeads + 2 * kKvHeads) * kHeadDim),
+        lse(std::string("mantissa::bench::lse"), n, kHeads),
+        offsets(std::string("mantissa::bench::seq_offsets"), kSeqs + 1) {
+    std::mt19937 rng(1);
+    std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+    const auto fill = [&](const View2<T>& v) {
+      auto m = Kokkos::create_mirror_view(v);
+      for (std::size_t r = 0; r < v.extent(0); ++r)
+        for (std::size_t c = 0; c < v.extent(1); ++c) m(r, c) = from_float<T>(dist(rng));
+      Kokkos::deep_copy(v, m);
+    };
+    fill(qkv);
+    fill(dout);
+    auto off = Kokkos::create_mirror_view(offsets);
+    for (int s = 0; s <= kSeqs; ++s) off(s) = s * kSeqLen;
+    Kokkos::deep_copy(offsets, off);
+  }
+  void forward(const ExecSpace& space) {
+    attention_forward<T>(space, qkv, offsets, kHeads, kKvHeads, kHeadDim, out, lse);
+  }
+  void backward(const ExecSpace& space) {
+    attention_backward<T>(space, qkv, offsets, kHeads, kKvHeads, kHeadDim, out, dout, lse, dqkv);
+  }
+};
+
+template <class T>
+void BM_attention_forward(benchmark::State& state) {
+  Problem<T> p;
+  const ExecSpace space;
+  for (auto _ : state) {
+    p.forward(space);
+    space.fence();
+  }
+  state.counters["tokens/s"] = benchmark::Counter(p.n, benchmark::Counter::kIsIterationInvariantRate);
+  state.SetLabel(precision_traits<T>::name);
+}
+
+template <class T>
+void BM_attention_backward(benchmark::State& state) {
+  Problem<T> p;
+  const ExecSpace space;
+  p.forward(space);
+  space.fence();
+  for (auto _ : state) {
+    p.backward(space);
+    space.fence();
+  }
+  state.counters["tokens/s"] = benchmark::Counter(p.n, benchmark::Counter::kIsIterationInvariantRate);
+  state.SetLabel(precision_traits<T>::name);
+}
+
+BENCHMARK_TEMPLATE(BM_attention_forward, float)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_TEMPLATE(BM_attention_forward, bf16_t)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_TEMPLATE(BM_attention_forward, fp16_t)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_TEMPLATE(BM_attention_backward, float)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_TEMPLATE(BM_attention_backward, bf16_t)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_TEMPLATE(BM_attention_backward, fp16_t)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Kokkos::ScopeGuard kokkos(argc, argv);
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
