@@ -58,6 +58,7 @@ struct ModelConfig {
 
 struct PrecisionConfig {
   std::string storage = "fp16";
+  bool consistent = false;
   Precision storage_precision() const {
     Precision p = Precision::fp32;
     parse_precision(storage, p);
@@ -67,6 +68,8 @@ struct PrecisionConfig {
   void visit(V& v) {
     v.key("storage", storage, "storage precision P of weights used in compute, activations and KV cache",
           OneOf{{"fp32", "bf16", "fp16"}});
+    v.key("consistent", consistent,
+          "both engines use the rollout engine's batch-invariant kernels, so log mu == log pi bit for bit");
   }
 };
 
@@ -118,6 +121,25 @@ struct LossScaleConfig {
 template <class V>
 void visit_task(V& v, tasks::TaskConfig& t);
 
+struct RolloutConfig {
+  double temperature = 1.0;
+  double top_p = 1.0;
+  int top_k = 0;
+  int max_new_tokens = 0;
+  int split_k = 64;
+  int kv_split = 16;
+  template <class V>
+  void visit(V& v) {
+    v.key("temperature", temperature, "sampling temperature (log mu is under the tempered distribution); 0 = greedy",
+          Range<double>{0.0, 100.0});
+    v.key("top_p", top_p, "nucleus sampling mass; 1 = off", Range<double>{0.0, 1.0, true});
+    v.key("top_k", top_k, "keep the k most likely tokens; 0 = off", Range<int>{0, 1 << 30});
+    v.key("max_new_tokens", max_new_tokens, "response length limit; 0 = up to model.max_seq", Range<int>{0, 1 << 20});
+    v.key("split_k", split_k, "rollout linear layers: reduction chunk along K (split-K GEMV)", Range<int>{1, 1 << 20});
+    v.key("kv_split", kv_split, "rollout attention: flash-decoding chunk of cached positions", Range<int>{1, 1 << 20});
+  }
+};
+
 struct SftConfig {
   int steps = 300;
   int batch_size = 32;
@@ -147,17 +169,19 @@ struct Config {
   LossScaleConfig loss_scale;
   tasks::TaskConfig task;
   SftConfig sft;
+  RolloutConfig rollout;
 
   // f(block_name, doc, visit_fn) for every block, in deck order.
   template <class F>
   void for_each_block(F&& f) {
     f("run", "where outputs go and the master seed", [&](auto& v) { run.visit(v); });
     f("model", "Llama-style decoder-only transformer", [&](auto& v) { model.visit(v); });
-    f("precision", "storage precision of both engines", [&](auto& v) { precision.visit(v); });
+    f("precision", "numerics of both engines", [&](auto& v) { precision.visit(v); });
     f("optimizer", "AdamW on fp32 master weights", [&](auto& v) { optimizer.visit(v); });
     f("loss_scale", "dynamic loss scaling (fp16)", [&](auto& v) { loss_scale.visit(v); });
     f("task", "procedurally generated problems with verifiable answers", [&](auto& v) { visit_task(v, task); });
     f("sft", "supervised warm start (mantissa sft)", [&](auto& v) { sft.visit(v); });
+    f("rollout", "rollout engine (policy mu): sampling and its kernels", [&](auto& v) { rollout.visit(v); });
   }
 };
 

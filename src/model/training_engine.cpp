@@ -4,6 +4,8 @@
 
 #include "mantissa/kernels/attention.hpp"
 #include "mantissa/kernels/convert.hpp"
+#include "mantissa/kernels/decode.hpp"
+#include "mantissa/kernels/sampling.hpp"
 #include "mantissa/kernels/elementwise.hpp"
 #include "mantissa/kernels/embedding.hpp"
 #include "mantissa/kernels/gemm.hpp"
@@ -12,25 +14,11 @@
 #include "mantissa/kernels/rmsnorm.hpp"
 #include "mantissa/kernels/rope.hpp"
 #include "mantissa/kernels/swiglu.hpp"
+#include "model/workspace.hpp"
 
 namespace mantissa::model {
 
 namespace {
-
-// A buffer that grows to the largest batch seen and hands out [rows, cols] views of its front.
-template <class T>
-struct Rows {
-  View1<T> buf;
-  const char* label = "mantissa::model::activation";
-  View2<T> get(std::size_t rows, std::size_t cols) {
-    if (buf.extent(0) < rows * cols) buf = View1<T>(Kokkos::view_alloc(std::string(label), Kokkos::WithoutInitializing), rows * cols);
-    return View2<T>(buf.data(), rows, cols);
-  }
-  View1<T> get1(std::size_t n) {
-    if (buf.extent(0) < n) buf = View1<T>(Kokkos::view_alloc(std::string(label), Kokkos::WithoutInitializing), n);
-    return View1<T>(buf.data(), n);
-  }
-};
 
 template <class T>
 struct LayerActs {  // what the backward needs, per layer
@@ -51,7 +39,24 @@ class Engine final : public TrainingEngine {
     convert<float, T>(space_, master, w_);
   }
 
+  void set_temperature(float t) override { head_alpha_ = t > 0.0f ? 1.0f / t : 1.0f; }
+  void set_consistent(bool on, int split_k, int kv_split) override {
+    consistent_ = on, split_k_ = split_k, kv_split_ = kv_split;
+  }
+
+  std::vector<float> hidden_after_layer(int layer) const override {
+    const std::size_t D = cfg_.d_model;
+    const auto& rows = layer + 1 < cfg_.n_layer ? acts_[layer + 1].x_in : x_last_;
+    auto h = Kokkos::create_mirror_view_and_copy(HostSpace(), rows.view(n_, D));
+    std::vector<float> out(n_ * D);
+    for (std::size_t i = 0; i < n_; ++i) {
+      for (std::size_t d = 0; d < D; ++d) out[i * D + d] = to_float(h(i, d));
+    }
+    return out;
+  }
+
   void forward(const PackedBatch& b) override {
+    if (consistent_) return forward_consistent(b);
     ScopedRegion region("mantissa::train_engine::forward");
     const std::size_t N = b.n_tokens(), D = cfg_.d_model, F = cfg_.d_ff, V = cfg_.vocab;
     const int H = cfg_.n_head, Hkv = cfg_.n_kv_head, hd = cfg_.head_dim();
@@ -84,8 +89,73 @@ class Engine final : public TrainingEngine {
     }
     View2<T> xl = x_last_.get(N, D), hf = hf_.get(N, D), logits = logits_.get(N, V);
     rmsnorm_forward<T>(space_, xl, weight1(table_.final_norm()), eps(), hf, rstdf_.get1(N));
-    gemm<T, T, T>(space_, 'N', 'T', 1.0f, hf, weight2(table_.head()), 0.0f, logits);
+    gemm<T, T, T>(space_, 'N', 'T', head_alpha_, hf, weight2(table_.head()), 0.0f, logits);
     logsoftmax_gather_forward<T>(space_, logits, b.d_targets, logp_.get1(N), entropy_.get1(N), lse_logits_.get1(N));
+  }
+
+  // The same function through the rollout engine's kernels (decode.hpp) on all N rows at once: every
+  // row's result is the one the rollout engine computes for that token, bit for bit.
+  void forward_consistent(const PackedBatch& b) {
+    ScopedRegion region("mantissa::train_engine::forward_consistent");
+    if (head_alpha_ != 1.0f) throw std::invalid_argument("consistent mode needs rollout.temperature = 1");
+    const std::size_t N = b.n_tokens(), D = cfg_.d_model, F = cfg_.d_ff, V = cfg_.vocab;
+    const int H = cfg_.n_head, Hkv = cfg_.n_kv_head, hd = cfg_.head_dim(), S = b.n_seqs();
+    const std::size_t QKV = static_cast<std::size_t>(H + 2 * Hkv) * hd, A = static_cast<std::size_t>(H) * hd;
+    n_ = N;
+    // Row n of sequence s is the query at position pos[n] over the cache slot s, len = pos + 1.
+    std::vector<int> h_slot(N), h_len(N);
+    for (int s = 0; s < S; ++s) {
+      for (int i = b.seq_offsets[s]; i < b.seq_offsets[s + 1]; ++i) h_slot[i] = s, h_len[i] = b.pos[i] + 1;
+    }
+    View1<int> slot = slot_.get1(N), len = len_.get1(N);
+    Kokkos::deep_copy(slot, Kokkos::View<const int*, HostSpace, Kokkos::MemoryTraits<Kokkos::Unmanaged>>(h_slot.data(), N));
+    Kokkos::deep_copy(len, Kokkos::View<const int*, HostSpace, Kokkos::MemoryTraits<Kokkos::Unmanaged>>(h_len.data(), N));
+    int max_len = 1;
+    for (int s = 0; s < S; ++s) max_len = std::max(max_len, b.seq_offsets[s + 1] - b.seq_offsets[s]);
+    if (cache_k_.extent(0) < static_cast<std::size_t>(S) || cache_k_.extent(1) < static_cast<std::size_t>(max_len)) {
+      cache_k_ = View3<T>(Kokkos::view_alloc(std::string("mantissa::train_engine::kv_k"), Kokkos::WithoutInitializing),
+                          S, max_len, Hkv * hd);
+      cache_v_ = View3<T>(Kokkos::view_alloc(std::string("mantissa::train_engine::kv_v"), Kokkos::WithoutInitializing),
+                          S, max_len, Hkv * hd);
+    }
+    const View2<T> none;
+    View2<T> x = acts_[0].x_in.get(N, D);
+    embedding_forward<T>(space_, b.d_tokens, weight2(table_.embed()), x);
+    for (int l = 0; l < cfg_.n_layer; ++l) {
+      const LayerSlices& s = table_.layers()[l];
+      LayerActs<T>& a = acts_[l];
+      View2<T> x_in = a.x_in.get(N, D), h1 = a.h1.get(N, D), qkv = a.qkv.get(N, QKV), att = a.att.get(N, A);
+      View1<float> rstd1 = a.rstd1.get1(N), rstd2 = a.rstd2.get1(N);
+      View2<float> lse = a.lse.get(N, H);
+      rmsnorm_forward<T>(space_, x_in, weight1(s.attn_norm), eps(), h1, rstd1);
+      linear_decode<T>(space_, h1, weight2(s.wqkv), none, qkv, split_k_);
+      rope_forward<T>(space_, qkv, b.d_pos, H, Hkv, hd, theta());
+      kv_cache_append<T>(space_, qkv, slot, b.d_pos, H, Hkv, hd, cache_k_, cache_v_);
+      attention_decode<T>(space_, qkv, cache_k_, cache_v_, slot, len, H, Hkv, hd, kv_split_, att, lse);
+      View2<T> x_mid = a.x_mid.get(N, D), h2 = a.h2.get(N, D), gu = a.gu.get(N, 2 * F), sw = a.s.get(N, F);
+      linear_decode<T>(space_, att, weight2(s.wo), x_in, x_mid, split_k_);
+      rmsnorm_forward<T>(space_, x_mid, weight1(s.mlp_norm), eps(), h2, rstd2);
+      linear_decode<T>(space_, h2, weight2(s.wgu), none, gu, split_k_);
+      swiglu_forward<T>(space_, gu, sw);
+      View2<T> x_out = (l + 1 < cfg_.n_layer) ? acts_[l + 1].x_in.get(N, D) : x_last_.get(N, D);
+      linear_decode<T>(space_, sw, weight2(s.wd), x_mid, x_out, split_k_);
+    }
+    View2<T> xl = x_last_.get(N, D), hf = hf_.get(N, D), logits = logits_.get(N, V);
+    rmsnorm_forward<T>(space_, xl, weight1(table_.final_norm()), eps(), hf, rstdf_.get1(N));
+    linear_decode<T>(space_, hf, weight2(table_.head()), none, logits, split_k_);
+    View1<float> logp = logp_.get1(N);
+    logsoftmax_gather_forward<T>(space_, logits, b.d_targets, logp, entropy_.get1(N), lse_logits_.get1(N));
+    // log pi exactly as the sampler computes log mu (sampling.hpp: row_softmax_stats, row_logprob).
+    const auto targets = b.d_targets;
+    const int Vi = static_cast<int>(V);
+    Kokkos::parallel_for(
+        "mantissa::train_engine::consistent_logp", Kokkos::RangePolicy<ExecSpace>(space_, 0, N),
+        KOKKOS_LAMBDA(const std::size_t n) {
+          const int t = targets(n);
+          if (t < 0) return;
+          const T* row = &logits(n, 0);
+          logp(n) = row_logprob(row[t], 1.0f, row_softmax_stats(row, Vi, 1.0f));
+        });
   }
 
   ConstView1<float> logp() const override { return View1<float>(logp_.buf.data(), n_); }
@@ -118,8 +188,8 @@ class Engine final : public TrainingEngine {
     View2<T> dlogits = d_logits_.get(N, V), dh = d_h_.get(N, D), dx = d_x_.get(N, D);
     logsoftmax_gather_backward<T>(space_, logits, b.d_targets, View1<float>(lse_logits_.buf.data(), N), dlogp,
                                   dlogits);
-    gemm<T, T, T>(space_, 'N', 'N', 1.0f, dlogits, weight2(table_.head()), 0.0f, dh);
-    gemm<T, T, float>(space_, 'T', 'N', 1.0f, dlogits, hf, 1.0f, grad2(grads, table_.head()));
+    gemm<T, T, T>(space_, 'N', 'N', head_alpha_, dlogits, weight2(table_.head()), 0.0f, dh);
+    gemm<T, T, float>(space_, 'T', 'N', head_alpha_, dlogits, hf, 1.0f, grad2(grads, table_.head()));
     rmsnorm_backward<T>(space_, xl, weight1(table_.final_norm()), View1<float>(rstdf_.buf.data(), N), dh, dx,
                         grad1(grads, table_.final_norm()), false);
     for (int l = cfg_.n_layer - 1; l >= 0; --l) {
@@ -179,7 +249,11 @@ class Engine final : public TrainingEngine {
   std::size_t n_ = 0;
   Rows<T> tmp_, x_last_, hf_, logits_, d_logits_, d_h_, d_x_, d_s_, d_gu_, d_att_, d_qkv_;
   Rows<float> rstdf_, logp_, entropy_, lse_logits_;
-  Rows<int> argmax_;
+  Rows<int> argmax_, slot_, len_;
+  View3<T> cache_k_, cache_v_;
+  float head_alpha_ = 1.0f;
+  bool consistent_ = false;
+  int split_k_ = 64, kv_split_ = 16;
 };
 
 }  // namespace

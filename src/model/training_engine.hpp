@@ -29,6 +29,16 @@ class TrainingEngine {
   virtual View1<int> argmax() = 0;                // (N) most likely next token per row (after forward)
   // Backward of sum_n dlogp[n] * logp[n] for the last forward; accumulates into grads.  grads (total)
   virtual void backward(const PackedBatch& batch, const ConstView1<float>& dlogp, const View1<float>& grads) = 0;
+  // log pi under the tempered distribution softmax(logits / temperature) (RL evaluates the policy the
+  // rollout engine sampled from): the head GEMM computes round_P(h W^T / temperature). 0 or 1 = plain.
+  virtual void set_temperature(float temperature) = 0;
+  // Consistent mode: the forward runs the rollout engine's batch-invariant kernels (decode.hpp: split-K
+  // linear layers with fused residual adds, flash-decoding attention over a KV cache holding the
+  // batch) and the sampler's row log-softmax, so log pi == log mu bit for bit. The backward is the
+  // training engine's own (it reads only what the forward saved). Requires temperature 1.
+  virtual void set_consistent(bool on, int split_k, int kv_split) = 0;
+  // Host copy of the hidden state after block `layer` for every row of the last forward. (N, d_model)
+  virtual std::vector<float> hidden_after_layer(int layer) const = 0;
 };
 
 std::unique_ptr<TrainingEngine> make_training_engine(const config::ModelConfig& cfg, const ParamTable& table,

@@ -1,0 +1,206 @@
+#include "rollout/rollout_engine.hpp"
+
+#include <stdexcept>
+
+#include "mantissa/kernels/decode.hpp"
+#include "mantissa/kernels/embedding.hpp"
+#include "mantissa/kernels/region.hpp"
+#include "mantissa/kernels/rmsnorm.hpp"
+#include "mantissa/kernels/rope.hpp"
+#include "mantissa/kernels/sampling.hpp"
+#include "mantissa/kernels/swiglu.hpp"
+#include "mantissa/kernels/convert.hpp"
+#include "model/workspace.hpp"
+
+namespace mantissa::rollout {
+
+namespace {
+
+using model::LayerSlices;
+using model::ParamSlice;
+using model::Rows;
+
+template <class V>
+void upload(const std::vector<typename V::value_type>& h, V& d, const char* label) {
+  if (d.extent(0) < h.size()) d = V(Kokkos::view_alloc(std::string(label), Kokkos::WithoutInitializing), h.size());
+  auto sub = V(d.data(), h.size());
+  Kokkos::View<const typename V::value_type*, Kokkos::LayoutRight, HostSpace, Kokkos::MemoryTraits<Kokkos::Unmanaged>>
+      hv(h.data(), h.size());
+  Kokkos::deep_copy(sub, hv);
+}
+
+template <class T>
+class Engine final : public RolloutEngine {
+ public:
+  Engine(const config::ModelConfig& m, const config::RolloutConfig& r, const model::ParamTable& table, int eos)
+      : m_(m), r_(r), table_(table), eos_(eos),
+        w_(Kokkos::view_alloc("mantissa::rollout::weights", Kokkos::WithoutInitializing), table.total()) {
+    params_.temperature = static_cast<float>(r.temperature);
+    params_.top_p = static_cast<float>(r.top_p);
+    params_.top_k = r.top_k;
+    validate_sampling_params(params_);
+  }
+  Precision precision() const override { return precision_traits<T>::precision; }
+  void load_weights(const ConstView1<float>& master) override { convert<float, T>(space_, master, w_); }
+
+  Rollout generate(const std::vector<std::vector<int>>& prompts, const std::vector<std::uint64_t>& seq_ids,
+                   std::uint64_t seed, std::uint64_t step, const RolloutOptions& opt) override {
+    ScopedRegion region("mantissa::rollout::generate");
+    const int B = static_cast<int>(prompts.size());
+    if (seq_ids.size() != prompts.size()) throw std::invalid_argument("generate: one seq_id per prompt is needed");
+    const int D = m_.d_model, H = m_.n_head, Hkv = m_.n_kv_head, hd = m_.head_dim(), F = m_.d_ff, V = m_.vocab;
+    const int QKV = (H + 2 * Hkv) * hd, L = m_.n_layer;
+    const int max_new = opt.max_new_tokens > 0 ? opt.max_new_tokens : (r_.max_new_tokens > 0 ? r_.max_new_tokens : m_.max_seq);
+    for (const auto& p : prompts) {
+      if (p.empty() || static_cast<int>(p.size()) >= m_.max_seq) {
+        throw std::invalid_argument("generate: a prompt is empty or does not leave room in model.max_seq");
+      }
+    }
+    if (cache_k_.size() != static_cast<std::size_t>(L) || cache_k_[0].extent(0) < static_cast<std::size_t>(B)) {
+      cache_k_.clear(), cache_v_.clear();
+      for (int l = 0; l < L; ++l) {  // one cache per layer, in storage precision P
+        cache_k_.emplace_back(Kokkos::view_alloc(std::string("mantissa::rollout::kv_cache_k"), Kokkos::WithoutInitializing),
+                              B, m_.max_seq, Hkv * hd);
+        cache_v_.emplace_back(Kokkos::view_alloc(std::string("mantissa::rollout::kv_cache_v"), Kokkos::WithoutInitializing),
+                              B, m_.max_seq, Hkv * hd);
+      }
+    }
+    Rollout out;
+    out.response.assign(B, {});
+    out.logmu.assign(B, {});
+    out.finished.assign(B, 0);
+    if (opt.record_full_logprobs) out.full_logprobs.assign(B, {});
+    if (opt.record_hidden) out.hidden.assign(B, std::vector<std::vector<float>>(L));
+    std::vector<int> pos(B, 0), cur(B), done(B, 0);
+    for (int b = 0; b < B; ++b) cur[b] = prompts[b][0];
+    std::vector<int> h_tok, h_pos, h_slot, h_len, rows;
+    std::vector<std::uint64_t> h_seq;
+    while (true) {
+      rows.clear();
+      h_tok.clear(), h_pos.clear(), h_slot.clear(), h_len.clear(), h_seq.clear();
+      for (int b = 0; b < B; ++b) {
+        if (done[b]) continue;
+        rows.push_back(b);
+        h_tok.push_back(cur[b]);
+        h_pos.push_back(pos[b]);
+        h_slot.push_back(b);
+        h_len.push_back(pos[b] + 1);
+        h_seq.push_back(seq_ids[b]);
+      }
+      const int R = static_cast<int>(rows.size());
+      if (R == 0) break;
+      out.tokens_processed += R;
+      upload(h_tok, d_tok_, "mantissa::rollout::tokens");
+      upload(h_pos, d_pos_, "mantissa::rollout::pos");
+      upload(h_slot, d_slot_, "mantissa::rollout::slot");
+      upload(h_len, d_len_, "mantissa::rollout::len");
+      upload(h_seq, d_seq_, "mantissa::rollout::seq_id");
+      // sampled token i sits at position pos+1: the RNG is keyed by that position
+      std::vector<int> next_pos(h_pos);
+      for (auto& p : next_pos) ++p;
+      upload(next_pos, d_next_pos_, "mantissa::rollout::next_pos");
+      const View1<int> tok(d_tok_.data(), R), ps(d_pos_.data(), R), slot(d_slot_.data(), R), len(d_len_.data(), R),
+          nps(d_next_pos_.data(), R);
+      const View1<std::uint64_t> seq(d_seq_.data(), R);
+
+      View2<T> x = x_.get(R, D), x2 = x2_.get(R, D), h = h_.get(R, D), qkv = qkv_.get(R, QKV);
+      View2<T> att = att_.get(R, H * hd), gu = gu_.get(R, 2 * F), s = s_.get(R, F);
+      View1<float> rstd = rstd_.get1(R);
+      View2<float> lse = lse_.get(R, H);
+      const View2<T> none;
+      embedding_forward<T>(space_, tok, weight2(table_.embed()), x);
+      for (int l = 0; l < L; ++l) {
+        const LayerSlices& ls = table_.layers()[l];
+        rmsnorm_forward<T>(space_, x, weight1(ls.attn_norm), eps(), h, rstd);
+        linear_decode<T>(space_, h, weight2(ls.wqkv), none, qkv, r_.split_k);
+        rope_forward<T>(space_, qkv, ps, H, Hkv, hd, static_cast<float>(m_.rope_theta));
+        kv_cache_append<T>(space_, qkv, slot, ps, H, Hkv, hd, cache_k_[l], cache_v_[l]);
+        attention_decode<T>(space_, qkv, cache_k_[l], cache_v_[l], slot, len, H, Hkv, hd, r_.kv_split, att, lse);
+        linear_decode<T>(space_, att, weight2(ls.wo), x, x2, r_.split_k);  // residual fused
+        rmsnorm_forward<T>(space_, x2, weight1(ls.mlp_norm), eps(), h, rstd);
+        linear_decode<T>(space_, h, weight2(ls.wgu), none, gu, r_.split_k);
+        swiglu_forward<T>(space_, gu, s);
+        linear_decode<T>(space_, s, weight2(ls.wd), x2, x, r_.split_k);  // residual fused
+        if (opt.record_hidden) {
+          auto hx = Kokkos::create_mirror_view_and_copy(HostSpace(), x);
+          for (int i = 0; i < R; ++i) {
+            auto& dst = out.hidden[rows[i]][l];
+            for (int d = 0; d < D; ++d) dst.push_back(to_float(hx(i, d)));
+          }
+        }
+      }
+      View2<T> logits = logits_.get(R, V);
+      rmsnorm_forward<T>(space_, x, weight1(table_.final_norm()), eps(), h, rstd);
+      linear_decode<T>(space_, h, weight2(table_.head()), none, logits, r_.split_k);
+      View1<int> sampled = sampled_.get1(R);
+      View1<float> logmu = logmu_.get1(R);
+      View2<float> full = opt.record_full_logprobs ? full_.get(R, V) : View2<float>();
+      sample_tokens<T>(space_, logits, seq, nps, params_, seed, step, sampled, logmu, full);
+      auto h_sampled = Kokkos::create_mirror_view_and_copy(HostSpace(), sampled);
+      auto h_logmu = Kokkos::create_mirror_view_and_copy(HostSpace(), logmu);
+      auto h_full = Kokkos::create_mirror_view_and_copy(HostSpace(), full);
+      for (int i = 0; i < R; ++i) {
+        const int b = rows[i];
+        const int plen = static_cast<int>(prompts[b].size());
+        if (pos[b] + 1 < plen) {  // still prefilling: the next token is the prompt's
+          cur[b] = prompts[b][pos[b] + 1];
+          ++pos[b];
+          continue;
+        }
+        const int t = h_sampled(i);
+        out.response[b].push_back(t);
+        out.logmu[b].push_back(h_logmu(i));
+        if (opt.record_full_logprobs) {
+          for (int v = 0; v < V; ++v) out.full_logprobs[b].push_back(h_full(i, v));
+        }
+        const int generated = static_cast<int>(out.response[b].size());
+        if (t == eos_) {
+          out.finished[b] = 1;
+          done[b] = 1;
+        } else if (generated >= max_new || pos[b] + 2 >= m_.max_seq) {
+          done[b] = 1;  // truncated: no <eos>
+        }
+        cur[b] = t;
+        ++pos[b];
+      }
+    }
+    return out;
+  }
+
+ private:
+  float eps() const { return static_cast<float>(m_.norm_eps); }
+  View2<T> weight2(std::size_t i) const {
+    const ParamSlice& s = table_[i];
+    return View2<T>(w_.data() + s.offset, s.rows, s.cols);
+  }
+  View1<T> weight1(std::size_t i) const {
+    const ParamSlice& s = table_[i];
+    return View1<T>(w_.data() + s.offset, s.size());
+  }
+
+  config::ModelConfig m_;
+  config::RolloutConfig r_;
+  model::ParamTable table_;
+  int eos_;
+  ExecSpace space_;
+  View1<T> w_;
+  std::vector<View3<T>> cache_k_, cache_v_;  // per layer: [slot, position, n_kv_head * head_dim]
+  SamplingParams params_;
+  View1<int> d_tok_, d_pos_, d_slot_, d_len_, d_next_pos_;
+  View1<std::uint64_t> d_seq_;
+  Rows<T> x_, x2_, h_, qkv_, att_, gu_, s_, logits_;
+  Rows<float> rstd_, lse_, logmu_, full_;
+  Rows<int> sampled_;
+};
+
+}  // namespace
+
+std::unique_ptr<RolloutEngine> make_rollout_engine(const config::ModelConfig& model,
+                                                   const config::RolloutConfig& rollout,
+                                                   const model::ParamTable& table, Precision p, int eos_id) {
+  return dispatch_precision(p, [&](auto t) -> std::unique_ptr<RolloutEngine> {
+    return std::make_unique<Engine<decltype(t)>>(model, rollout, table, eos_id);
+  });
+}
+
+}  // namespace mantissa::rollout

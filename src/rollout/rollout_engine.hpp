@@ -1,0 +1,49 @@
+#pragma once
+// The rollout engine (policy mu): KV-cached decoding in storage precision P with its own kernels
+// (physics-free-kernels/mantissa/kernels/decode.hpp lists how they differ from the training engine),
+// temperature/top-p/top-k sampling with a counter-based RNG keyed by (seed, step, sequence id,
+// position), and the fp32 log-prob of every sampled token under the distribution sampled from.
+// Prompts are prefilled through the same decode kernels, one position per step, so a sequence's
+// cache holds exactly what its decode steps computed.
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "config/config.hpp"
+#include "mantissa/kernels/types.hpp"
+#include "model/params.hpp"
+
+namespace mantissa::rollout {
+
+struct Rollout {
+  std::vector<std::vector<int>> response;   // generated tokens per sequence (ends with <eos> if finished)
+  std::vector<std::vector<float>> logmu;    // fp32 log-prob of each generated token
+  std::vector<char> finished;               // 1 if <eos> was generated
+  // Optional records (RolloutOptions): per generated token, the tempered untruncated log-softmax (vocab
+  // floats), and per layer the hidden state after the block at every processed position (d_model floats).
+  std::vector<std::vector<float>> full_logprobs;             // [seq][token * vocab + v]
+  std::vector<std::vector<std::vector<float>>> hidden;       // [seq][layer][position * d_model + d]
+  long long tokens_processed = 0;                            // prompt + generated positions
+};
+
+struct RolloutOptions {
+  bool record_full_logprobs = false;
+  bool record_hidden = false;
+  int max_new_tokens = 0;  // 0 = the deck's, else this
+};
+
+class RolloutEngine {
+ public:
+  virtual ~RolloutEngine() = default;
+  virtual Precision precision() const = 0;
+  virtual void load_weights(const ConstView1<float>& master) = 0;
+  // prompts[i] starts with <bos>; seq_ids[i] keys its random numbers (unique per sequence per step).
+  virtual Rollout generate(const std::vector<std::vector<int>>& prompts, const std::vector<std::uint64_t>& seq_ids,
+                           std::uint64_t seed, std::uint64_t step, const RolloutOptions& opt) = 0;
+};
+
+std::unique_ptr<RolloutEngine> make_rollout_engine(const config::ModelConfig& model,
+                                                   const config::RolloutConfig& rollout,
+                                                   const model::ParamTable& table, Precision p, int eos_id);
+
+}  // namespace mantissa::rollout
