@@ -51,6 +51,7 @@ const std::vector<Command>& commands() {
   static const std::vector<Command> list = {
       {"run", "the main job: warm start, then the stages this build has (see README)", &cmd_run},
       {"sft", "supervised warm start on generated worked solutions", &cmd_sft},
+      {"probe", "mismatch between the rollout and training engines per precision on a checkpoint", &cmd_probe},
   };
   return list;
 }

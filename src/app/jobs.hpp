@@ -20,5 +20,6 @@ SftSummary run_sft(AppContext& ctx, const std::string& run_dir);
 
 int cmd_sft(AppContext& ctx);
 int cmd_run(AppContext& ctx);
+int cmd_probe(AppContext& ctx);
 
 }  // namespace mantissa::app

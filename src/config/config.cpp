@@ -66,6 +66,9 @@ Config load_config(const Deck& deck) {
   }
   if (cfg.task.min_digits > cfg.task.max_digits) fail("task", "min_digits", "must not exceed max_digits");
   if (cfg.task.min_terms > cfg.task.max_terms) fail("task", "min_terms", "must not exceed max_terms");
+  if (cfg.precision.consistent && cfg.rollout.temperature != 1.0) {
+    fail("precision", "consistent", "needs rollout.temperature = 1 (the training engine's backward is untempered there)");
+  }
   if (cfg.precision.consistent && (cfg.rollout.top_p < 1.0 || cfg.rollout.top_k > 0)) {
     fail("precision", "consistent",
          "needs untruncated sampling (rollout.top_p = 1, rollout.top_k = 0): log pi is never truncated");

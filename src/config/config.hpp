@@ -161,6 +161,23 @@ struct SftConfig {
   }
 };
 
+struct ProbeConfig {
+  std::string checkpoint;
+  std::vector<std::string> precisions{"fp32", "bf16", "fp16"};
+  int problems = 64;
+  int samples_per_problem = 1;
+  bool plot = true;
+  template <class V>
+  void visit(V& v) {
+    v.key("checkpoint", checkpoint, "master weights to probe (a checkpoint from mantissa sft or run); required by probe");
+    v.key("precisions", precisions, "storage precisions compared, each on the same weights and prompts",
+          OneOf{{"fp32", "bf16", "fp16"}});
+    v.key("problems", problems, "held-out prompts sampled", Range<int>{1, 1 << 20});
+    v.key("samples_per_problem", samples_per_problem, "responses sampled per prompt", Range<int>{1, 1 << 16});
+    v.key("plot", plot, "draw the PNG figures with /usr/bin/python3 (h5py, matplotlib) when available");
+  }
+};
+
 struct Config {
   RunConfig run;
   ModelConfig model;
@@ -170,6 +187,7 @@ struct Config {
   tasks::TaskConfig task;
   SftConfig sft;
   RolloutConfig rollout;
+  ProbeConfig probe;
 
   // f(block_name, doc, visit_fn) for every block, in deck order.
   template <class F>
@@ -182,6 +200,7 @@ struct Config {
     f("task", "procedurally generated problems with verifiable answers", [&](auto& v) { visit_task(v, task); });
     f("sft", "supervised warm start (mantissa sft)", [&](auto& v) { sft.visit(v); });
     f("rollout", "rollout engine (policy mu): sampling and its kernels", [&](auto& v) { rollout.visit(v); });
+    f("probe", "mismatch probe (mantissa probe)", [&](auto& v) { probe.visit(v); });
   }
 };
 

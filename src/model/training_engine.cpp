@@ -1,5 +1,6 @@
 #include "model/training_engine.hpp"
 
+#include <cmath>
 #include <vector>
 
 #include "mantissa/kernels/attention.hpp"
@@ -42,6 +43,21 @@ class Engine final : public TrainingEngine {
   void set_temperature(float t) override { head_alpha_ = t > 0.0f ? 1.0f / t : 1.0f; }
   void set_consistent(bool on, int split_k, int kv_split) override {
     consistent_ = on, split_k_ = split_k, kv_split_ = kv_split;
+  }
+
+  std::vector<float> log_softmax_rows(const std::vector<int>& rows) const override {
+    const std::size_t V = cfg_.vocab;
+    auto h = Kokkos::create_mirror_view_and_copy(HostSpace(), logits_.view(n_, V));
+    std::vector<float> out;
+    out.reserve(rows.size() * V);
+    for (int r : rows) {
+      double m = -INFINITY, s = 0.0;
+      for (std::size_t v = 0; v < V; ++v) m = std::max(m, static_cast<double>(to_float(h(r, v))));
+      for (std::size_t v = 0; v < V; ++v) s += std::exp(static_cast<double>(to_float(h(r, v))) - m);
+      const double lse = m + std::log(s);
+      for (std::size_t v = 0; v < V; ++v) out.push_back(static_cast<float>(to_float(h(r, v)) - lse));
+    }
+    return out;
   }
 
   std::vector<float> hidden_after_layer(int layer) const override {

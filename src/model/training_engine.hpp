@@ -37,6 +37,9 @@ class TrainingEngine {
   // batch) and the sampler's row log-softmax, so log pi == log mu bit for bit. The backward is the
   // training engine's own (it reads only what the forward saved). Requires temperature 1.
   virtual void set_consistent(bool on, int split_k, int kv_split) = 0;
+  // Host copies of full next-token log-probabilities (log-softmax of the last forward's logits,
+  // accumulated in fp64) for the given rows, row after row. (rows.size(), vocab)
+  virtual std::vector<float> log_softmax_rows(const std::vector<int>& rows) const = 0;
   // Host copy of the hidden state after block `layer` for every row of the last forward. (N, d_model)
   virtual std::vector<float> hidden_after_layer(int layer) const = 0;
 };

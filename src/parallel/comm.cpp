@@ -30,3 +30,28 @@ template double allreduce_sum_scalar<double>(double, MPI_Comm);
 template long long allreduce_sum_scalar<long long>(long long, MPI_Comm);
 
 }  // namespace mantissa::parallel
+
+namespace mantissa::parallel {
+
+template <class T>
+std::vector<T> gather_to_root(const std::vector<T>& local, MPI_Comm comm) {
+  int rank = 0, size = 1;
+  MPI_Comm_rank(comm, &rank);
+  MPI_Comm_size(comm, &size);
+  const int n = static_cast<int>(local.size() * sizeof(T));
+  std::vector<int> counts(size), displs(size);
+  MPI_Gather(&n, 1, MPI_INT, counts.data(), 1, MPI_INT, 0, comm);
+  std::vector<T> out;
+  if (rank == 0) {
+    int total = 0;
+    for (int r = 0; r < size; ++r) displs[r] = total, total += counts[r];
+    out.resize(static_cast<std::size_t>(total) / sizeof(T));
+  }
+  MPI_Gatherv(local.data(), n, MPI_BYTE, out.data(), counts.data(), displs.data(), MPI_BYTE, 0, comm);
+  return out;
+}
+template std::vector<float> gather_to_root<float>(const std::vector<float>&, MPI_Comm);
+template std::vector<int> gather_to_root<int>(const std::vector<int>&, MPI_Comm);
+template std::vector<double> gather_to_root<double>(const std::vector<double>&, MPI_Comm);
+
+}  // namespace mantissa::parallel

@@ -3,6 +3,8 @@
 // through host memory (Debian's OpenMPI is not CUDA-aware), host Views are reduced in place.
 #include <mpi.h>
 
+#include <vector>
+
 #include "mantissa/kernels/types.hpp"
 
 namespace mantissa::parallel {
@@ -13,4 +15,10 @@ void allreduce_sum(const View1<float>& v, MPI_Comm comm = MPI_COMM_WORLD);
 template <class T>
 T allreduce_sum_scalar(T x, MPI_Comm comm = MPI_COMM_WORLD);
 
+}  // namespace mantissa::parallel
+
+namespace mantissa::parallel {
+// Concatenation of every rank's vector on rank 0 (rank order); other ranks get an empty vector.
+template <class T>
+std::vector<T> gather_to_root(const std::vector<T>& local, MPI_Comm comm = MPI_COMM_WORLD);
 }  // namespace mantissa::parallel
