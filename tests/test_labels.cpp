@@ -12,6 +12,8 @@
 #include "mantissa/kernels/convert.hpp"
 #include "mantissa/kernels/region.hpp"
 #include "model/sft.hpp"
+#include "rollout/rollout_batch.hpp"
+#include "rollout/rollout_engine.hpp"
 #include "tasks/tokenizer.hpp"
 
 namespace {
@@ -59,6 +61,19 @@ TEST(Labels, EveryKernelAndRegionHasTheMantissaPrefix) {
     t.init_fresh();
     t.train_step();
     t.evaluate(2);
+    // the rollout engine, and the training engine's consistent mode on its samples
+    c.rollout.max_new_tokens = 4;
+    c.rollout.top_p = 0.9;
+    auto roll = mantissa::rollout::make_rollout_engine(c.model, c.rollout, t.table(), c.precision.storage_precision(),
+                                                       mantissa::tasks::eos_id());
+    roll->load_weights(t.optimizer().master);
+    const std::vector<std::vector<int>> prompts = {{1, 5, 6}, {1, 7}};
+    mantissa::rollout::RolloutOptions ro;
+    ro.record_full_logprobs = true;
+    const auto r = roll->generate(prompts, {0, 1}, 1, 0, ro);
+    t.engine().set_consistent(true, 8, 2);
+    t.engine().forward(mantissa::rollout::to_batch(prompts, r));
+    t.engine().set_consistent(false, 8, 2);
   }
   mantissa::View1<float> x("mantissa::test::x", 8);
   mantissa::View1<mantissa::bf16_t> y("mantissa::test::y", 8);

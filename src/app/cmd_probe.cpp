@@ -2,6 +2,7 @@
 // sample responses with the rollout engine (log mu), recompute log pi with the training engine, and
 // report every mismatch measure (mission.md section 5), the per-layer attribution, per-token and
 // per-sequence data in HDF5, and the two figures of the paper's offline analysis.
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
@@ -25,6 +26,8 @@ namespace mantissa::app {
 namespace {
 
 struct ProbeResult {
+  std::vector<double> bin_abs, bin_mean;  // |s_i| and s_i averaged per response-length quartile
+  std::vector<int> bin_max_len;
   Precision precision;
   rl::MismatchMetrics metrics;
   std::vector<double> layer_rel_diff;
@@ -184,6 +187,20 @@ int cmd_probe(AppContext& ctx) {
       sums.push_back(acc);
     }
     out->write(g + "/sequences/logratio_sum", sums);
+    {  // growth with length: the sequence log-ratio by response-length quartile
+      std::vector<std::pair<int, double>> by_len;
+      for (std::size_t i = 0; i < sums.size(); ++i) by_len.emplace_back(g_len[i], sums[i]);
+      std::sort(by_len.begin(), by_len.end());
+      for (int q = 0; q < 4 && !by_len.empty(); ++q) {
+        const std::size_t a = by_len.size() * q / 4, e = by_len.size() * (q + 1) / 4;
+        double sa = 0, sm = 0;
+        for (std::size_t i = a; i < e; ++i) sa += std::fabs(by_len[i].second), sm += by_len[i].second;
+        const double n = static_cast<double>(std::max<std::size_t>(1, e - a));
+        results.back().bin_abs.push_back(sa / n);
+        results.back().bin_mean.push_back(sm / n);
+        results.back().bin_max_len.push_back(e > a ? by_len[e - 1].first : 0);
+      }
+    }
     out->write(g + "/layers/rel_diff", layers);
     for (const auto& [k, v] : rl::to_row(res.metrics)) out->write_attr(g, k, v);
   }
@@ -210,6 +227,11 @@ int cmd_probe(AppContext& ctx) {
     for (int l = 0; l < mc.n_layer; ++l) {
       say(ctx, "{:<28}", fmt::format("hidden_rel_diff_layer{}", l));
       for (const auto& r : results) say(ctx, " {:>12.4g}", r.layer_rel_diff[l]);
+      say(ctx, "\n");
+    }
+    for (std::size_t q = 0; q < results.front().bin_abs.size(); ++q) {
+      say(ctx, "{:<28}", fmt::format("seq_abs_logratio_q{} (L<={})", q + 1, results.front().bin_max_len[q]));
+      for (const auto& r : results) say(ctx, " {:>12.4g}", q < r.bin_abs.size() ? r.bin_abs[q] : 0.0);
       say(ctx, "\n");
     }
     say(ctx, "per-token and per-sequence data: {}\n", h5);
