@@ -102,6 +102,43 @@ TYPED_TEST(Gemm, LongReduction) {
   run_case<T, float>('T', 'N', 19, 23, 517, 2.0f, 1.0f, 8);
 }
 
+// Column subviews of wider matrices (LayoutRight with row stride > columns, e.g. the gate half
+// of a fused projection): the BLAS gets the leading dimensions, the widening route the strides,
+// and C's columns outside the subview stay untouched.
+TYPED_TEST(Gemm, StridedSubviews) {
+  using T = TypeParam;
+  const int m = 9, n = 7, k = 5, pad = 3;
+  const auto a = random_values<T>(m * (k + pad), -1.0, 1.0, 31);
+  const auto b = random_values<T>(n * k, -1.0, 1.0, 32);
+  const auto c0 = random_values<T>(m * (n + pad), -1.0, 1.0, 33);
+  auto A_big = make_view2<T>("A_big", a, m, k + pad);
+  auto B = make_view2<T>("B", b, n, k);
+  auto C_big = make_view2<T>("C_big", c0, m, n + pad);
+  ConstView2<T> A = Kokkos::subview(A_big, Kokkos::ALL, Kokkos::make_pair(1, 1 + k));
+  View2<T> C = Kokkos::subview(C_big, Kokkos::ALL, Kokkos::make_pair(2, 2 + n));
+  ASSERT_EQ(A.stride(0), static_cast<std::size_t>(k + pad));
+  gemm<T, T, T>(ExecSpace(), 'N', 'T', 1.0f, A, B, 1.0f, C);
+  const auto got = to_host(C_big);
+  std::vector<double> ref(got.size()), tol(got.size());
+  for (int i = 0; i < m; ++i)
+    for (int jj = 0; jj < n + pad; ++jj) {
+      const std::size_t idx = static_cast<std::size_t>(i) * (n + pad) + jj;
+      ref[idx] = c0[idx];
+      tol[idx] = 0.0;  // outside the subview: untouched
+      const int j = jj - 2;
+      if (j < 0 || j >= n) continue;
+      double dot = 0.0, dot_abs = std::fabs(c0[idx]);
+      for (int l = 0; l < k; ++l) {
+        const double p = a[static_cast<std::size_t>(i) * (k + pad) + 1 + l] * b[static_cast<std::size_t>(j) * k + l];
+        dot += p;
+        dot_abs += std::fabs(p);
+      }
+      ref[idx] += dot;
+      tol[idx] = (k + 3) * kU32 * dot_abs + rounding_tol<T>(ref[idx]);  // as in run_case
+    }
+  expect_close(std::string("gemm strided subviews ") + precision_traits<T>::name, got, ref, tol);
+}
+
 // K = 0: op(A) op(B) is an empty sum, so C = round(beta C).
 TYPED_TEST(Gemm, EmptyReduction) {
   using T = TypeParam;

@@ -219,7 +219,7 @@ KOKKOS_INLINE_FUNCTION SampledToken sample_row(const T* row, int V, const Sampli
         if (i == popped) detail::heap_pop(work, V - popped++);
         const std::uint64_t key = work[V - 1 - i];
         mass += static_cast<double>(kmath::exp(detail::key_logit(key) - m));
-        if (mass > target) {
+        if (mass >= target) {
           threshold = key;
           break;
         }
