@@ -13,35 +13,36 @@
 // Linear layers, y = x W^T (+ residual):
 //  D1  Reduction order. Training: gemm() (gemm.hpp) hands the fp32 product to the BLAS
 //      (OpenBLAS sgemm on CPUs, cublasGemmEx on GPUs) whose order over K is the library's own,
-//      chosen by its blocking for the shape (M, N, K), so a row's result may depend on how many
-//      rows are in the call. Rollout: a fixed split-K order (decode_dot_block below): K is cut
-//      into consecutive chunks of split_k elements; inside a chunk 8 interleaved fp32 lanes
-//      (lane l takes the chunk's elements l, l+8, l+16, ... in ascending order), combined as
-//      ((s0+s4)+(s2+s6))+((s1+s5)+(s3+s7)); the chunk partials are then added in fp32 in chunk
-//      order to an accumulator starting at 0.
+//      chosen by its blocking and kernels for the shape (M, N, K) and the CPU, so a row's result
+//      may depend on how many rows are in the call. Rollout: a fixed split-K order
+//      (detail::decode_split_k_dot): K is cut into consecutive chunks of split_k elements;
+//      inside a chunk 8 interleaved fp32 lanes (lane l takes the chunk's elements l, l+8,
+//      l+16, ... in ascending order), combined as ((s0+s4)+(s2+s6))+((s1+s5)+(s3+s7)); the
+//      chunk partials are added in fp32 in chunk order to an accumulator that starts at 0.
 //  D2  Residual add fused into the epilogue. Training: t = round_T(x W^T), then the residual
 //      add y = round_T(t + residual) (two roundings to T). Rollout: y = round_T(acc + residual)
 //      with the fp32 accumulator (one rounding).
 //  D3  Batch invariance. Rollout: every output element is one fixed sequence of fp32
-//      operations on (x row, W row, split_k): the result does not depend on the number of rows
-//      in the call or on the row's position (the blocked and the single-row code paths run the
-//      same operations per element). The training gemm gives no such guarantee.
+//      operations on (x row, W row, split_k); which code path computes it (a block of
+//      decode_linear_block columns or the last partial block) depends on its column only, and
+//      both paths run the same operations. So a row's result does not depend on the number of
+//      rows in the call or on its position. The training gemm gives no such guarantee.
 //
 // Attention, query row i (head h) over keys/values j = 0 .. L-1 (decode: L = len[r], the
 // positions held in the row's cache slot; training: the causal prefix of the packed sequence):
-//  D4  Same scores. F1/F2 of attention.hpp hold unchanged: s_j = attention_dot(q, k_j) * scale
-//      with scale = attention_scale(hd) and the same 8-lane dot product, so the scores are
-//      bit-identical to the training engine's for the same q and k. k and v are read from the
-//      KV cache, which holds the values of T exactly (kv_cache_append copies bits), so the
-//      cache itself changes nothing.
+//  D4  Same scores. F1/F2 of attention.hpp hold unchanged: s_j = dot(q, k_j) * scale with
+//      scale = attention_scale(hd) and the dot product in attention_dot's 8-lane order
+//      (detail::decode_dot), so the scores are bit-identical to the training engine's for the
+//      same q and k. k and v are read from the KV cache, which holds the values of T exactly
+//      (kv_cache_append copies them), so the cache itself changes nothing.
 //  D5  Split softmax (flash-decoding). Training (F3): one block per row, m = max_j s_j,
 //      e_j = exp(s_j - m), l = sum_j e_j over all j ascending. Rollout: the positions are cut
 //      into consecutive chunks of kv_split; chunk c has its own max m_c, e_j = exp(s_j - m_c),
-//      l_c = sum_{j in c} e_j; the chunks are combined in chunk order with the weights
-//      w_c = exp(m_c - m), m = max_c m_c (= max_j s_j):
-//      l = sum_c l_c w_c, o = sum_c o_c w_c. The exponentials are taken of other arguments and
-//      multiplied by w_c: other bits, and l is summed in another order. With kv_split >= L there
-//      is one chunk, w_0 = exp(0) = 1 and e_j, l are bit-identical to the training engine's.
+//      l_c = sum_{j in c} e_j (j ascending); the chunks are combined in chunk order with the
+//      weights w_c = exp(m_c - m), m = max_c m_c (= max_j s_j): l = sum_c l_c w_c,
+//      o = sum_c o_c w_c. The exponentials are taken of other arguments and multiplied by w_c,
+//      and l is summed in another order: other bits. With kv_split >= L there is one chunk,
+//      w_0 = exp(0) = 1, and e_j, l and lse are bit-identical to the training engine's.
 //  D6  Probabilities NOT rounded. Training (F4): p_j = round_T(e_j) multiplies V (FA2's
 //      conversion of the P tile to T before the P V tensor-core GEMM). Rollout: the fp32 e_j
 //      multiplies V: o_c = sum_{j in c} e_j v_j in fp32 (j ascending). For T = float both are
@@ -49,31 +50,42 @@
 //  D7  Normalisation. Training (F5): out = round_T(o * (1/l)) (reciprocal, then product: two
 //      fp32 roundings before the one to T). Rollout: out = round_T(o / l) (one fp32 division).
 //  D8  lse = m + log(l) in fp32 in both (F6), with the l of D5.
-//  D9  Parallelism and shape of the computation. Training: all queries of a packed sequence at
-//      once, k and v from the same qkv tensor. Rollout: one query row per active sequence,
-//      attending over its cache slot; rows of different sequences share a call. Each (row,
-//      head) is one thread with a fixed operation sequence, so results are batch-invariant:
-//      a pure function of (q, the slot's cache contents in [0, len), kv_split).
+//  D9  Shape of the computation. Training: all queries of a packed sequence at once, k and v
+//      from the same qkv tensor. Rollout: one query row per active sequence (or per prompt
+//      token in a prefill), attending over its cache slot; rows of different sequences share a
+//      call. Each (row, head) is one thread with a fixed operation sequence, so results are
+//      batch-invariant: a pure function of (q, the slot's cache contents in [0, len), kv_split).
 //
 // What is the same: F1 (inputs read exactly), F2 (scores), exp/log (the fp32 kmath functions),
 // the storage type T of every activation, fp32 for every product, sum and statistic, one
 // rounding of every output. Operations not in this file (embedding, RMSNorm, RoPE, SwiGLU,
 // log-softmax of the logits) are not covered by this list: a rollout-specific variant of any of
 // them adds its difference here.
+//
+// FMA contraction: like the training kernels, these are written as separate fp32 products and
+// sums; a compiler may contract them into FMAs (nvcc does by default; g++ does for C++ whenever
+// the target has FMA, e.g. -march=native, even with -std=c++17). The orders above still hold and
+// the results stay batch-invariant (one code path per element), but the bits then differ from a
+// build without FMA; the tests' bit-for-bit emulations assume no contraction.
 // =============================================================================================
 //
 // KV cache. cache_k and cache_v are [slots, max_seq, n_kv_head * head_dim] (LayoutRight): slot s
 // holds one sequence, position p its p-th token, columns c*hd .. c*hd+hd-1 kv head c (the same
 // column order as the k and v parts of a qkv row, see attention.hpp). Decoding one step for the
 // active rows: qkv = linear(...); rope_forward(qkv, pos); kv_cache_append(qkv, slot, pos);
-// attention_decode(qkv, cache, slot, len = pos + 1). A prefill of a prompt is the same call with
-// one row per prompt token (each row's len = its position + 1).
+// attention_decode(qkv, cache, slot, len = pos + 1). A prefill of a prompt is the same pair of
+// calls with one row per prompt token (each row's len = its position + 1).
 //
 // Argument checks. Shapes are checked on the host (std::invalid_argument). The slot, pos and len
 // values live in device memory: one small parallel_reduce per call checks they are in range
 // before any cache element is read or written (it synchronises the execution space instance).
+//
+// Work space per call: linear_decode, for 16-bit T, fp32 copies of x and W (exact); for all T,
+// attention_decode an fp32 score buffer of R * n_head * max(len) (each (row, head) writes its
+// scores once and reads them per chunk, instead of recomputing the dot products).
 #include <climits>
 #include <cstddef>
+#include <cstdint>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -88,7 +100,7 @@ namespace mantissa {
 inline constexpr int decode_linear_block = 8;
 
 // Positions ahead of the current one whose cache slice attention_decode prefetches (host builds).
-inline constexpr int decode_prefetch_ahead = 8;
+inline constexpr int decode_prefetch_ahead = 16;
 
 namespace detail {
 
@@ -121,6 +133,35 @@ void decode_check_cache(const char* who, const ConstView3<T>& cache_k, const Con
     decode_fail(who, "cache extents must fit an int");
 }
 
+// to_float(x), exactly (bit for bit, NaN payloads included), without branches for fp16: the
+// precision.hpp conversion normalises subnormals in a loop, which keeps the compiler from
+// vectorising the cache reads. Normal values rebias the exponent; subnormals are m 2^-24 (an
+// exact fp32 product, no subnormal arithmetic); Inf/NaN keep the payload. (Tested on all 2^16 inputs.)
+KOKKOS_INLINE_FUNCTION float decode_load(float x) { return x; }
+KOKKOS_INLINE_FUNCTION float decode_load(bf16_t x) { return to_float(x); }
+KOKKOS_INLINE_FUNCTION float decode_load(fp16_t x) {
+  const std::uint32_t h = x.bits, sign = (h & 0x8000u) << 16, e = h & 0x7c00u, m = h & 0x3ffu;
+  const float sub = static_cast<float>(static_cast<int>(m)) * 5.9604644775390625e-8f;  // m 2^-24
+  const std::uint32_t normal = sign | (((h & 0x7fffu) << 13) + 0x38000000u);         // exponent + 112
+  const std::uint32_t special = sign | 0x7f800000u | (m << 13);                       // Inf, NaN
+  const float f = bits_float(e == 0x7c00u ? special : normal);
+  return e == 0u ? (sign != 0u ? -sub : sub) : f;
+}
+
+// sum_d a[d] b[d] in fp32 in the order of attention_dot (attention.hpp, F2): lane l sums
+// d = l mod 8 ascending, the lanes combined as ((s0+s4)+(s2+s6))+((s1+s5)+(s3+s7)).
+template <class B>
+KOKKOS_INLINE_FUNCTION float decode_dot(const float* a, const B* b, int n) {
+  float s[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+  int d = 0;
+  for (; d + 8 <= n; d += 8)
+    for (int l = 0; l < 8; ++l) s[l] += a[d + l] * decode_load(b[d + l]);
+  if (d < n)
+    for (int l = 0; l < 8; ++l)
+      if (d + l < n) s[l] += a[d + l] * decode_load(b[d + l]);
+  return ((s[0] + s[4]) + (s[2] + s[6])) + ((s[1] + s[5]) + (s[3] + s[7]));
+}
+
 // An fp32 copy of a T matrix (exact); for T = float the input itself.   (n0, n1) -> (n0, n1)
 template <class T, class Exec>
 ConstView2<float> decode_widen(const Exec& space, const ConstView2<T>& x, const char* label) {
@@ -132,11 +173,19 @@ ConstView2<float> decode_widen(const Exec& space, const ConstView2<T>& x, const 
     const std::size_t n0 = x.extent(0), n1 = x.extent(1);
     const View2<float> y(Kokkos::view_alloc(std::string(label), Kokkos::WithoutInitializing), n0, n1);
     if (n1 == 0) return y;
-    Kokkos::parallel_for(
-        "mantissa::decode::widen", Kokkos::RangePolicy<Exec>(space, 0, n0 * n1), KOKKOS_LAMBDA(const std::size_t e) {
-          const std::size_t r = e / n1, c = e % n1;
-          y(r, c) = to_float(x(r, c));
-        });
+    if (x.span_is_contiguous()) {  // flat loop, no index arithmetic: vectorises on CPUs
+      const T* src = x.data();
+      float* dst = y.data();
+      Kokkos::parallel_for(
+          "mantissa::decode::widen", Kokkos::RangePolicy<Exec>(space, 0, n0 * n1),
+          KOKKOS_LAMBDA(const std::size_t e) { dst[e] = decode_load(src[e]); });
+    } else {
+      Kokkos::parallel_for(
+          "mantissa::decode::widen", Kokkos::RangePolicy<Exec>(space, 0, n0 * n1), KOKKOS_LAMBDA(const std::size_t e) {
+            const std::size_t r = e / n1, c = e % n1;
+            y(r, c) = decode_load(x(r, c));
+          });
+    }
     return y;
   }
 }
@@ -328,12 +377,12 @@ void attention_decode(const Exec& space, ConstView2<T> qkv, ConstView3<T> cache_
         const int h = static_cast<int>(idx % heads);
         const int s = slot(r), n_pos = len(r), kc = (h / group) * hd;
         float q[attention_max_head_dim];
-        for (int d = 0; d < hd; ++d) q[d] = to_float(qkv(r, h * hd + d));  // F1
+        for (int d = 0; d < hd; ++d) q[d] = detail::decode_load(qkv(r, h * hd + d));  // F1
         float* sc = scores.data() + idx * stride;
         float m = 0.0f;
         for (int j = 0; j < n_pos; ++j) {
           if (j + decode_prefetch_ahead < n_pos) detail::decode_prefetch(&cache_k(s, j + decode_prefetch_ahead, kc), hd);
-          sc[j] = detail::attention_dot(q, &cache_k(s, j, kc), hd) * scale;  // D4 (= F2)
+          sc[j] = detail::decode_dot(q, &cache_k(s, j, kc), hd) * scale;  // D4 (= F2)
           m = j == 0 ? sc[j] : kmax(m, sc[j]);
         }
         float o[attention_max_head_dim], oc[attention_max_head_dim];
@@ -350,7 +399,7 @@ void attention_decode(const Exec& space, ConstView2<T> qkv, ConstView3<T> cache_
             lc += e;
             if (j + decode_prefetch_ahead < n_pos) detail::decode_prefetch(&cache_v(s, j + decode_prefetch_ahead, kc), hd);
             const T* v = &cache_v(s, j, kc);
-            for (int d = 0; d < hd; ++d) oc[d] += e * to_float(v[d]);  // D6: e not rounded to T
+            for (int d = 0; d < hd; ++d) oc[d] += e * detail::decode_load(v[d]);  // D6: e not rounded to T
           }
           const float w = kmath::exp(mc - m);
           l += lc * w;

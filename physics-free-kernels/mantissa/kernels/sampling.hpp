@@ -82,9 +82,11 @@ KOKKOS_INLINE_FUNCTION float tempered_logit(const T& x, float temperature) {
   return to_float(x) / temperature;
 }
 
-// m, S = sum exp(z - m) in ascending index order, log S.                      row (V) -> stats
+namespace detail {
+// row_softmax_stats, also accumulating the double sum of the same fp32 terms into *mass when
+// mass != nullptr (the sampler's walk needs it; S is the same float sum either way).
 template <class T>
-KOKKOS_INLINE_FUNCTION RowSoftmaxStats row_softmax_stats(const T* row, int V, float temperature) {
+KOKKOS_INLINE_FUNCTION RowSoftmaxStats row_softmax_stats(const T* row, int V, float temperature, double* mass) {
   float m = neg_inf_float();
   bool nan = false;
   for (int v = 0; v < V; ++v) {
@@ -97,11 +99,24 @@ KOKKOS_INLINE_FUNCTION RowSoftmaxStats row_softmax_stats(const T* row, int V, fl
   RowSoftmaxStats s{m, nan_float(), nan_float(), false};
   if (nan || !(m > neg_inf_float()) || !(m < -neg_inf_float())) return s;
   float sum = 0.0f;
-  for (int v = 0; v < V; ++v) sum += kmath::exp(tempered_logit(row[v], temperature) - m);
+  double sum_d = 0.0;
+  for (int v = 0; v < V; ++v) {
+    const float e = kmath::exp(tempered_logit(row[v], temperature) - m);
+    sum += e;
+    sum_d += static_cast<double>(e);
+  }
+  if (mass != nullptr) *mass = sum_d;
   s.sum_exp = sum;
   s.log_sum_exp = kmath::log(sum);
   s.ok = true;
   return s;
+}
+}  // namespace detail
+
+// m, S = sum exp(z - m) in ascending index order, log S.                      row (V) -> stats
+template <class T>
+KOKKOS_INLINE_FUNCTION RowSoftmaxStats row_softmax_stats(const T* row, int V, float temperature) {
+  return detail::row_softmax_stats(row, V, temperature, nullptr);
 }
 
 // log p_v of one token from the row's statistics: (z_v - m) - log S.
@@ -110,12 +125,20 @@ KOKKOS_INLINE_FUNCTION float row_logprob(const T& x, float temperature, const Ro
   return (tempered_logit(x, temperature) - s.max) - s.log_sum_exp;
 }
 
+namespace detail {
+template <class T>
+KOKKOS_INLINE_FUNCTION void write_log_softmax(const T* row, int V, float temperature, const RowSoftmaxStats& s,
+                                              float* out) {
+  for (int v = 0; v < V; ++v) out[v] = s.ok ? row_logprob(row[v], temperature, s) : nan_float();
+}
+}  // namespace detail
+
 // out[v] = log_softmax(x / temperature)[v] (NaN row when !ok); returns the stats.   row (V) -> out (V) fp32
 // The sampler's full_logprobs and its untruncated logmu are exactly these values.
 template <class T>
 KOKKOS_INLINE_FUNCTION RowSoftmaxStats row_log_softmax(const T* row, int V, float temperature, float* out) {
   const RowSoftmaxStats s = row_softmax_stats(row, V, temperature);
-  for (int v = 0; v < V; ++v) out[v] = s.ok ? row_logprob(row[v], temperature, s) : nan_float();
+  detail::write_log_softmax(row, V, temperature, s, out);
   return s;
 }
 
@@ -189,7 +212,9 @@ KOKKOS_INLINE_FUNCTION SampledToken sample_row(const T* row, int V, const Sampli
   }
 
   const float t = p.temperature;
-  const RowSoftmaxStats s = full != nullptr ? row_log_softmax(row, V, t, full) : row_softmax_stats(row, V, t);
+  double mass_all = 0.0;  // sum of the fp32 e_v in double, ascending id
+  const RowSoftmaxStats s = detail::row_softmax_stats(row, V, t, &mass_all);
+  if (full != nullptr) detail::write_log_softmax(row, V, t, s, full);
   if (!s.ok) return SampledToken{-1, nan_float()};
   const float m = s.max;
 
@@ -208,10 +233,13 @@ KOKKOS_INLINE_FUNCTION SampledToken sample_row(const T* row, int V, const Sampli
       threshold = work[V - n_k];
     }
     if (cut_p) {
-      double mass_k = 0.0;  // mass of the top-k set, ascending id
-      for (int v = 0; v < V; ++v) {
-        const float z = tempered_logit(row[v], t);
-        if (detail::token_key(z, v) >= threshold) mass_k += static_cast<double>(kmath::exp(z - m));
+      double mass_k = mass_all;  // mass of the top-k set, ascending id
+      if (cut_k) {
+        mass_k = 0.0;
+        for (int v = 0; v < V; ++v) {
+          const float z = tempered_logit(row[v], t);
+          if (detail::token_key(z, v) >= threshold) mass_k += static_cast<double>(kmath::exp(z - m));
+        }
       }
       const double target = static_cast<double>(p.top_p) * mass_k;
       double mass = 0.0;  // mass of the prefix, in order
@@ -227,15 +255,19 @@ KOKKOS_INLINE_FUNCTION SampledToken sample_row(const T* row, int V, const Sampli
     }
   }
 
-  // Kept mass in ascending id: fp32 (for logmu, = S term for term when all are kept), double (the walk).
-  float sum_kept = 0.0f;
-  double mass_kept = 0.0;
-  for (int v = 0; v < V; ++v) {
-    const float z = tempered_logit(row[v], t);
-    if (detail::token_key(z, v) >= threshold) {
-      const float e = kmath::exp(z - m);
-      sum_kept += e;
-      mass_kept += static_cast<double>(e);
+  // Kept mass in ascending id: fp32 (for logmu; S itself when all are kept), double (the walk).
+  float sum_kept = s.sum_exp;
+  double mass_kept = mass_all;
+  if (threshold != 0) {
+    sum_kept = 0.0f;
+    mass_kept = 0.0;
+    for (int v = 0; v < V; ++v) {
+      const float z = tempered_logit(row[v], t);
+      if (detail::token_key(z, v) >= threshold) {
+        const float e = kmath::exp(z - m);
+        sum_kept += e;
+        mass_kept += static_cast<double>(e);
+      }
     }
   }
   // Inverse CDF; the arg-max token (e = 1) is always kept, so some token has e > 0.
@@ -255,7 +287,7 @@ KOKKOS_INLINE_FUNCTION SampledToken sample_row(const T* row, int V, const Sampli
     }
   }
   if (token < 0) token = last_positive;  // u * mass rounded up to the full mass
-  const float log_kept = threshold == 0 ? s.log_sum_exp : kmath::log(sum_kept);
+  const float log_kept = threshold == 0 ? s.log_sum_exp : kmath::log(sum_kept);  // = log S if all are kept
   return SampledToken{token, (tempered_logit(row[token], t) - m) - log_kept};
 }
 
