@@ -1,7 +1,7 @@
 // Training-engine attention (mantissa/kernels/attention.hpp): forward and backward time and
 // tokens/s for a packed batch of 16 sequences x 128 tokens, 4 query heads (4 kv heads), head_dim
 // 32, per storage precision. Prints a table; asserts nothing about speed.
-#include <benchmark/benchmark.h>
+#include "bench_main.hpp"
 
 #include <Kokkos_Core.hpp>
 #include <random>
@@ -86,11 +86,4 @@ BENCHMARK_TEMPLATE(BM_attention_backward, fp16_t)->Unit(benchmark::kMillisecond)
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  Kokkos::ScopeGuard kokkos(argc, argv);
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
-}
+MANTISSA_BENCHMARK_MAIN()

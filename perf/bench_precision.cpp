@@ -1,7 +1,7 @@
 // Conversions per second, float -> fp16/bf16 (round to nearest even) and back, on host arrays
 // (the scalar code every kernel inlines) and through the Kokkos conversion kernel on Views.
 // Build: whatever preset built this binary (release: portable x86-64, no -march=native).
-#include <benchmark/benchmark.h>
+#include "bench_main.hpp"
 
 #include <random>
 #include <vector>
@@ -74,10 +74,4 @@ BENCHMARK(BM_ConvertKernel<float, bf16_t>)->Name("kernel float->bf16 (1M)");
 BENCHMARK(BM_ConvertKernel<fp16_t, float>)->Name("kernel fp16->float (1M)");
 BENCHMARK(BM_ConvertKernel<bf16_t, float>)->Name("kernel bf16->float (1M)");
 
-int main(int argc, char** argv) {
-  Kokkos::ScopeGuard guard(argc, argv);
-  benchmark::Initialize(&argc, argv);
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
-}
+MANTISSA_BENCHMARK_MAIN()

@@ -3,7 +3,7 @@
 // training engine's forward (64 x 144 tokens) in default mode vs through the rollout engine's
 // batch-invariant kernels. Models: "tiny" (4 layers, d_model 128) and "small" (8 layers, d_model 256),
 // vocab 64. 1 rank. Build used: whatever preset built this binary (release: portable x86-64).
-#include <benchmark/benchmark.h>
+#include "bench_main.hpp"
 
 #include <random>
 
@@ -92,10 +92,4 @@ BENCHMARK(BM_TrainForward)
     ->ArgNames({"config", "precision", "consistent"})
     ->Unit(benchmark::kMillisecond);
 
-int main(int argc, char** argv) {
-  Kokkos::ScopeGuard guard(argc, argv);
-  benchmark::Initialize(&argc, argv);
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
-}
+MANTISSA_BENCHMARK_MAIN()

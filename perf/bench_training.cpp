@@ -2,7 +2,7 @@
 // the "small" (8 layers, d_model 256) and "medium" (12 layers, d_model 768) configurations
 // (and "tiny", 4 layers d_model 128), 16 sequences of 128 tokens per step, 1 rank.
 // Prints a table; build used: whatever preset built this binary (release: portable x86-64).
-#include <benchmark/benchmark.h>
+#include "bench_main.hpp"
 
 #include <random>
 
@@ -71,10 +71,4 @@ BENCHMARK(BM_TrainStep)
     ->Unit(benchmark::kMillisecond)
     ->MinTime(2.0);
 
-int main(int argc, char** argv) {
-  Kokkos::ScopeGuard guard(argc, argv);
-  benchmark::Initialize(&argc, argv);
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
-}
+MANTISSA_BENCHMARK_MAIN()

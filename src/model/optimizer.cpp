@@ -43,7 +43,7 @@ void Optimizer::init_weights(std::uint64_t seed) {
   ExecSpace space;
   for (std::size_t i = 0; i < table_.slices().size(); ++i) {
     const ParamSlice& s = table_[i];
-    View1<float> w(master.data() + s.offset, s.size());
+    const View1<float> w = slice1(master, s);
     if (s.kind == ParamKind::norm) {
       fill<float>(space, w, 1.0f);
     } else {
@@ -91,10 +91,8 @@ StepReport Optimizer::step() {
   for (std::size_t i = 0; i < table_.slices().size(); ++i) {
     const ParamSlice& s = table_[i];
     p.weight_decay = s.kind == ParamKind::matrix ? static_cast<float>(opt_.weight_decay) : 0.0f;
-    View1<float> w(master.data() + s.offset, s.size()), mm(m.data() + s.offset, s.size()),
-        vv(v.data() + s.offset, s.size());
-    View1<float> g(grads.data() + s.offset, s.size());
-    adamw_step(space, w, g, mm, vv, p, static_cast<float>(mult), step_count);
+    adamw_step(space, slice1(master, s), slice1(grads, s), slice1(m, s), slice1(v, s), p, static_cast<float>(mult),
+               step_count);
   }
   space.fence();
   return r;

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "config/config.hpp"
+#include "mantissa/kernels/types.hpp"
 
 namespace mantissa::model {
 
@@ -43,5 +44,15 @@ class ParamTable {
   std::vector<LayerSlices> layers_;
   std::size_t total_ = 0, embed_ = 0, final_norm_ = 0, head_ = 0;
 };
+
+// Views of one parameter's slice of a flat buffer laid out by the table (weights, gradients, moments).
+template <class T>
+View2<T> slice2(const View1<T>& flat, const ParamSlice& s) {
+  return View2<T>(flat.data() + s.offset, s.rows, s.cols);
+}
+template <class T>
+View1<T> slice1(const View1<T>& flat, const ParamSlice& s) {
+  return View1<T>(flat.data() + s.offset, s.size());
+}
 
 }  // namespace mantissa::model

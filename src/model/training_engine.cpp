@@ -240,22 +240,10 @@ class Engine final : public TrainingEngine {
  private:
   float eps() const { return static_cast<float>(cfg_.norm_eps); }
   float theta() const { return static_cast<float>(cfg_.rope_theta); }
-  View2<T> weight2(std::size_t i) const {
-    const ParamSlice& s = table_[i];
-    return View2<T>(w_.data() + s.offset, s.rows, s.cols);
-  }
-  View1<T> weight1(std::size_t i) const {
-    const ParamSlice& s = table_[i];
-    return View1<T>(w_.data() + s.offset, s.size());
-  }
-  View2<float> grad2(const View1<float>& g, std::size_t i) const {
-    const ParamSlice& s = table_[i];
-    return View2<float>(g.data() + s.offset, s.rows, s.cols);
-  }
-  View1<float> grad1(const View1<float>& g, std::size_t i) const {
-    const ParamSlice& s = table_[i];
-    return View1<float>(g.data() + s.offset, s.size());
-  }
+  View2<T> weight2(std::size_t i) const { return slice2(w_, table_[i]); }
+  View1<T> weight1(std::size_t i) const { return slice1(w_, table_[i]); }
+  View2<float> grad2(const View1<float>& g, std::size_t i) const { return slice2(g, table_[i]); }
+  View1<float> grad1(const View1<float>& g, std::size_t i) const { return slice1(g, table_[i]); }
 
   config::ModelConfig cfg_;
   ParamTable table_;

@@ -17,7 +17,6 @@ namespace mantissa::rollout {
 namespace {
 
 using model::LayerSlices;
-using model::ParamSlice;
 using model::Rows;
 
 template <class V>
@@ -169,14 +168,8 @@ class Engine final : public RolloutEngine {
 
  private:
   float eps() const { return static_cast<float>(m_.norm_eps); }
-  View2<T> weight2(std::size_t i) const {
-    const ParamSlice& s = table_[i];
-    return View2<T>(w_.data() + s.offset, s.rows, s.cols);
-  }
-  View1<T> weight1(std::size_t i) const {
-    const ParamSlice& s = table_[i];
-    return View1<T>(w_.data() + s.offset, s.size());
-  }
+  View2<T> weight2(std::size_t i) const { return model::slice2(w_, table_[i]); }
+  View1<T> weight1(std::size_t i) const { return model::slice1(w_, table_[i]); }
 
   config::ModelConfig m_;
   config::RolloutConfig r_;
