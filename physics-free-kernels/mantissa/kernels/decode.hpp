@@ -133,19 +133,22 @@ void decode_check_cache(const char* who, const ConstView3<T>& cache_k, const Con
     decode_fail(who, "cache extents must fit an int");
 }
 
-// to_float(x), exactly (bit for bit, NaN payloads included), without branches for fp16: the
-// precision.hpp conversion normalises subnormals in a loop, which keeps the compiler from
-// vectorising the cache reads. Normal values rebias the exponent; subnormals are m 2^-24 (an
-// exact fp32 product, no subnormal arithmetic); Inf/NaN keep the payload. (Tested on all 2^16 inputs.)
+// to_float(x), exactly (bit for bit, NaN payloads included), without branches for fp16 so that
+// the compiler vectorises the cache reads (precision.hpp's conversion normalises subnormals in a
+// loop). Normal values: exponent rebiased by 112; Inf/NaN: by 224 (to 255), payload kept;
+// zero/subnormal: 2^-14 (1 + m 2^-10) - 2^-14 = m 2^-24, an exact fp32 subtraction (Sterbenz),
+// no subnormal arithmetic; then the sign. Tested against to_float on all 2^16 inputs.
 KOKKOS_INLINE_FUNCTION float decode_load(float x) { return x; }
 KOKKOS_INLINE_FUNCTION float decode_load(bf16_t x) { return to_float(x); }
 KOKKOS_INLINE_FUNCTION float decode_load(fp16_t x) {
-  const std::uint32_t h = x.bits, sign = (h & 0x8000u) << 16, e = h & 0x7c00u, m = h & 0x3ffu;
-  const float sub = static_cast<float>(static_cast<int>(m)) * 5.9604644775390625e-8f;  // m 2^-24
-  const std::uint32_t normal = sign | (((h & 0x7fffu) << 13) + 0x38000000u);         // exponent + 112
-  const std::uint32_t special = sign | 0x7f800000u | (m << 13);                       // Inf, NaN
-  const float f = bits_float(e == 0x7c00u ? special : normal);
-  return e == 0u ? (sign != 0u ? -sub : sub) : f;
+  const std::uint32_t h = x.bits;
+  const std::uint32_t o = (h & 0x7fffu) << 13;  // exponent and mantissa at their fp32 places
+  const std::uint32_t e = o & 0x0f800000u;
+  const std::uint32_t inf_nan = 0u - static_cast<std::uint32_t>(e == 0x0f800000u);  // all ones or zero
+  const std::uint32_t zero_sub = 0u - static_cast<std::uint32_t>(e == 0u);
+  const std::uint32_t normal = o + 0x38000000u + (inf_nan & 0x38000000u);
+  const std::uint32_t sub = float_bits(bits_float(o + 0x38800000u) - 6.103515625e-05f);
+  return bits_float((sub & zero_sub) | (normal & ~zero_sub) | ((h & 0x8000u) << 16));
 }
 
 // sum_d a[d] b[d] in fp32 in the order of attention_dot (attention.hpp, F2): lane l sums
@@ -195,8 +198,8 @@ ConstView2<float> decode_widen(const Exec& space, const ConstView2<T>& x, const 
 // ((s0+s4)+(s2+s6))+((s1+s5)+(s3+s7)). NB = 1 and NB > 1 give the same bits per row.
 template <int NB>
 KOKKOS_INLINE_FUNCTION void decode_dot_block(const float* x, const float* w, std::size_t ldw, int n, float* out) {
-  // (Every index into s is a compile-time constant once the fixed-trip loops unroll, so the
-  // compiler keeps the NB*8 accumulators in registers; the tail is guarded, not variable-length.)
+  // (The tail loop has a fixed trip count with a guard instead of a variable one, so every index
+  // into s is a compile-time constant once unrolled and s need not live in memory.)
   float s[NB][8];
   for (int b = 0; b < NB; ++b)
     for (int l = 0; l < 8; ++l) s[b][l] = 0.0f;
