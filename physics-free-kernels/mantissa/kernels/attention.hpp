@@ -51,6 +51,7 @@
 #include <string>
 #include <type_traits>
 
+#include "mantissa/kernels/convert.hpp"
 #include "mantissa/kernels/types.hpp"
 
 namespace mantissa {
@@ -109,25 +110,6 @@ KOKKOS_INLINE_FUNCTION float attention_dot(const A* a, const B* b, int n) {
   return ((s[0] + s[4]) + (s[2] + s[6])) + ((s[1] + s[5]) + (s[3] + s[7]));
 }
 
-// An fp32 copy of a T matrix (exact); for T = float the input itself.   (n0, n1) -> (n0, n1)
-template <class T, class Exec>
-ConstView2<float> attention_widen(const Exec& space, const ConstView2<T>& x, const char* label) {
-  if constexpr (std::is_same<T, float>::value) {
-    (void)space;
-    (void)label;
-    return x;
-  } else {
-    const std::size_t n0 = x.extent(0), n1 = x.extent(1);
-    const View2<float> y(Kokkos::view_alloc(std::string(label), Kokkos::WithoutInitializing), n0, n1);
-    Kokkos::parallel_for(
-        "mantissa::attention::widen", Kokkos::RangePolicy<Exec>(space, 0, n0 * n1), KOKKOS_LAMBDA(const std::size_t e) {
-          const std::size_t r = e / n1, c = e % n1;
-          y(r, c) = to_float(x(r, c));
-        });
-    return y;
-  }
-}
-
 }  // namespace detail
 
 // out[i, h*hd:(h+1)*hd] = sum_{j<=i, same seq} P[h,i,j] v[j, kvh(h)],  P = softmax_j(q_i . k_j * scale)
@@ -139,7 +121,7 @@ void attention_forward(const Exec& space, ConstView2<T> qkv, ConstView1<int> seq
   detail::check_attention_shapes(qkv.extent(1), seq_offsets.extent(0), n_head, n_kv_head, head_dim);
   detail::check_extents("out", out.extent(0), out.extent(1), n, static_cast<std::size_t>(n_head) * head_dim);
   detail::check_extents("lse", lse.extent(0), lse.extent(1), n, static_cast<std::size_t>(n_head));
-  const ConstView2<float> x = detail::attention_widen<T>(space, qkv, "mantissa::attention::qkv_fp32");
+  const ConstView2<float> x = widen_to_fp32<T>(space, qkv, "mantissa::attention::qkv_fp32");
   const int hd = head_dim, group = n_head / n_kv_head;
   const int k_col = n_head * hd, v_col = (n_head + n_kv_head) * hd;
   const float scale = attention_scale(hd);
@@ -195,8 +177,8 @@ void attention_backward(const Exec& space, ConstView2<T> qkv, ConstView1<int> se
         const int i = static_cast<int>(idx / heads), h = static_cast<int>(idx % heads);
         delta(i, h) = detail::attention_dot(&dout(i, h * hd), &out(i, h * hd), hd);
       });
-  const ConstView2<float> x = detail::attention_widen<T>(space, qkv, "mantissa::attention::qkv_fp32");
-  const ConstView2<float> g = detail::attention_widen<T>(space, dout, "mantissa::attention::dout_fp32");
+  const ConstView2<float> x = widen_to_fp32<T>(space, qkv, "mantissa::attention::qkv_fp32");
+  const ConstView2<float> g = widen_to_fp32<T>(space, dout, "mantissa::attention::dout_fp32");
 
   // B4: dq, one thread per (query row i, query head h), looping over the row's keys j <= i.
   Kokkos::parallel_for(

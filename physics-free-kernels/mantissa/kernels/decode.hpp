@@ -91,6 +91,7 @@
 #include <type_traits>
 
 #include "mantissa/kernels/attention.hpp"
+#include "mantissa/kernels/convert.hpp"
 #include "mantissa/kernels/types.hpp"
 
 namespace mantissa {
@@ -163,34 +164,6 @@ KOKKOS_INLINE_FUNCTION float decode_dot(const float* a, const B* b, int n) {
     for (int l = 0; l < 8; ++l)
       if (d + l < n) s[l] += a[d + l] * decode_load(b[d + l]);
   return ((s[0] + s[4]) + (s[2] + s[6])) + ((s[1] + s[5]) + (s[3] + s[7]));
-}
-
-// An fp32 copy of a T matrix (exact); for T = float the input itself.   (n0, n1) -> (n0, n1)
-template <class T, class Exec>
-ConstView2<float> decode_widen(const Exec& space, const ConstView2<T>& x, const char* label) {
-  if constexpr (std::is_same<T, float>::value) {
-    (void)space;
-    (void)label;
-    return x;
-  } else {
-    const std::size_t n0 = x.extent(0), n1 = x.extent(1);
-    const View2<float> y(Kokkos::view_alloc(std::string(label), Kokkos::WithoutInitializing), n0, n1);
-    if (n1 == 0) return y;
-    if (x.span_is_contiguous()) {  // flat loop, no index arithmetic: vectorises on CPUs
-      const T* src = x.data();
-      float* dst = y.data();
-      Kokkos::parallel_for(
-          "mantissa::decode::widen", Kokkos::RangePolicy<Exec>(space, 0, n0 * n1),
-          KOKKOS_LAMBDA(const std::size_t e) { dst[e] = decode_load(src[e]); });
-    } else {
-      Kokkos::parallel_for(
-          "mantissa::decode::widen", Kokkos::RangePolicy<Exec>(space, 0, n0 * n1), KOKKOS_LAMBDA(const std::size_t e) {
-            const std::size_t r = e / n1, c = e % n1;
-            y(r, c) = decode_load(x(r, c));
-          });
-    }
-    return y;
-  }
 }
 
 // out[b] = sum_{d<n} x[d] w[b*ldw + d] for b < NB (NB rows of W), each in the order of D1 and of
@@ -268,8 +241,8 @@ void linear_decode(const Exec& space, ConstView2<T> x, ConstView2<T> W, ConstVie
     detail::decode_fail(who, "residual is " + detail::decode_extents(residual.extent(0), residual.extent(1)) +
                                  ", expected " + detail::decode_extents(rows, nout) + " or empty");
   if (rows == 0 || nout == 0) return;
-  const ConstView2<float> xf = detail::decode_widen<T>(space, x, "mantissa::decode::x_fp32");
-  const ConstView2<float> wf = detail::decode_widen<T>(space, W, "mantissa::decode::w_fp32");
+  const ConstView2<float> xf = widen_to_fp32<T>(space, x, "mantissa::decode::x_fp32");
+  const ConstView2<float> wf = widen_to_fp32<T>(space, W, "mantissa::decode::w_fp32");
   constexpr int nb = decode_linear_block;
   const std::size_t blocks = (nout + nb - 1) / nb;
   const int k = static_cast<int>(kdim);

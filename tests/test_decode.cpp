@@ -1,0 +1,663 @@
+// The rollout engine's decode kernels (mantissa/kernels/decode.hpp), for T = float, bf16_t, fp16_t:
+//  - linear_decode against a double reference (odd shapes, with and without residual, several
+//    split_k including split_k >= K), bit for bit against a host emulation of the documented
+//    order D1/D2, and batch invariance (one row at a time, subsets, permutations: same bits);
+//  - kv_cache_append places exact copies and touches nothing else;
+//  - attention_decode against a double reference (several slots and lengths, GQA 4/2 and MHA
+//    4/4, head_dim 8 and 16, kv_split 1, 4, 16 and larger than len), bit for bit against a host
+//    emulation of D4-D8, batch invariance, and against the training engine's attention_forward
+//    on the same packed sequences: the differences are within the bound implied by the two sets
+//    of rounding points, they are observable for bf16/fp16, and lse agrees bit for bit when one
+//    chunk covers the row (D5);
+//  - bad arguments are rejected.
+// There are no backward passes here: the decode kernels are inference only.
+#include <gtest/gtest.h>
+
+#include <Kokkos_Core.hpp>
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <limits>
+#include <numeric>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "decode_test_util.hpp"
+#include "kernel_test_util.hpp"
+#include "mantissa/kernels/attention.hpp"
+#include "mantissa/kernels/decode.hpp"
+
+using namespace mantissa;
+using namespace mantissa::test;
+
+namespace {
+
+// The bit-for-bit emulations need the kernels to run on the host, compiled without FMA
+// contraction (decode.hpp: g++ contracts whenever the target has FMA, e.g. -march=native).
+#if defined(__FMA__) || defined(__FP_FAST_FMAF)
+constexpr bool kExactEmulation = false;
+#else
+constexpr bool kExactEmulation = std::is_same<MemSpace, Kokkos::HostSpace>::value;
+#endif
+constexpr const char* kNoEmulation =
+    "device arithmetic (expf/logf) or FMA contraction differs from the plain-float host emulation; the bound tests apply";
+
+// float bits of host doubles that hold float values (for bit-identity checks)
+std::vector<std::uint32_t> bits(const std::vector<double>& v) {
+  std::vector<std::uint32_t> b(v.size());
+  for (std::size_t i = 0; i < v.size(); ++i) b[i] = float_bits(static_cast<float>(v[i]));
+  return b;
+}
+std::vector<std::uint32_t> bits(const std::vector<float>& v) {
+  std::vector<std::uint32_t> b(v.size());
+  for (std::size_t i = 0; i < v.size(); ++i) b[i] = float_bits(v[i]);
+  return b;
+}
+std::size_t count_differences(const std::vector<std::uint32_t>& a, const std::vector<std::uint32_t>& b) {
+  EXPECT_EQ(a.size(), b.size());
+  std::size_t n = 0;
+  for (std::size_t i = 0; i < a.size() && i < b.size(); ++i) n += a[i] != b[i];
+  return n;
+}
+bool any_nan(const std::vector<double>& v) {
+  return std::any_of(v.begin(), v.end(), [](double x) { return std::isnan(x); });
+}
+
+// rows `which` of a (rows, cols) host matrix
+std::vector<double> take_rows(const std::vector<double>& a, std::size_t cols, const std::vector<int>& which) {
+  std::vector<double> out;
+  for (int r : which) out.insert(out.end(), a.begin() + r * cols, a.begin() + (r + 1) * cols);
+  return out;
+}
+template <class V>
+std::vector<V> take(const std::vector<V>& a, const std::vector<int>& which) {
+  std::vector<V> out;
+  for (int r : which) out.push_back(a[r]);
+  return out;
+}
+
+template <class T>
+View3<T> make_view3(const char* label, const std::vector<double>& v, std::size_t n0, std::size_t n1, std::size_t n2) {
+  EXPECT_EQ(v.size(), n0 * n1 * n2);
+  View3<T> d(std::string(label), n0, n1, n2);
+  auto h = Kokkos::create_mirror_view(d);
+  for (std::size_t i = 0; i < n0; ++i)
+    for (std::size_t j = 0; j < n1; ++j)
+      for (std::size_t k = 0; k < n2; ++k) h(i, j, k) = from_float<T>(static_cast<float>(v[(i * n1 + j) * n2 + k]));
+  Kokkos::deep_copy(d, h);
+  return d;
+}
+template <class T>
+std::vector<double> view3_to_host(const View3<T>& d) {
+  Kokkos::fence();
+  auto h = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), d);
+  std::vector<double> v;
+  for (std::size_t i = 0; i < h.extent(0); ++i)
+    for (std::size_t j = 0; j < h.extent(1); ++j)
+      for (std::size_t k = 0; k < h.extent(2); ++k) v.push_back(to_float(h(i, j, k)));
+  return v;
+}
+
+// =============================================================================================
+// The branch-free fp16 load of the decode kernels equals to_float on every one of the 2^16
+// inputs, bit for bit (NaN payloads, signed zeros, subnormals, Inf included).
+TEST(DecodeLoad, Fp16LoadIsExactOnAllInputs) {
+  std::size_t mismatches = 0;
+  for (std::uint32_t b = 0; b < 65536u; ++b) {
+    const fp16_t h{static_cast<std::uint16_t>(b)};
+    if (float_bits(detail::decode_load(h)) != float_bits(to_float(h)) && mismatches++ < 5)
+      ADD_FAILURE() << "fp16 bits 0x" << std::hex << b;
+  }
+  EXPECT_EQ(mismatches, 0u);
+  for (std::uint32_t b = 0; b < 65536u; ++b) {  // bf16 and float pass through to_float
+    const bf16_t h{static_cast<std::uint16_t>(b)};
+    ASSERT_EQ(float_bits(detail::decode_load(h)), float_bits(to_float(h)));
+  }
+}
+
+// =============================================================================================
+// linear_decode
+
+struct LinearCase {
+  int R, K, N;
+};
+const std::vector<LinearCase>& linear_cases() {
+  // odd shapes: K not a multiple of 8 or of split_k, N not a multiple of the 4-column block
+  static const std::vector<LinearCase> c = {{5, 70, 33}, {3, 8, 4}, {4, 129, 9}, {1, 1, 1}};
+  return c;
+}
+std::vector<int> split_ks(int K) { return {16, 64, 7, 1, K, K + 5}; }
+
+struct LinearData {
+  std::vector<double> x, w, res;  // (R,K), (N,K), (R,N)
+};
+template <class T>
+LinearData linear_data(const LinearCase& c, std::uint64_t seed) {
+  return {random_values<T>(static_cast<std::size_t>(c.R) * c.K, -1, 1, seed),
+          random_values<T>(static_cast<std::size_t>(c.N) * c.K, -1, 1, seed + 1),
+          random_values<T>(static_cast<std::size_t>(c.R) * c.N, -2, 2, seed + 2)};
+}
+
+// Runs linear_decode on host data (res empty: no residual); y starts as NaN (it must be written).
+template <class T>
+std::vector<double> run_linear(const std::vector<double>& x, const std::vector<double>& w,
+                               const std::vector<double>& res, int R, int K, int N, int split_k) {
+  const View2<T> xd = make_view2<T>("mantissa::test::x", x, R, K);
+  const View2<T> wd = make_view2<T>("mantissa::test::w", w, N, K);
+  const View2<T> rd = res.empty() ? View2<T>() : make_view2<T>("mantissa::test::res", res, R, N);
+  View2<T> y("mantissa::test::y", R, N);
+  Kokkos::deep_copy(y, from_float<T>(std::numeric_limits<float>::quiet_NaN()));
+  linear_decode<T>(ExecSpace(), xd, wd, rd, y, split_k);
+  return to_host(y);
+}
+
+template <class T>
+class Decode : public ::testing::Test {};
+TYPED_TEST_SUITE(Decode, StorageTypes, StorageTypeNames);
+
+TYPED_TEST(Decode, LinearMatchesReference) {
+  using T = TypeParam;
+  for (const LinearCase& c : linear_cases())
+    for (int split_k : split_ks(c.K))
+      for (bool with_res : {false, true}) {
+        const std::string name = "linear R" + std::to_string(c.R) + " K" + std::to_string(c.K) + " N" +
+                                 std::to_string(c.N) + " split_k " + std::to_string(split_k) +
+                                 (with_res ? " +res" : "");
+        SCOPED_TRACE(name);
+        const LinearData dt = linear_data<T>(c, 100 + c.K + split_k);
+        const std::vector<double> res = with_res ? dt.res : std::vector<double>();
+        const std::vector<double> got = run_linear<T>(dt.x, dt.w, res, c.R, c.K, c.N, split_k);
+        // Bound: every product x w (1 u32 for fp32 inputs; exact for 16-bit ones) passes through at
+        // most ceil(chunk/8) lane additions, 3 lane-combining additions, C chunk additions and the
+        // residual add: depth D = ceil(min(split_k, K)/8) + C + 5 fp32 roundings, D u32 (sum|x w| +
+        // |res|); then ONE rounding to T of the computed value: u_T (|ref| + that) + eta_T.
+        const int chunk = std::min(split_k, c.K), chunks = (c.K + split_k - 1) / split_k;
+        const double depth = (chunk + 7) / 8 + chunks + 5;
+        std::vector<double> ref(got.size()), tol(got.size());
+        std::size_t exact = 0;
+        for (int r = 0; r < c.R; ++r)
+          for (int n = 0; n < c.N; ++n) {
+            double dot = 0, mag = 0;
+            for (int k = 0; k < c.K; ++k) {
+              dot += dt.x[r * c.K + k] * dt.w[n * c.K + k];
+              mag += std::fabs(dt.x[r * c.K + k] * dt.w[n * c.K + k]);
+            }
+            const double rv = with_res ? dt.res[r * c.N + n] : 0.0;
+            const std::size_t e = static_cast<std::size_t>(r) * c.N + n;
+            ref[e] = dot + rv;
+            const double fp32_err = depth * kU32 * (mag + std::fabs(rv));
+            tol[e] = fp32_err * (1 + unit_roundoff<T>()) + rounding_tol<T>(ref[e]);
+            exact += got[e] == round_double<T>(ref[e]);
+          }
+        expect_close(std::string(precision_traits<T>::name) + " " + name, got, ref, tol);
+        if (c.K == 70 && split_k == 16 && with_res)
+          std::printf("  (%s R5 K70 N33 split_k 16 +res: %zu of %zu outputs equal round_T(exact))\n",
+                      precision_traits<T>::name, exact, got.size());
+      }
+}
+
+// On a host backend the kernel is bit-identical to the plain-float emulation of D1/D2 (same
+// compiler, no FMA contraction in ISO mode). Negative controls: the training engine's two
+// roundings around the residual add (D2) change bf16/fp16 bits; another split_k changes fp32 bits.
+TYPED_TEST(Decode, LinearFollowsTheDocumentedOrderBitForBit) {
+  using T = TypeParam;
+  if (!kExactEmulation) GTEST_SKIP() << kNoEmulation;
+  for (const LinearCase& c : linear_cases())
+    for (int split_k : split_ks(c.K)) {
+      SCOPED_TRACE("K " + std::to_string(c.K) + " split_k " + std::to_string(split_k));
+      const LinearData dt = linear_data<T>(c, 200 + c.K + split_k);
+      for (bool with_res : {false, true}) {
+        const std::vector<double> res = with_res ? dt.res : std::vector<double>();
+        const std::vector<double> got = run_linear<T>(dt.x, dt.w, res, c.R, c.K, c.N, split_k);
+        EXPECT_EQ(count_differences(bits(got), bits(emulate_linear<T>(dt.x, dt.w, res, c.R, c.K, c.N, split_k))), 0u)
+            << (with_res ? "with residual" : "without residual");
+      }
+    }
+  const LinearCase big{16, 256, 64};
+  const LinearData dt = linear_data<T>(big, 300);
+  const std::vector<double> got = run_linear<T>(dt.x, dt.w, dt.res, big.R, big.K, big.N, 16);
+  if (!std::is_same<T, float>::value) {
+    const std::size_t d2 =
+        count_differences(bits(got), bits(emulate_linear<T>(dt.x, dt.w, dt.res, big.R, big.K, big.N, 16, false)));
+    std::printf("  %s: two roundings around the residual add (training) change %zu of %zu outputs\n",
+                precision_traits<T>::name, d2, got.size());
+    EXPECT_GT(d2, 0u) << "D2 (fused residual) not observable";
+  } else {
+    const std::vector<double> one_chunk = run_linear<T>(dt.x, dt.w, dt.res, big.R, big.K, big.N, big.K);
+    const std::size_t d1 = count_differences(bits(got), bits(one_chunk));
+    std::printf("  fp32: split_k 16 vs one chunk differ in %zu of %zu outputs\n", d1, got.size());
+    EXPECT_GT(d1, 0u) << "the split-K order (D1) not observable in fp32";
+  }
+}
+
+// Batch invariance (D3): each row computed alone, any subset of rows, the rows permuted, any
+// subset of the columns (W rows), and the residual given as y itself (in place) all give the
+// same bits as one call with every row.
+TYPED_TEST(Decode, LinearIsBatchInvariant) {
+  using T = TypeParam;
+  const LinearCase c{7, 70, 33};
+  for (int split_k : {16, 64}) {
+    SCOPED_TRACE("split_k " + std::to_string(split_k));
+    const LinearData dt = linear_data<T>(c, 400 + split_k);
+    const std::vector<double> all = run_linear<T>(dt.x, dt.w, dt.res, c.R, c.K, c.N, split_k);
+    ASSERT_FALSE(any_nan(all));
+    const std::vector<std::uint32_t> all_bits = bits(all);
+    std::vector<double> alone;
+    for (int r = 0; r < c.R; ++r) {
+      const std::vector<double> y =
+          run_linear<T>(take_rows(dt.x, c.K, {r}), dt.w, take_rows(dt.res, c.N, {r}), 1, c.K, c.N, split_k);
+      alone.insert(alone.end(), y.begin(), y.end());
+    }
+    EXPECT_EQ(count_differences(bits(alone), all_bits), 0u) << "one row per call";
+    std::vector<int> perm(c.R);
+    std::iota(perm.begin(), perm.end(), 0);
+    std::shuffle(perm.begin(), perm.end(), std::mt19937(split_k));
+    for (const std::vector<int>& which : {perm, std::vector<int>{5, 2, 3}, std::vector<int>{6, 0}}) {
+      const std::vector<double> y = run_linear<T>(take_rows(dt.x, c.K, which), dt.w, take_rows(dt.res, c.N, which),
+                                                  static_cast<int>(which.size()), c.K, c.N, split_k);
+      EXPECT_EQ(count_differences(bits(y), bits(take_rows(all, c.N, which))), 0u)
+          << "subset/permutation of " << which.size() << " rows";
+    }
+    // column subsets: a column computed inside a block of decode_linear_block columns or in the
+    // last, partial block (or alone) runs the same operations (D3)
+    const auto cols_of = [&](const std::vector<double>& m, int n0, int n1) {
+      std::vector<double> out;
+      for (int r = 0; r < c.R; ++r)
+        for (int n = n0; n < n1; ++n) out.push_back(m[r * c.N + n]);
+      return out;
+    };
+    const auto w_rows = [&](int n0, int n1) {
+      return std::vector<double>(dt.w.begin() + n0 * c.K, dt.w.begin() + n1 * c.K);
+    };
+    for (const auto& [n0, n1] : std::vector<std::pair<int, int>>{{0, 1}, {3, 12}, {31, 33}, {32, 33}, {8, 16}}) {
+      const std::vector<double> y =
+          run_linear<T>(dt.x, w_rows(n0, n1), cols_of(dt.res, n0, n1), c.R, c.K, n1 - n0, split_k);
+      EXPECT_EQ(count_differences(bits(y), bits(cols_of(all, n0, n1))), 0u) << "columns " << n0 << ".." << n1;
+    }
+    // in place: y holds the residual on entry
+    const View2<T> xd = make_view2<T>("mantissa::test::x", dt.x, c.R, c.K);
+    const View2<T> wd = make_view2<T>("mantissa::test::w", dt.w, c.N, c.K);
+    const View2<T> y = make_view2<T>("mantissa::test::y", dt.res, c.R, c.N);
+    linear_decode<T>(ExecSpace(), xd, wd, y, y, split_k);
+    EXPECT_EQ(count_differences(bits(to_host(y)), all_bits), 0u) << "residual aliasing y";
+  }
+}
+
+TEST(DecodeArguments, LinearRejectsInconsistentShapes) {
+  const ExecSpace space;
+  View2<float> x("mantissa::test::x", 3, 8), w("mantissa::test::w", 4, 8), y("mantissa::test::y", 3, 4);
+  EXPECT_NO_THROW(linear_decode<float>(space, x, w, View2<float>(), y, 4));
+  EXPECT_THROW(linear_decode<float>(space, x, w, View2<float>(), y, 0), std::invalid_argument);  // split_k
+  EXPECT_THROW(linear_decode<float>(space, x, View2<float>("mantissa::test::w", 4, 7), View2<float>(), y, 4),
+               std::invalid_argument);  // K of W
+  EXPECT_THROW(linear_decode<float>(space, x, w, View2<float>(), View2<float>("mantissa::test::y", 3, 5), 4),
+               std::invalid_argument);  // y columns
+  EXPECT_THROW(linear_decode<float>(space, x, w, View2<float>("mantissa::test::res", 2, 4), y, 4),
+               std::invalid_argument);  // residual rows
+}
+
+// =============================================================================================
+// kv_cache_append
+
+TYPED_TEST(Decode, KvCacheAppendPlacesExactCopies) {
+  using T = TypeParam;
+  const int slots = 3, max_seq = 6, H = 4, Hkv = 2, hd = 8, W = (H + 2 * Hkv) * hd, C = Hkv * hd;
+  const std::vector<int> slot = {2, 0, 2, 1}, pos = {0, 5, 3, 0};
+  const int R = static_cast<int>(slot.size());
+  const std::vector<double> qkv = random_values<T>(static_cast<std::size_t>(R) * W, -4, 4, 500);
+  const double sentinel = -7.0;  // exact in every T
+  const std::vector<double> fill(static_cast<std::size_t>(slots) * max_seq * C, sentinel);
+  const View3<T> ck = make_view3<T>("mantissa::test::cache_k", fill, slots, max_seq, C);
+  const View3<T> cv = make_view3<T>("mantissa::test::cache_v", fill, slots, max_seq, C);
+  kv_cache_append<T>(ExecSpace(), make_view2<T>("mantissa::test::qkv", qkv, R, W),
+                     make_int_view("mantissa::test::slot", slot), make_int_view("mantissa::test::pos", pos), H, Hkv,
+                     hd, ck, cv);
+  const std::vector<double> k = view3_to_host(ck), v = view3_to_host(cv);
+  std::vector<double> want_k = fill, want_v = fill;
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < C; ++c) {
+      const std::size_t e = (static_cast<std::size_t>(slot[r]) * max_seq + pos[r]) * C + c;
+      want_k[e] = qkv[r * W + H * hd + c];
+      want_v[e] = qkv[r * W + (H + Hkv) * hd + c];
+    }
+  EXPECT_EQ(count_differences(bits(k), bits(want_k)), 0u) << "cache_k";
+  EXPECT_EQ(count_differences(bits(v), bits(want_v)), 0u) << "cache_v";
+  EXPECT_EQ(std::count(k.begin(), k.end(), sentinel), static_cast<long>(fill.size()) - R * C) << "untouched elements";
+}
+
+TEST(DecodeArguments, KvCacheAppendRejectsBadIndicesAndShapes) {
+  const ExecSpace space;
+  const int H = 4, Hkv = 2, hd = 8;
+  View2<float> qkv("mantissa::test::qkv", 2, (H + 2 * Hkv) * hd);
+  View3<float> ck("mantissa::test::cache_k", 3, 6, Hkv * hd), cv("mantissa::test::cache_v", 3, 6, Hkv * hd);
+  const auto append = [&](std::vector<int> slot, std::vector<int> pos) {
+    kv_cache_append<float>(space, qkv, make_int_view("mantissa::test::slot", slot),
+                           make_int_view("mantissa::test::pos", pos), H, Hkv, hd, ck, cv);
+  };
+  EXPECT_NO_THROW(append({2, 0}, {5, 0}));
+  EXPECT_THROW(append({3, 0}, {0, 0}), std::invalid_argument);   // slot == slots
+  EXPECT_THROW(append({0, -1}, {0, 0}), std::invalid_argument);  // negative slot
+  EXPECT_THROW(append({0, 1}, {6, 0}), std::invalid_argument);   // pos == max_seq
+  EXPECT_THROW(append({0, 1}, {0, -2}), std::invalid_argument);  // negative pos
+  EXPECT_THROW(append({0}, {0}), std::invalid_argument);         // one index per qkv row
+  EXPECT_THROW(kv_cache_append<float>(space, qkv, make_int_view("mantissa::test::slot", {0, 1}),
+                                      make_int_view("mantissa::test::pos", {0, 1}), H, Hkv, hd, ck,
+                                      View3<float>("mantissa::test::cache_v", 3, 5, Hkv * hd)),
+               std::invalid_argument);  // cache_v shape
+  EXPECT_THROW(kv_cache_append<float>(space, qkv, make_int_view("mantissa::test::slot", {0, 1}),
+                                      make_int_view("mantissa::test::pos", {0, 1}), H, H, hd, ck, cv),
+               std::invalid_argument);  // qkv width for n_kv_head = 4
+}
+
+// =============================================================================================
+// attention_decode
+
+struct AttnCase {
+  const char* name;
+  int n_head, n_kv_head, head_dim;
+};
+const std::vector<AttnCase>& attn_cases() {
+  static const std::vector<AttnCase> c = {
+      {"gqa4/2_hd8", 4, 2, 8}, {"gqa4/2_hd16", 4, 2, 16}, {"mha4/4_hd8", 4, 4, 8}, {"mha4/4_hd16", 4, 4, 16}};
+  return c;
+}
+const std::vector<int>& kv_splits() {
+  static const std::vector<int> s = {1, 4, 16, 1 << 20};  // the last: larger than every len (one chunk)
+  return s;
+}
+
+// A cache of 4 slots x 40 positions with random k in [-2, 2] and v in [-1, 1] (values of T), and
+// 6 query rows: slot 1 twice with different len (as in a prefill), len 1, len = max_seq.
+template <class T>
+DecodeProblem random_problem(const AttnCase& c, std::uint64_t seed) {
+  DecodeProblem pb;
+  pb.slots = 4;
+  pb.max_seq = 40;
+  pb.n_head = c.n_head;
+  pb.n_kv_head = c.n_kv_head;
+  pb.head_dim = c.head_dim;
+  pb.slot = {0, 1, 2, 3, 1, 2};
+  pb.len = {1, 17, 40, 5, 9, 23};
+  const std::size_t cache = static_cast<std::size_t>(pb.slots) * pb.max_seq * pb.kv_cols();
+  pb.cache_k = random_values<T>(cache, -2, 2, seed);
+  pb.cache_v = random_values<T>(cache, -1, 1, seed + 1);
+  pb.qkv = random_values<T>(static_cast<std::size_t>(pb.rows()) * pb.width(), -2, 2, seed + 2);
+  return pb;
+}
+
+template <class T>
+struct DeviceCache {
+  View3<T> k, v;
+};
+template <class T>
+DeviceCache<T> device_cache(const DecodeProblem& pb) {
+  return {make_view3<T>("mantissa::test::cache_k", pb.cache_k, pb.slots, pb.max_seq, pb.kv_cols()),
+          make_view3<T>("mantissa::test::cache_v", pb.cache_v, pb.slots, pb.max_seq, pb.kv_cols())};
+}
+
+struct DecodeOut {
+  std::vector<double> out, lse;
+};
+// attention_decode for the rows `which` of the problem (all rows when empty); outputs start as NaN.
+template <class T>
+DecodeOut run_decode(const DecodeProblem& pb, const DeviceCache<T>& cache, int kv_split, std::vector<int> which = {}) {
+  if (which.empty()) {
+    which.resize(pb.rows());
+    std::iota(which.begin(), which.end(), 0);
+  }
+  const std::size_t R = which.size();
+  const View2<T> qkv = make_view2<T>("mantissa::test::qkv", take_rows(pb.qkv, pb.width(), which), R, pb.width());
+  View2<T> out("mantissa::test::out", R, pb.qcols());
+  View2<float> lse("mantissa::test::lse", R, pb.n_head);
+  Kokkos::deep_copy(out, from_float<T>(std::numeric_limits<float>::quiet_NaN()));
+  Kokkos::deep_copy(lse, std::numeric_limits<float>::quiet_NaN());
+  attention_decode<T>(ExecSpace(), qkv, cache.k, cache.v, make_int_view("mantissa::test::slot", take(pb.slot, which)),
+                      make_int_view("mantissa::test::len", take(pb.len, which)), pb.n_head, pb.n_kv_head, pb.head_dim,
+                      kv_split, out, lse);
+  return {to_host(out), to_host(lse)};
+}
+
+// Checks |got - ref| <= 2 bound (first-order bound, twice for the second-order remainder); prints
+// and returns the worst err/bound.
+double check_within(const std::string& what, const std::vector<double>& got, const std::vector<double>& ref,
+                    const std::vector<double>& bound) {
+  std::vector<double> tol(bound.size());
+  for (std::size_t i = 0; i < bound.size(); ++i) tol[i] = 2 * bound[i];
+  return 2 * expect_close(what + " (err/tol, tol = 2 bound)", got, ref, tol);
+}
+
+TYPED_TEST(Decode, AttentionMatchesReference) {
+  using T = TypeParam;
+  for (const AttnCase& c : attn_cases()) {
+    const DecodeProblem pb = random_problem<T>(c, 600);
+    const DeviceCache<T> cache = device_cache<T>(pb);
+    for (int kv_split : kv_splits()) {
+      const std::string name = std::string(precision_traits<T>::name) + " " + c.name + " kv_split " +
+                               std::to_string(kv_split);
+      SCOPED_TRACE(name);
+      const DecodeOut k = run_decode<T>(pb, cache, kv_split);
+      // Bound (decode_test_util.hpp): score error (hd+2) u32 scale sum|q k|, the exps and
+      // subtractions of D5, (2L + 2C + 8) u32 for the fp32 sums, products and the division, all
+      // times sum_j P_j |v_j|; + u_T |out| + eta_T (D7's one rounding). No u_T term for P (D6).
+      const DecodeRef ref = ref_attention_decode(pb, kv_split, roundoff_of<T>());
+      check_within(name + " out", k.out, ref.out, ref.out_bound);
+      check_within(name + " lse", k.lse, ref.lse, ref.lse_bound);
+    }
+  }
+}
+
+// Host backends: bit-identical to the plain-float emulation of D4-D8. Negative controls: rounding
+// P to T (the training engine's F4) changes bf16/fp16 bits; o * (1/l) instead of o / l (D7) and
+// another kv_split (D5) change fp32 bits.
+TYPED_TEST(Decode, AttentionFollowsTheDocumentedRoundingPointsBitForBit) {
+  using T = TypeParam;
+  if (!kExactEmulation) GTEST_SKIP() << kNoEmulation;
+  for (const AttnCase& c : attn_cases()) {
+    SCOPED_TRACE(c.name);
+    const DecodeProblem pb = random_problem<T>(c, 700);
+    const DeviceCache<T> cache = device_cache<T>(pb);
+    for (int kv_split : kv_splits()) {
+      SCOPED_TRACE("kv_split " + std::to_string(kv_split));
+      const DecodeOut k = run_decode<T>(pb, cache, kv_split);
+      std::vector<float> out, lse;
+      emulate_attention_decode<T>(pb, kv_split, DecodeVariant{}, out, lse);
+      EXPECT_EQ(count_differences(bits(k.out), bits(out)), 0u) << "out";
+      EXPECT_EQ(count_differences(bits(k.lse), bits(lse)), 0u) << "lse";
+      if (std::is_same<T, float>::value) {
+        emulate_attention_decode<T>(pb, kv_split, DecodeVariant{false, true}, out, lse);
+        EXPECT_GT(count_differences(bits(k.out), bits(out)), 0u) << "D7 (o / l) not observable in fp32";
+      } else if (kv_split > 1) {  // kv_split 1: every e_j = exp(0) = 1, which T holds exactly
+        emulate_attention_decode<T>(pb, kv_split, DecodeVariant{true, false}, out, lse);
+        EXPECT_GT(count_differences(bits(k.out), bits(out)), 0u) << "D6 (P not rounded) not observable";
+      }
+    }
+    if (std::is_same<T, float>::value) {
+      const DecodeOut split = run_decode<T>(pb, cache, 4), whole = run_decode<T>(pb, cache, 1 << 20);
+      EXPECT_GT(count_differences(bits(split.out), bits(whole.out)), 0u) << "D5 (chunks) not observable in fp32";
+    }
+  }
+}
+
+// A row with len 1 sees only position 0: e = exp(0) = 1, l = 1, w = 1, so out is that position's
+// v bit for bit and lse its fp32 score.
+TYPED_TEST(Decode, AttentionOverOnePositionReturnsItsValue) {
+  using T = TypeParam;
+  DecodeProblem pb = random_problem<T>(attn_cases()[0], 800);
+  pb.len = {1, 1, 1, 1, 1, 1};
+  const DecodeOut k = run_decode<T>(pb, device_cache<T>(pb), 4);
+  const int H = pb.n_head, hd = pb.head_dim;
+  for (int r = 0; r < pb.rows(); ++r)
+    for (int h = 0; h < H; ++h) {
+      const int kc = (h / pb.group()) * hd;
+      double dot = 0, mag = 0;
+      for (int d = 0; d < hd; ++d) {
+        EXPECT_EQ(k.out[(r * H + h) * hd + d], pb.v(pb.slot[r], 0, kc + d)) << "row " << r << " head " << h;
+        dot += pb.q(r, h * hd + d) * pb.k(pb.slot[r], 0, kc + d);
+        mag += std::fabs(pb.q(r, h * hd + d) * pb.k(pb.slot[r], 0, kc + d));
+      }
+      const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
+      // lse = m + log(1) = the fp32 score: fp32 dot of hd terms, the scale and its rounding
+      EXPECT_NEAR(k.lse[r * H + h], dot * scale, (hd + 2) * kU32 * mag * scale) << "row " << r << " head " << h;
+    }
+}
+
+// Batch invariance (D9): one row per call, subsets and permutations of the rows: same bits.
+TYPED_TEST(Decode, AttentionIsBatchInvariant) {
+  using T = TypeParam;
+  for (const AttnCase& c : {attn_cases()[0], attn_cases()[3]}) {
+    SCOPED_TRACE(c.name);
+    const DecodeProblem pb = random_problem<T>(c, 900);
+    const DeviceCache<T> cache = device_cache<T>(pb);
+    for (int kv_split : {4, 16}) {
+      SCOPED_TRACE("kv_split " + std::to_string(kv_split));
+      const DecodeOut all = run_decode<T>(pb, cache, kv_split);
+      ASSERT_FALSE(any_nan(all.out) || any_nan(all.lse));
+      DecodeOut alone;
+      for (int r = 0; r < pb.rows(); ++r) {
+        const DecodeOut one = run_decode<T>(pb, cache, kv_split, {r});
+        alone.out.insert(alone.out.end(), one.out.begin(), one.out.end());
+        alone.lse.insert(alone.lse.end(), one.lse.begin(), one.lse.end());
+      }
+      EXPECT_EQ(count_differences(bits(alone.out), bits(all.out)), 0u) << "out, one row per call";
+      EXPECT_EQ(count_differences(bits(alone.lse), bits(all.lse)), 0u) << "lse, one row per call";
+      std::vector<int> perm(pb.rows());
+      std::iota(perm.begin(), perm.end(), 0);
+      std::shuffle(perm.begin(), perm.end(), std::mt19937(kv_split));
+      for (const std::vector<int>& which : {perm, std::vector<int>{4, 2}, std::vector<int>{5, 1, 0}}) {
+        const DecodeOut sub = run_decode<T>(pb, cache, kv_split, which);
+        EXPECT_EQ(count_differences(bits(sub.out), bits(take_rows(all.out, pb.qcols(), which))), 0u)
+            << "out, subset/permutation of " << which.size() << " rows";
+        EXPECT_EQ(count_differences(bits(sub.lse), bits(take_rows(all.lse, pb.n_head, which))), 0u)
+            << "lse, subset/permutation of " << which.size() << " rows";
+      }
+    }
+  }
+}
+
+// The two engines on the same packed sequences. The cache is filled with kv_cache_append from the
+// sequences' qkv rows (slot = sequence, pos = position in it); every token t queries with
+// len = t + 1 (causal). Each engine is within its own bound of the exact attention (training: F1-F6,
+// attention_test_util.hpp; rollout: D4-D8), so |decode - training| <= 2 (bound_train + bound_decode).
+// The engines must really differ for bf16/fp16 (F4 vs D6, F5 vs D7, and the chunks of D5); with one
+// chunk per row their lse is bit-identical (D4, D5).
+TYPED_TEST(Decode, AttentionAgreesWithTheTrainingEngine) {
+  using T = TypeParam;
+  struct Packed {
+    const char* name;
+    std::vector<int> lengths;
+    int n_head, n_kv_head, head_dim;
+  };
+  const std::vector<Packed> packed = {{"gqa4/2_hd16", {13, 1, 40, 7}, 4, 2, 16},
+                                      {"mha4/4_hd8", {9, 33, 1, 20}, 4, 4, 8}};
+  for (const Packed& p : packed) {
+    const AttnShape sh = make_shape(p.lengths, p.n_head, p.n_kv_head, p.head_dim);
+    const int N = sh.n(), W = sh.width(), S = static_cast<int>(p.lengths.size());
+    const int max_seq = *std::max_element(p.lengths.begin(), p.lengths.end());
+    // q, k in [-2, 2], v in [-1, 1]
+    std::vector<double> qkv = random_values<T>(static_cast<std::size_t>(N) * W, -2, 2, 1000);
+    for (int i = 0; i < N; ++i)
+      for (int col = sh.v_col(0); col < W; ++col) qkv[i * W + col] *= 0.5;  // exact: a power of two
+    // training engine
+    const View2<T> qkv_d = make_view2<T>("mantissa::test::qkv", qkv, N, W);
+    View2<T> out_t("mantissa::test::out_train", N, sh.qcols());
+    View2<float> lse_t("mantissa::test::lse_train", N, sh.n_head);
+    attention_forward<T>(ExecSpace(), qkv_d, make_int_view("mantissa::test::seq_offsets", sh.offsets), sh.n_head,
+                         sh.n_kv_head, sh.head_dim, out_t, lse_t);
+    const std::vector<double> train_out = to_host(out_t), train_lse = to_host(lse_t);
+    const RefForward ref_t = ref_attention_forward(sh, qkv, roundoff_of<T>());
+    // rollout engine: cache from the same rows
+    std::vector<int> slot(N), pos(N), len(N);
+    for (int s = 0; s < S; ++s)
+      for (int i = sh.offsets[s]; i < sh.offsets[s + 1]; ++i) {
+        slot[i] = s;
+        pos[i] = i - sh.offsets[s];
+        len[i] = pos[i] + 1;
+      }
+    DeviceCache<T> cache{View3<T>("mantissa::test::cache_k", S, max_seq, sh.n_kv_head * sh.head_dim),
+                         View3<T>("mantissa::test::cache_v", S, max_seq, sh.n_kv_head * sh.head_dim)};
+    kv_cache_append<T>(ExecSpace(), qkv_d, make_int_view("mantissa::test::slot", slot),
+                       make_int_view("mantissa::test::pos", pos), sh.n_head, sh.n_kv_head, sh.head_dim, cache.k,
+                       cache.v);
+    DecodeProblem pb;
+    pb.slots = S;
+    pb.max_seq = max_seq;
+    pb.n_head = sh.n_head;
+    pb.n_kv_head = sh.n_kv_head;
+    pb.head_dim = sh.head_dim;
+    pb.cache_k = view3_to_host(cache.k);
+    pb.cache_v = view3_to_host(cache.v);
+    pb.qkv = qkv;
+    pb.slot = slot;
+    pb.len = len;
+    for (int kv_split : {4, 16, 1 << 20}) {
+      const std::string name = std::string(precision_traits<T>::name) + " " + p.name + " kv_split " +
+                               std::to_string(kv_split);
+      SCOPED_TRACE(name);
+      const DecodeOut dec = run_decode<T>(pb, cache, kv_split);
+      const DecodeRef ref_d = ref_attention_decode(pb, kv_split, roundoff_of<T>());
+      check_within(name + " decode out vs exact", dec.out, ref_d.out, ref_d.out_bound);
+      std::vector<double> bound_out(dec.out.size()), bound_lse(dec.lse.size());
+      double max_diff = 0, max_lse_diff = 0;
+      for (std::size_t e = 0; e < dec.out.size(); ++e) {
+        bound_out[e] = ref_t.out_bound[e] + ref_d.out_bound[e];
+        const double diff = std::fabs(dec.out[e] - train_out[e]);
+        max_diff = std::max(max_diff, diff);
+      }
+      for (std::size_t e = 0; e < dec.lse.size(); ++e) {
+        bound_lse[e] = ref_t.lse_bound[e] + ref_d.lse_bound[e];
+        max_lse_diff = std::max(max_lse_diff, std::fabs(dec.lse[e] - train_lse[e]));
+      }
+      check_within(name + " |decode - training| out", dec.out, train_out, bound_out);
+      check_within(name + " |decode - training| lse", dec.lse, train_lse, bound_lse);
+      const std::size_t n_diff = count_differences(bits(dec.out), bits(train_out));
+      const std::size_t n_lse_diff = count_differences(bits(dec.lse), bits(train_lse));
+      std::printf("  [ %s ] decode vs training: out differs in %zu of %zu (max |diff| %.3e), "
+                  "lse differs in %zu of %zu (max |diff| %.3e)\n",
+                  name.c_str(), n_diff, dec.out.size(), max_diff, n_lse_diff, dec.lse.size(),
+                  max_lse_diff);
+      if (std::is_same<T, float>::value) {
+        // |out| <= 1 (a convex combination of v in [-1, 1]); each engine is a few tens of u32 from
+        // the exact value for these lengths (<= 40 keys), so they agree to well under 1e-6.
+        EXPECT_LE(max_diff, 1e-6) << "fp32 engines should agree to ~1e-7";
+      } else {
+        EXPECT_GT(n_diff, 0u) << "the engines do not differ";
+      }
+      if (kv_split >= max_seq) {
+        EXPECT_EQ(n_lse_diff, 0u) << "one chunk: lse must be bit-identical (D4, D5)";
+      }
+    }
+  }
+}
+
+TEST(DecodeArguments, AttentionRejectsBadIndicesAndShapes) {
+  const ExecSpace space;
+  const int H = 4, Hkv = 2, hd = 8, R = 2;
+  View2<float> qkv("mantissa::test::qkv", R, (H + 2 * Hkv) * hd), out("mantissa::test::out", R, H * hd);
+  View2<float> lse("mantissa::test::lse", R, H);
+  View3<float> ck("mantissa::test::cache_k", 3, 6, Hkv * hd), cv("mantissa::test::cache_v", 3, 6, Hkv * hd);
+  const auto attend = [&](std::vector<int> slot, std::vector<int> len, int kv_split) {
+    attention_decode<float>(space, qkv, ck, cv, make_int_view("mantissa::test::slot", slot),
+                            make_int_view("mantissa::test::len", len), H, Hkv, hd, kv_split, out, lse);
+  };
+  EXPECT_NO_THROW(attend({2, 0}, {6, 1}, 4));
+  EXPECT_THROW(attend({2, 0}, {6, 1}, 0), std::invalid_argument);  // kv_split
+  EXPECT_THROW(attend({3, 0}, {1, 1}, 4), std::invalid_argument);  // slot == slots
+  EXPECT_THROW(attend({-1, 0}, {1, 1}, 4), std::invalid_argument); // negative slot
+  EXPECT_THROW(attend({0, 0}, {0, 1}, 4), std::invalid_argument);  // len 0
+  EXPECT_THROW(attend({0, 0}, {7, 1}, 4), std::invalid_argument);  // len > max_seq
+  EXPECT_THROW(attend({0}, {1}, 4), std::invalid_argument);        // one index per row
+  EXPECT_THROW(attention_decode<float>(space, qkv, ck, cv, make_int_view("mantissa::test::slot", {0, 1}),
+                                       make_int_view("mantissa::test::len", {1, 1}), H, Hkv, hd, 4,
+                                       View2<float>("mantissa::test::out", R, H * hd + 1), lse),
+               std::invalid_argument);  // out shape
+  EXPECT_THROW(attention_decode<float>(space, qkv, ck, cv, make_int_view("mantissa::test::slot", {0, 1}),
+                                       make_int_view("mantissa::test::len", {1, 1}), H, 3, hd, 4, out, lse),
+               std::invalid_argument);  // 4 % 3
+}
+
+}  // namespace
