@@ -51,15 +51,22 @@ int cmd_probe(AppContext& ctx) {
   }
   resolve_model_for_tasks(ctx);
   const std::string run_dir = prepare_run_dir(ctx);
+  run_probe(ctx, run_dir, pc.checkpoint);
+  finish_timing_report(ctx, run_dir, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  return 0;
+}
+
+void run_probe(AppContext& ctx, const std::string& run_dir, const std::string& checkpoint) {
+  const config::ProbeConfig& pc = ctx.cfg.probe;
   const config::ModelConfig& mc = ctx.cfg.model;
   model::ParamTable table(mc);
   model::Optimizer opt(table, ctx.cfg.optimizer, ctx.cfg.loss_scale, Precision::fp32);
   try {
-    model::load_checkpoint(pc.checkpoint, mc, table, opt);
+    model::load_checkpoint(checkpoint, mc, table, opt);
   } catch (const model::CheckpointError& e) {
     throw InputError(fmt::format("[probe] checkpoint: {}", e.what()));
   }
-  say(ctx, "probe: {} on {} held-out problems x {} samples, precisions:", pc.checkpoint, pc.problems,
+  say(ctx, "probe: {} on {} held-out problems x {} samples, precisions:", checkpoint, pc.problems,
       pc.samples_per_problem);
   for (const auto& p : pc.precisions) say(ctx, " {}", p);
   say(ctx, "; {} mode, temperature {}, {} rank(s)\n", ctx.cfg.precision.consistent ? "consistent" : "default",
@@ -82,7 +89,7 @@ int cmd_probe(AppContext& ctx) {
   if (ctx.rank == 0) {
     out = std::make_unique<io::File>(io::File::create(h5));
     out->write_string("/provenance/deck", ctx.resolved_deck);
-    out->write_attr("/", "checkpoint", pc.checkpoint);
+    out->write_attr("/", "checkpoint", checkpoint);
   }
   std::vector<ProbeResult> results;
   for (const std::string& pname : pc.precisions) {
@@ -245,8 +252,6 @@ int cmd_probe(AppContext& ctx) {
       say(ctx, "figures: run {}\n", plot);
     }
   }
-  finish_timing_report(ctx, run_dir, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-  return 0;
 }
 
 }  // namespace mantissa::app

@@ -1,7 +1,7 @@
-// `mantissa run`: the main job. Stages present in this build: the supervised warm start (unless
-// [run] base_checkpoint names one) and the training engine's precision check on the base policy.
-// The RL stages (rollout engine, losses, mismatch metrics per step) come with later issues; the job
-// says so rather than pretending.
+// `mantissa run`: the main job. Stages present in this build: the supervised warm start, the
+// training engine's precision check on the base policy, and the mismatch probe of the rollout engine
+// against the training engine on it. The RL stages (losses, per-step metrics) come with a later
+// issue; the job says so rather than pretending.
 #include <chrono>
 
 #include "app/app.hpp"
@@ -15,10 +15,10 @@ int cmd_run(AppContext& ctx) {
   const auto t0 = std::chrono::steady_clock::now();
   resolve_model_for_tasks(ctx);
   const std::string run_dir = prepare_run_dir(ctx);
-  say(ctx, "mantissa run: stage 1/2 supervised warm start\n");
+  say(ctx, "mantissa run: stage 1/3 supervised warm start\n");
   const SftSummary sft = run_sft(ctx, run_dir);
 
-  say(ctx, "\nmantissa run: stage 2/2 training-engine precision check on the base policy\n");
+  say(ctx, "\nmantissa run: stage 2/3 training-engine precision check on the base policy\n");
   model::SftTrainer probe(ctx.cfg, 0, 1);  // every rank computes the same small table
   probe.load(sft.checkpoint);
   model::PackedBatch batch;
@@ -38,10 +38,13 @@ int cmd_run(AppContext& ctx) {
   }
   if (deltas[2].mean_abs > 0) say(ctx, "  bf16 / fp16 ratio: {:.1f} (unit roundoffs differ by 8x)\n", deltas[1].mean_abs / deltas[2].mean_abs);
 
+  say(ctx, "\nmantissa run: stage 3/3 mismatch probe: rollout engine (mu) vs training engine (pi), same weights\n");
+  run_probe(ctx, run_dir, sft.checkpoint);
+
   say(ctx,
-      "\nmantissa run: done. What ran: warm start ({} steps, held-out exact match {:.1f}% -> {:.1f}%) and the\n"
-      "precision check above. Not in this build yet: the rollout engine (policy mu), RL with the paper's\n"
-      "losses and the per-step mismatch metrics (issues 4 and 5). Outputs: {}/\n",
+      "\nmantissa run: done. What ran: warm start ({} steps, held-out exact match {:.1f}% -> {:.1f}%), the\n"
+      "training-engine precision check and the mu-vs-pi probe above. Not in this build yet: RL with the\n"
+      "paper's losses and per-step mismatch metrics (issue 5). Outputs: {}/\n",
       sft.steps, 100.0 * sft.initial.exact_match, 100.0 * sft.final.exact_match, run_dir);
   finish_timing_report(ctx, run_dir, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   return 0;

@@ -17,6 +17,9 @@ struct SftSummary {
 // Fills [model] vocab from the tokenizer and checks max_seq against the [task] settings.
 void resolve_model_for_tasks(AppContext& ctx);
 SftSummary run_sft(AppContext& ctx, const std::string& run_dir);
+// The mismatch probe of `checkpoint` (whose model must be ctx.cfg.model): table on rank 0, probe.h5 and
+// figures in run_dir.
+void run_probe(AppContext& ctx, const std::string& run_dir, const std::string& checkpoint);
 
 int cmd_sft(AppContext& ctx);
 int cmd_run(AppContext& ctx);
