@@ -14,7 +14,7 @@
 // ---- Rounding points of the training engine (the rollout/decode engine differs from these) ----
 // T is the storage type (float, bf16_t, fp16_t); round_T(x) = to_float(from_float<T>(x)) is
 // round-to-nearest-even to T and is the identity for T = float. fp32 products and sums may be
-// contracted into FMAs by the compiler (nvcc does, g++ in ISO mode does not).
+// contracted into FMAs by the compiler (nvcc does; g++ does whenever the target has FMA, e.g. -march=native).
 // Forward, query row i of head h, keys j = start(i) .. i, all in fp32 unless said otherwise:
 //   F1  q, k, v are values of T, read exactly (the kernel widens them to fp32 once).
 //   F2  s_ij = (sum_{d<hd} q_id k_jd) * scale, scale = fp32(1/sqrt(hd)). Every dot product of
