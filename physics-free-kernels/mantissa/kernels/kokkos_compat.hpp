@@ -32,9 +32,6 @@ KOKKOS_INLINE_FUNCTION constexpr T kclamp(T x, T lo, T hi) {
   return x < lo ? lo : (hi < x ? hi : x);
 }
 
-// Version as an integer MMmmpp (30401 for 3.4.01) and the enabled backends, for --version.
-inline int kokkos_version() { return KOKKOS_VERSION; }
-
 }  // namespace mantissa
 
 #if KOKKOS_VERSION >= 40200

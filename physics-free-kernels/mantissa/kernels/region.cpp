@@ -29,8 +29,6 @@ std::vector<RegionStats> RegionTimer::snapshot() const {
   return out;
 }
 
-void RegionTimer::reset() { stats_.clear(); }
-
 std::string RegionTimer::report(double wall_seconds) const {
   std::string out;
   char line[256];

@@ -21,7 +21,6 @@ class RegionTimer {
   static RegionTimer& instance();
   void add(const char* label, double seconds);
   std::vector<RegionStats> snapshot() const;  // sorted by descending time
-  void reset();
   // A table: label, calls, total s, ms/call, % of `wall_seconds` (the caller's whole run).
   std::string report(double wall_seconds) const;
 
