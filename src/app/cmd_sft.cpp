@@ -48,7 +48,8 @@ SftSummary run_sft(AppContext& ctx, const std::string& run_dir) {
   if (ctx.rank == 0) {
     fs::create_directories(ckpt_dir);
     const std::string path = (fs::path(run_dir) / "metrics.h5").string();
-    metrics_file = std::make_unique<io::File>(fs::exists(path) ? io::File::open_rw(path) : io::File::create(path));
+    // A reused run directory (run.overwrite) gets a fresh series: appending would mix two runs' rows.
+    metrics_file = std::make_unique<io::File>(io::File::create(path));
     metrics_file->write_string("/provenance/deck", ctx.resolved_deck);
     series = std::make_unique<io::Series>(*metrics_file, "/sft");
     eval_series = std::make_unique<io::Series>(*metrics_file, "/sft_eval");
