@@ -54,6 +54,7 @@ const std::vector<Command>& commands() {
   static const std::vector<Command> list = {
       {"run", "the main job: warm start, then the stages this build has (see README)", &cmd_run},
       {"sft", "supervised warm start on generated worked solutions", &cmd_sft},
+      {"curate", "perfectible task set: keep the problems the base policy solves 20-80% of the time", &cmd_curate},
       {"probe", "mismatch between the rollout and training engines per precision on a checkpoint", &cmd_probe},
   };
   return list;

@@ -21,7 +21,12 @@ SftSummary run_sft(AppContext& ctx, const std::string& run_dir);
 // figures in run_dir.
 void run_probe(AppContext& ctx, const std::string& run_dir, const std::string& checkpoint);
 
+// Curates a perfectible task set with the base policy `checkpoint` (model = ctx.cfg.model); writes
+// <run_dir>/task_set.h5 and returns its path. Collective over ranks.
+std::string run_curate(AppContext& ctx, const std::string& run_dir, const std::string& checkpoint);
+
 int cmd_sft(AppContext& ctx);
+int cmd_curate(AppContext& ctx);
 int cmd_run(AppContext& ctx);
 int cmd_probe(AppContext& ctx);
 

@@ -73,6 +73,19 @@ Config load_config(const Deck& deck) {
     fail("precision", "consistent",
          "needs untruncated sampling (rollout.top_p = 1, rollout.top_k = 0): log pi is never truncated");
   }
+  const RlConfig& rl = cfg.rl;
+  if (rl.samples_per_prompt < 2) {
+    fail("rl", "samples_per_prompt",
+         fmt::format("{} gives no group baseline: the [rl] advantage '{}' needs G >= 2 responses per prompt",
+                     rl.samples_per_prompt, rl.advantage));
+  }
+  if (rl.updates_per_step > rl.prompts_per_step) {
+    fail("rl", "updates_per_step",
+         fmt::format("{} mini-batches need at least as many prompts per step (prompts_per_step = {})",
+                     rl.updates_per_step, rl.prompts_per_step));
+  }
+  if (rl.geo_reject && rl.geo_reject_lo > rl.geo_reject_hi) fail("rl", "geo_reject_lo", "must not exceed geo_reject_hi");
+  if (cfg.curate.min_pass > cfg.curate.max_pass) fail("curate", "min_pass", "must not exceed max_pass");
   try {
     cfg.task.validate();
   } catch (const std::invalid_argument& e) {

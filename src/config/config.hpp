@@ -118,6 +118,15 @@ struct LossScaleConfig {
   }
 };
 
+// The paper's RL optimizer: AdamW lr 1e-6 constant, betas (0.9, 0.95), eps 1e-15, no weight decay,
+// gradient clip 1.0.
+inline OptimizerConfig paper_rl_optimizer() {
+  OptimizerConfig o;
+  o.lr = 1e-6;
+  o.eps = 1e-15;
+  return o;
+}
+
 template <class V>
 void visit_task(V& v, tasks::TaskConfig& t);
 
@@ -178,6 +187,113 @@ struct ProbeConfig {
   }
 };
 
+// The RL stage (mission.md sections 2-3). Loss names are the rows of the loss table; see
+// src/rl/losses.hpp for the exact formulas.
+struct RlConfig {
+  std::string init_checkpoint;
+  std::string task_set;
+  std::vector<std::string> precisions;
+  int steps = 100;
+  int prompts_per_step = 64;
+  int samples_per_prompt = 8;
+  int updates_per_step = 4;
+  std::string loss = "grpo";
+  std::string advantage = "dr_grpo";
+  double advantage_eps = 1e-6;
+  std::string loss_agg = "auto";
+  double clip_eps_lo = 0.2;
+  double clip_eps_hi = 0.2;
+  double is_cap = 3.0;
+  double gspo_eps_lo = 3e-4;
+  double gspo_eps_hi = 4e-4;
+  bool geo_reject = false;
+  double geo_reject_lo = 0.999;
+  double geo_reject_hi = 1.001;
+  double token_veto = 0.0;
+  bool logmu_in_storage = false;
+  int log_every = 1;
+  int flush_every = 10;
+  int eval_every = 0;
+  int eval_problems = 64;
+  int eval_samples = 4;
+  double eval_temperature = 1.0;
+  int checkpoint_every = 0;
+  bool plot = true;
+  template <class V>
+  void visit(V& v) {
+    v.key("init_checkpoint", init_checkpoint,
+          "base policy (a checkpoint from mantissa sft or run); empty = `run` trains one with the [sft] stage first");
+    v.key("task_set", task_set,
+          "train on this curated task set (HDF5 from mantissa curate); empty = fresh generated train problems");
+    v.key("precisions", precisions,
+          "run the RL stage once per storage precision, each from the same base policy; empty = [precision] storage",
+          OneOf{{"fp32", "bf16", "fp16"}});
+    v.key("steps", steps, "RL steps (one rollout batch each)", Range<int>{0, 1 << 30});
+    v.key("prompts_per_step", prompts_per_step, "prompts B per step (the paper: 64)", Range<int>{1, 1 << 20});
+    v.key("samples_per_prompt", samples_per_prompt, "responses G per prompt, one group (the paper: 8)",
+          Range<int>{1, 1 << 16});
+    v.key("updates_per_step", updates_per_step,
+          "optimizer updates per rollout batch: the batch is split into this many mini-batches of whole groups",
+          Range<int>{1, 1 << 16});
+    v.key("loss", loss, "policy loss, a row of the loss table (src/rl/losses.hpp)",
+          OneOf{{"pg", "grpo", "grpo_token_tis", "grpo_token_mis", "grpo_seq_tis", "grpo_seq_mis", "pg_seq_is",
+                 "pg_seq_tis", "pg_seq_mis", "gspo"}});
+    v.key("advantage", advantage, "group baseline: grpo = (R - mean)/(std + eps), dr_grpo = R - mean",
+          OneOf{{"grpo", "dr_grpo"}});
+    v.key("advantage_eps", advantage_eps, "eps of the grpo advantage", Range<double>{0.0, 1.0, true});
+    v.key("loss_agg", loss_agg,
+          "aggregation: dr_grpo = sum / (B * max_new_tokens), token_mean, seq_mean_token_mean; auto = dr_grpo, "
+          "gspo: seq_mean_token_mean",
+          OneOf{{"auto", "dr_grpo", "token_mean", "seq_mean_token_mean"}});
+    v.key("clip_eps_lo", clip_eps_lo, "PPO clip: r >= 1 - clip_eps_lo", Range<double>{0.0, 1.0});
+    v.key("clip_eps_hi", clip_eps_hi, "PPO clip: r <= 1 + clip_eps_hi (0.28 = clip-higher)", Range<double>{0.0, 10.0});
+    v.key("is_cap", is_cap, "C, the cap of truncated (TIS) and masked (MIS) importance weights",
+          Range<double>{0.0, 1e30, true});
+    v.key("gspo_eps_lo", gspo_eps_lo, "GSPO clip of the sequence ratio: s >= 1 - gspo_eps_lo", Range<double>{0.0, 1.0});
+    v.key("gspo_eps_hi", gspo_eps_hi, "GSPO clip of the sequence ratio: s <= 1 + gspo_eps_hi", Range<double>{0.0, 10.0});
+    v.key("geo_reject", geo_reject,
+          "drop a sequence whose geometric-mean weight exp(mean_t log(pi_old/mu)) is outside [geo_reject_lo, geo_reject_hi]");
+    v.key("geo_reject_lo", geo_reject_lo, "lower bound of geo_reject", Range<double>{0.0, 1.0, true});
+    v.key("geo_reject_hi", geo_reject_hi, "upper bound of geo_reject", Range<double>{1.0, 1e30});
+    v.key("token_veto", token_veto, "drop a sequence if any token weight pi_old/mu is below this; 0 = off",
+          Range<double>{0.0, 1.0});
+    v.key("logmu_in_storage", logmu_in_storage,
+          "round recorded log mu to the storage precision (what the Oat code does; adds avoidable mismatch)");
+    v.key("log_every", log_every, "steps between progress lines", Range<int>{1, 1 << 30});
+    v.key("flush_every", flush_every, "steps between metrics.h5 flushes (a crash loses at most this many rows)",
+          Range<int>{1, 1 << 30});
+    v.key("eval_every", eval_every, "steps between held-out evaluations; 0 = before and after only", Range<int>{0, 1 << 30});
+    v.key("eval_problems", eval_problems, "held-out problems per evaluation", Range<int>{1, 1 << 20});
+    v.key("eval_samples", eval_samples, "responses per held-out problem (pass@1 = mean accuracy over them)",
+          Range<int>{1, 1 << 16});
+    v.key("eval_temperature", eval_temperature, "sampling temperature of the evaluation; 0 = greedy",
+          Range<double>{0.0, 100.0});
+    v.key("checkpoint_every", checkpoint_every, "steps between checkpoints; 0 = only at the end", Range<int>{0, 1 << 30});
+    v.key("plot", plot, "draw reward and mismatch curves (PNG) with /usr/bin/python3 when available");
+  }
+};
+
+// Perfectible task set (mission.md section 6): keep the candidate problems the base policy solves
+// within [min_pass, max_pass] of the time.
+struct CurateConfig {
+  bool enabled = false;
+  std::string checkpoint;
+  int candidates = 512;
+  int samples = 40;
+  double min_pass = 0.2;
+  double max_pass = 0.8;
+  template <class V>
+  void visit(V& v) {
+    v.key("enabled", enabled, "mantissa run: curate a task set from the base policy before RL and train on it");
+    v.key("checkpoint", checkpoint, "base policy to curate with (mantissa curate); empty in run = the base policy");
+    v.key("candidates", candidates, "candidate train problems examined (the first ones of the train split)",
+          Range<int>{1, 1 << 24});
+    v.key("samples", samples, "responses sampled per candidate (the paper: 40)", Range<int>{1, 1 << 16});
+    v.key("min_pass", min_pass, "keep problems solved at least this often", Range<double>{0.0, 1.0});
+    v.key("max_pass", max_pass, "keep problems solved at most this often", Range<double>{0.0, 1.0});
+  }
+};
+
 struct Config {
   RunConfig run;
   ModelConfig model;
@@ -188,6 +304,9 @@ struct Config {
   SftConfig sft;
   RolloutConfig rollout;
   ProbeConfig probe;
+  CurateConfig curate;
+  RlConfig rl;
+  OptimizerConfig rl_optimizer = paper_rl_optimizer();
 
   // f(block_name, doc, visit_fn) for every block, in deck order.
   template <class F>
@@ -195,12 +314,16 @@ struct Config {
     f("run", "where outputs go and the master seed", [&](auto& v) { run.visit(v); });
     f("model", "Llama-style decoder-only transformer", [&](auto& v) { model.visit(v); });
     f("precision", "numerics of both engines", [&](auto& v) { precision.visit(v); });
-    f("optimizer", "AdamW on fp32 master weights", [&](auto& v) { optimizer.visit(v); });
+    f("optimizer", "AdamW on fp32 master weights (supervised warm start)", [&](auto& v) { optimizer.visit(v); });
     f("loss_scale", "dynamic loss scaling (fp16)", [&](auto& v) { loss_scale.visit(v); });
     f("task", "procedurally generated problems with verifiable answers", [&](auto& v) { visit_task(v, task); });
     f("sft", "supervised warm start (mantissa sft)", [&](auto& v) { sft.visit(v); });
     f("rollout", "rollout engine (policy mu): sampling and its kernels", [&](auto& v) { rollout.visit(v); });
     f("probe", "mismatch probe (mantissa probe)", [&](auto& v) { probe.visit(v); });
+    f("curate", "perfectible task set (mantissa curate)", [&](auto& v) { curate.visit(v); });
+    f("rl", "RL fine-tuning: losses, groups, updates, metrics", [&](auto& v) { rl.visit(v); });
+    f("rl_optimizer", "AdamW of the RL stage (same keys as [optimizer]; the paper's defaults)",
+      [&](auto& v) { rl_optimizer.visit(v); });
   }
 };
 
