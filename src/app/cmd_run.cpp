@@ -1,26 +1,24 @@
-// `mantissa run`: the main job. Stages present in this build: the supervised warm start, the
-// training engine's precision check on the base policy, and the mismatch probe of the rollout engine
-// against the training engine on it. The RL stages (losses, per-step metrics) come with a later
-// issue; the job says so rather than pretending.
+// `mantissa run`: the main job. Stages, in order:
+//   1. warm start ([sft]) unless [rl] init_checkpoint names a base policy;
+//   2. if [probe] enabled: the training engine's precision check and the mu-vs-pi probe on the base;
+//   3. if [curate] enabled: the perfectible task set, which the RL stage then trains on;
+//   4. RL ([rl], [rl_optimizer]) once per [rl] precisions entry, from the same base policy.
+// Everything goes to the run directory: deck.toml, metrics.h5, checkpoints, figures, timing.txt.
 #include <chrono>
 
 #include "app/app.hpp"
 #include "app/jobs.hpp"
+#include "model/checkpoint.hpp"
 #include "model/precision_compare.hpp"
 #include "tasks/tasks.hpp"
 
 namespace mantissa::app {
 
-int cmd_run(AppContext& ctx) {
-  const auto t0 = std::chrono::steady_clock::now();
-  resolve_model_for_tasks(ctx);
-  const std::string run_dir = prepare_run_dir(ctx);
-  say(ctx, "mantissa run: stage 1/3 supervised warm start\n");
-  const SftSummary sft = run_sft(ctx, run_dir);
+namespace {
 
-  say(ctx, "\nmantissa run: stage 2/3 training-engine precision check on the base policy\n");
+void precision_check(AppContext& ctx, const std::string& checkpoint) {
   model::SftTrainer probe(ctx.cfg, 0, 1);  // every rank computes the same small table
-  probe.load(sft.checkpoint);
+  probe.load(checkpoint);
   model::PackedBatch batch;
   const int n = std::min(64, ctx.cfg.sft.eval_problems);
   for (int i = 0; i < n; ++i) {
@@ -36,25 +34,68 @@ int cmd_run(AppContext& ctx) {
   for (const auto& d : deltas) {
     say(ctx, "  {:<9} {:>24.3e} {:>16.3e}\n", precision_name(d.precision), d.mean_abs, d.max_abs);
   }
-  if (deltas[2].mean_abs > 0) say(ctx, "  bf16 / fp16 ratio: {:.1f} (unit roundoffs differ by 8x)\n", deltas[1].mean_abs / deltas[2].mean_abs);
+  if (deltas[2].mean_abs > 0) {
+    say(ctx, "  bf16 / fp16 ratio: {:.1f} (unit roundoffs differ by 8x)\n", deltas[1].mean_abs / deltas[2].mean_abs);
+  }
+}
 
-  say(ctx, "\nmantissa run: stage 3/3 mismatch probe: rollout engine (mu) vs training engine (pi), same weights\n");
-  run_probe(ctx, run_dir, sft.checkpoint);
+}  // namespace
 
-  say(ctx,
-      "\nmantissa run: done. What ran: warm start ({} steps, held-out exact match {:.1f}% -> {:.1f}%), the\n"
-      "training-engine precision check and the mu-vs-pi probe above. Not in this build yet: RL with the\n"
-      "paper's losses and per-step mismatch metrics (issue 5). Outputs: {}/\n",
-      sft.steps, 100.0 * sft.initial.exact_match, 100.0 * sft.final.exact_match, run_dir);
+int cmd_run(AppContext& ctx) {
+  const auto t0 = std::chrono::steady_clock::now();
+  std::string base = ctx.cfg.rl.init_checkpoint;
+  const bool warm_start = base.empty();
+  if (!warm_start) {
+    try {
+      ctx.cfg.model = model::read_checkpoint_model(base);
+    } catch (const model::CheckpointError& e) {
+      throw InputError(fmt::format("[rl] init_checkpoint: {}", e.what()));
+    }
+  }
+  resolve_model_for_tasks(ctx);
+  const std::string run_dir = prepare_run_dir(ctx);
+  const int stages = (warm_start ? 1 : 0) + (ctx.cfg.probe.enabled ? 1 : 0) + (ctx.cfg.curate.enabled ? 1 : 0) +
+                     (ctx.cfg.rl.steps > 0 ? 1 : 0);
+  int stage = 0;
+  std::string sft_line;
+  if (warm_start) {
+    say(ctx, "mantissa run: stage {}/{} supervised warm start\n", ++stage, stages);
+    const SftSummary sft = run_sft(ctx, run_dir);
+    base = sft.checkpoint;
+    sft_line = fmt::format("warm start {} steps (held-out exact match {:.1f}% -> {:.1f}%), ", sft.steps,
+                           100.0 * sft.initial.exact_match, 100.0 * sft.final.exact_match);
+  }
+  if (ctx.cfg.probe.enabled) {
+    say(ctx, "\nmantissa run: stage {}/{} precision check and mu-vs-pi probe of the base policy\n", ++stage, stages);
+    precision_check(ctx, base);
+    run_probe(ctx, run_dir, base);
+  }
+  std::string task_set = ctx.cfg.rl.task_set;
+  if (ctx.cfg.curate.enabled) {
+    say(ctx, "\nmantissa run: stage {}/{} curation of a perfectible task set\n", ++stage, stages);
+    task_set = run_curate(ctx, run_dir, ctx.cfg.curate.checkpoint.empty() ? base : ctx.cfg.curate.checkpoint);
+  }
+  std::vector<RlSummary> rl;
+  if (ctx.cfg.rl.steps > 0) {
+    say(ctx, "\nmantissa run: stage {}/{} RL fine-tuning\n", ++stage, stages);
+    rl = run_rl(ctx, run_dir, base, task_set, !warm_start);
+  }
+  std::string rl_line;
+  for (const auto& r : rl) {
+    rl_line += fmt::format("RL {} reward {:.3f} -> {:.3f} (pass@1 {:.3f} -> {:.3f}); ", r.precision, r.reward_first,
+                           r.reward_last, r.eval_initial, r.eval_final);
+  }
+  say(ctx, "\nmantissa run: done: {}{}outputs in {}/\n", sft_line, rl_line, run_dir);
   finish_timing_report(ctx, run_dir, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   return 0;
 }
 
 const std::vector<Command>& commands() {
   static const std::vector<Command> list = {
-      {"run", "the main job: warm start, then the stages this build has (see README)", &cmd_run},
+      {"run", "the main job: warm start, probe, curation and RL, as the deck asks", &cmd_run},
       {"sft", "supervised warm start on generated worked solutions", &cmd_sft},
       {"curate", "perfectible task set: keep the problems the base policy solves 20-80% of the time", &cmd_curate},
+      {"rl", "RL fine-tuning of the base policy [rl] init_checkpoint", &cmd_rl},
       {"probe", "mismatch between the rollout and training engines per precision on a checkpoint", &cmd_probe},
   };
   return list;

@@ -4,6 +4,7 @@
 
 #include "app/app.hpp"
 #include "model/sft.hpp"
+#include "rl/rl_trainer.hpp"
 
 namespace mantissa::app {
 
@@ -12,6 +13,17 @@ struct SftSummary {
   double final_loss = 0.0, seconds = 0.0;
   long long steps = 0, skipped = 0;
   std::string checkpoint;
+};
+
+struct RlSummary {
+  std::string precision, checkpoint;
+  long long steps = 0, skipped = 0;
+  double reward_first = 0.0, reward_last = 0.0, reward_peak = 0.0;  // training reward (moving averages)
+  double eval_initial = 0.0, eval_final = 0.0;                       // held-out pass@1
+  double kl_mean = 0.0, abs_logratio_mean = 0.0, seq_abs_logratio_mean = 0.0, seq_logratio_mean = 0.0;
+  rl::LjungBox drift;
+  rl::PhaseTimes phases;  // summed over steps
+  double seconds = 0.0;
 };
 
 // Fills [model] vocab from the tokenizer and checks max_seq against the [task] settings.
@@ -25,7 +37,14 @@ void run_probe(AppContext& ctx, const std::string& run_dir, const std::string& c
 // <run_dir>/task_set.h5 and returns its path. Collective over ranks.
 std::string run_curate(AppContext& ctx, const std::string& run_dir, const std::string& checkpoint);
 
+// The RL stage from `base_checkpoint`, once per [rl] precisions entry; metrics into <run_dir>/metrics.h5
+// (a new file when fresh_metrics, else added to the warm start's). Prints the side-by-side summary.
+std::vector<RlSummary> run_rl(AppContext& ctx, const std::string& run_dir, const std::string& base_checkpoint,
+                              const std::string& task_set_path, bool fresh_metrics);
+void print_rl_summary(const AppContext& ctx, const std::vector<RlSummary>& runs);
+
 int cmd_sft(AppContext& ctx);
+int cmd_rl(AppContext& ctx);
 int cmd_curate(AppContext& ctx);
 int cmd_run(AppContext& ctx);
 int cmd_probe(AppContext& ctx);

@@ -175,9 +175,11 @@ struct ProbeConfig {
   std::vector<std::string> precisions{"fp32", "bf16", "fp16"};
   int problems = 64;
   int samples_per_problem = 1;
+  bool enabled = false;
   bool plot = true;
   template <class V>
   void visit(V& v) {
+    v.key("enabled", enabled, "mantissa run: probe the base policy (and compare the training engine's precisions) before RL");
     v.key("checkpoint", checkpoint, "master weights to probe (a checkpoint from mantissa sft or run); required by probe");
     v.key("precisions", precisions, "storage precisions compared, each on the same weights and prompts",
           OneOf{{"fp32", "bf16", "fp16"}});
@@ -211,6 +213,7 @@ struct RlConfig {
   double geo_reject_hi = 1.001;
   double token_veto = 0.0;
   bool logmu_in_storage = false;
+  bool exact_kl = true;
   int log_every = 1;
   int flush_every = 10;
   int eval_every = 0;
@@ -259,6 +262,8 @@ struct RlConfig {
           Range<double>{0.0, 1.0});
     v.key("logmu_in_storage", logmu_in_storage,
           "round recorded log mu to the storage precision (what the Oat code does; adds avoidable mismatch)");
+    v.key("exact_kl", exact_kl,
+          "every step, also the exact per-token KL over the vocabulary (both engines' full distributions)");
     v.key("log_every", log_every, "steps between progress lines", Range<int>{1, 1 << 30});
     v.key("flush_every", flush_every, "steps between metrics.h5 flushes (a crash loses at most this many rows)",
           Range<int>{1, 1 << 30});

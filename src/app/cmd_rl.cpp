@@ -1,0 +1,232 @@
+// The RL stage: `mantissa rl` (from [rl] init_checkpoint) and the last stage of `mantissa run`.
+// Per storage precision of [rl] precisions: RL from the same base policy, one progress line per
+// step on rank 0, every metric per step in metrics.h5 (/rl/<precision>/steps, flushed every
+// [rl] flush_every steps), held-out evaluations in /rl/<precision>/eval, checkpoints, and at the
+// end a side-by-side summary with the Ljung-Box drift diagnostic and a PNG of the curves.
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+
+#include "app/app.hpp"
+#include "app/jobs.hpp"
+#include "io/hdf5.hpp"
+#include "model/checkpoint.hpp"
+#include "rl/rl_trainer.hpp"
+#include "rl/task_set.hpp"
+
+namespace mantissa::app {
+
+namespace {
+
+double mean_of(const std::vector<double>& v, std::size_t first, std::size_t last) {
+  if (first >= last) return 0.0;
+  double s = 0.0;
+  for (std::size_t i = first; i < last; ++i) s += v[i];
+  return s / static_cast<double>(last - first);
+}
+
+// Peak of the moving average over `w` steps (the whole mean for shorter series).
+double peak_moving_average(const std::vector<double>& v, std::size_t w) {
+  if (v.size() <= w) return mean_of(v, 0, v.size());
+  double best = -1e300;
+  for (std::size_t i = 0; i + w <= v.size(); ++i) best = std::max(best, mean_of(v, i, i + w));
+  return best;
+}
+
+}  // namespace
+
+std::vector<RlSummary> run_rl(AppContext& ctx, const std::string& run_dir, const std::string& base_checkpoint,
+                              const std::string& task_set_path, bool fresh_metrics) {
+  namespace fs = std::filesystem;
+  const config::RlConfig& rc = ctx.cfg.rl;
+  std::vector<std::string> precisions = rc.precisions;
+  if (precisions.empty()) precisions.push_back(ctx.cfg.precision.storage);
+  rl::TaskSet set;
+  if (!task_set_path.empty()) {
+    try {
+      set = rl::read_task_set(task_set_path, ctx.cfg.task, static_cast<std::uint64_t>(ctx.cfg.run.seed));
+    } catch (const std::exception& e) {
+      throw InputError(fmt::format("[rl] task_set: {}", e.what()));
+    }
+  }
+  const std::string ckpt_dir = (fs::path(run_dir) / "checkpoints").string();
+  const std::string h5 = (fs::path(run_dir) / "metrics.h5").string();
+  std::unique_ptr<io::File> file;
+  if (ctx.rank == 0) {
+    fs::create_directories(ckpt_dir);
+    if (fresh_metrics || !fs::exists(h5)) {
+      file = std::make_unique<io::File>(io::File::create(h5));
+      file->write_string("/provenance/deck", ctx.resolved_deck);
+    } else {
+      file = std::make_unique<io::File>(io::File::open_rw(h5));
+    }
+  }
+  std::vector<RlSummary> out;
+  for (const std::string& pname : precisions) {
+    Precision p = Precision::fp32;
+    parse_precision(pname, p);
+    rl::RlTrainer trainer(ctx.cfg, p, ctx.rank, ctx.nranks);
+    try {
+      trainer.load(base_checkpoint);
+    } catch (const model::CheckpointError& e) {
+      throw InputError(fmt::format("[rl] init_checkpoint: {}", e.what()));
+    }
+    if (!task_set_path.empty()) trainer.use_task_set(set);
+    std::unique_ptr<io::Series> steps, evals;
+    if (file) {
+      if (file->exists("/rl/" + pname)) throw InputError(fmt::format("{}: /rl/{} already exists", h5, pname));
+      steps = std::make_unique<io::Series>(*file, "/rl/" + pname + "/steps");
+      evals = std::make_unique<io::Series>(*file, "/rl/" + pname + "/eval");
+    }
+    say(ctx,
+        "\nrl {}: loss {}, advantage {}, {} steps x {} prompts x {} samples, {} updates/step, lr {:g}, temperature {}, "
+        "{} rank(s), training on {}\n",
+        pname, rc.loss, rc.advantage, rc.steps, rc.prompts_per_step, rc.samples_per_prompt, rc.updates_per_step,
+        ctx.cfg.rl_optimizer.lr, ctx.cfg.rollout.temperature, ctx.nranks,
+        task_set_path.empty() ? std::string("generated train problems")
+                              : fmt::format("the curated set {} ({} problems)", task_set_path, set.indices.size()));
+    RlSummary sum;
+    sum.precision = pname;
+    const auto evaluate = [&]() {
+      const rl::EvalRecord e = trainer.evaluate();
+      say(ctx, "rl {} eval step {:>5}: held-out pass@1 {:.3f}, pass@{} {:.3f} ({} problems, temperature {})\n", pname,
+          e.step, e.pass_at_1, e.samples, e.pass_at_n, e.problems, rc.eval_temperature);
+      if (evals) {
+        evals->append({{"step", static_cast<double>(e.step)}, {"pass_at_1", e.pass_at_1}, {"pass_at_n", e.pass_at_n},
+                       {"response_length_mean", e.response_length_mean}});
+        evals->flush();
+      }
+      return e;
+    };
+    sum.eval_initial = evaluate().pass_at_1;
+    const auto t0 = std::chrono::steady_clock::now();
+    std::vector<double> reward, seq_lr, kl, dlogp, seq_abs;
+    rl::PhaseTimes phases;
+    for (int i = 0; i < rc.steps; ++i) {
+      const rl::StepRecord s = trainer.step();
+      reward.push_back(s.reward_mean);
+      seq_lr.push_back(s.mismatch.seq_logratio_mean);
+      kl.push_back(s.mismatch.exact_kl_mu_pi_token);
+      dlogp.push_back(s.mismatch.mean_abs_logratio);
+      seq_abs.push_back(s.mismatch.seq_logratio_abs_mean);
+      phases.rollout += s.times.rollout, phases.recompute += s.times.recompute;
+      phases.update += s.times.update, phases.comm += s.times.comm;
+      if (steps) {
+        steps->append(s.row);
+        if ((i + 1) % rc.flush_every == 0) steps->flush();
+      }
+      if ((i + 1) % rc.log_every == 0 || i + 1 == rc.steps) {
+        const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        const double tot = std::max(1e-12, s.times.total());
+        say(ctx,
+            "rl {} step {:>5}/{} reward {:.3f} len {:5.1f} KL {:8.2e} |dlogp| {:8.2e} seq {:+8.2e} clip {:.3f} "
+            "gnorm {:7.3f} scale {:g}{} | {:.2f} s: roll {:.0f}% recomp {:.0f}% upd {:.0f}% comm {:.0f}% | ETA {:.0f} s\n",
+            pname, s.step, rc.steps, s.reward_mean, s.response_length_mean, s.mismatch.exact_kl_mu_pi_token,
+            s.mismatch.mean_abs_logratio, s.mismatch.seq_logratio_mean,
+            s.loss.clipped_tokens / std::max(1.0, s.loss.tokens), s.grad_norm, s.loss_scale,
+            s.skipped ? fmt::format(" skipped {}", s.skipped) : std::string(), tot, 100 * s.times.rollout / tot,
+            100 * s.times.recompute / tot, 100 * s.times.update / tot, 100 * s.times.comm / tot,
+            el / (i + 1) * (rc.steps - i - 1));
+      }
+      const bool last = i + 1 == rc.steps;
+      if (!last && rc.eval_every > 0 && s.step % rc.eval_every == 0) evaluate();
+      if (!last && rc.checkpoint_every > 0 && s.step % rc.checkpoint_every == 0) {
+        trainer.save((fs::path(ckpt_dir) / fmt::format("rl_{}_step{:06d}.h5", pname, s.step)).string(),
+                     ctx.resolved_deck);
+      }
+    }
+    if (steps) steps->flush();
+    sum.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    sum.eval_final = evaluate().pass_at_1;
+    sum.checkpoint = (fs::path(run_dir) / fmt::format("rl_{}_final.h5", pname)).string();
+    trainer.save(sum.checkpoint, ctx.resolved_deck);
+    const std::size_t n = reward.size(), w = std::max<std::size_t>(1, std::min<std::size_t>(5, n / 4 + 1));
+    sum.steps = static_cast<long long>(n);
+    sum.reward_first = mean_of(reward, 0, std::min(n, w));
+    sum.reward_last = mean_of(reward, n - std::min(n, w), n);
+    sum.reward_peak = peak_moving_average(reward, w);
+    sum.kl_mean = mean_of(kl, 0, n);
+    sum.abs_logratio_mean = mean_of(dlogp, 0, n);
+    sum.seq_abs_logratio_mean = mean_of(seq_abs, 0, n);
+    sum.seq_logratio_mean = mean_of(seq_lr, 0, n);
+    sum.drift = rl::drift_diagnostic(seq_lr);
+    sum.skipped = trainer.optimizer().scaler.skipped();
+    sum.phases = phases;
+    if (file) {
+      const std::string g = "/rl/" + pname;
+      file->write_attr(g, "ljung_box_q", sum.drift.q);
+      file->write_attr(g, "ljung_box_lags", static_cast<std::int64_t>(sum.drift.lags));
+      file->write_attr(g, "ljung_box_p", sum.drift.p_value);
+      file->write_attr(g, "loss", rc.loss);
+      file->flush();
+    }
+    out.push_back(sum);
+  }
+  if (file) file->close();
+  print_rl_summary(ctx, out);
+  if (ctx.rank == 0) {
+    const std::string plot = fmt::format("/usr/bin/python3 {} {} {}", MANTISSA_PLOT_RL, h5, run_dir);
+    if (rc.plot && std::system("/usr/bin/python3 -c 'import h5py, matplotlib' >/dev/null 2>&1") == 0) {
+      const int rc_plot = std::system((plot + " >/dev/null").c_str());
+      say(ctx, rc_plot == 0 ? "figure: {0}/rl_curves.png\n" : "plotting failed; run: {1}\n", run_dir, plot);
+    } else {
+      say(ctx, "figure: run {}\n", plot);
+    }
+  }
+  return out;
+}
+
+void print_rl_summary(const AppContext& ctx, const std::vector<RlSummary>& runs) {
+  if (runs.empty()) return;
+  say(ctx, "\nRL summary ({}, {} steps each)\n{:<34}", ctx.cfg.rl.loss, runs.front().steps, "measure");
+  for (const auto& r : runs) say(ctx, " {:>12}", r.precision);
+  say(ctx, "\n");
+  const auto line = [&](const char* name, auto get, const char* f) {
+    say(ctx, "{:<34}", name);
+    for (const auto& r : runs) say(ctx, " {:>12}", fmt::format(fmt::runtime(f), get(r)));
+    say(ctx, "\n");
+  };
+  line("training reward, first steps", [](const RlSummary& r) { return r.reward_first; }, "{:.3f}");
+  line("training reward, last steps", [](const RlSummary& r) { return r.reward_last; }, "{:.3f}");
+  line("training reward, peak (moving avg)", [](const RlSummary& r) { return r.reward_peak; }, "{:.3f}");
+  line("held-out pass@1 before", [](const RlSummary& r) { return r.eval_initial; }, "{:.3f}");
+  line("held-out pass@1 after", [](const RlSummary& r) { return r.eval_final; }, "{:.3f}");
+  line("exact KL(mu||pi_old)/token, mean", [](const RlSummary& r) { return r.kl_mean; }, "{:.3e}");
+  line("mean |log pi_old - log mu|", [](const RlSummary& r) { return r.abs_logratio_mean; }, "{:.3e}");
+  line("mean |seq log-ratio|", [](const RlSummary& r) { return r.seq_abs_logratio_mean; }, "{:.3e}");
+  line("mean seq log-ratio", [](const RlSummary& r) { return r.seq_logratio_mean; }, "{:+.3e}");
+  line("Ljung-Box Q of seq log-ratio", [](const RlSummary& r) { return r.drift.q; }, "{:.2f}");
+  line("Ljung-Box lags", [](const RlSummary& r) { return r.drift.lags; }, "{}");
+  line("Ljung-Box p (small = drift)", [](const RlSummary& r) { return r.drift.p_value; }, "{:.3f}");
+  line("skipped updates (loss scale)", [](const RlSummary& r) { return r.skipped; }, "{}");
+  line("seconds per step", [](const RlSummary& r) { return r.seconds / std::max(1LL, r.steps); }, "{:.2f}");
+  const auto share = [](const RlSummary& r, double x) { return 100.0 * x / std::max(1e-12, r.phases.total()); };
+  line("share rollout %", [&](const RlSummary& r) { return share(r, r.phases.rollout); }, "{:.1f}");
+  line("share recompute %", [&](const RlSummary& r) { return share(r, r.phases.recompute); }, "{:.1f}");
+  line("share update %", [&](const RlSummary& r) { return share(r, r.phases.update); }, "{:.1f}");
+  line("share communication %", [&](const RlSummary& r) { return share(r, r.phases.comm); }, "{:.1f}");
+  if (runs.front().drift.lags == 0) say(ctx, "(Ljung-Box needs at least 10 steps)\n");
+}
+
+int cmd_rl(AppContext& ctx) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const std::string& base = ctx.cfg.rl.init_checkpoint;
+  if (base.empty()) {
+    throw InputError(fmt::format("{}: [rl] init_checkpoint: required by mantissa rl (the base policy, e.g. the "
+                                 "sft_final.h5 of a mantissa sft run); mantissa run trains one first when it is empty",
+                                 ctx.deck.where("rl")));
+  }
+  try {
+    ctx.cfg.model = model::read_checkpoint_model(base);
+  } catch (const model::CheckpointError& e) {
+    throw InputError(fmt::format("[rl] init_checkpoint: {}", e.what()));
+  }
+  resolve_model_for_tasks(ctx);
+  const std::string run_dir = prepare_run_dir(ctx);
+  run_rl(ctx, run_dir, base, ctx.cfg.rl.task_set, true);
+  finish_timing_report(ctx, run_dir, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  return 0;
+}
+
+}  // namespace mantissa::app

@@ -1,0 +1,459 @@
+#include "rl/rl_trainer.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <numeric>
+#include <stdexcept>
+
+#include "mantissa/kernels/region.hpp"
+#include "mantissa/kernels/rng.hpp"
+#include "parallel/comm.hpp"
+#include "rollout/rollout_batch.hpp"
+#include "tasks/tasks.hpp"
+#include "tasks/tokenizer.hpp"
+
+namespace mantissa::rl {
+
+namespace {
+
+// Random-number step keys: RL step s samples with key s; evaluations after step s with this + s, so
+// they never reuse a training step's random numbers.
+constexpr std::uint64_t kEvalStepKey = std::uint64_t{1} << 62;
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+template <class T>
+View1<T> upload_vector(const std::vector<T>& h, const char* label) {
+  View1<T> d(Kokkos::view_alloc(std::string(label), Kokkos::WithoutInitializing), h.size());
+  auto m = Kokkos::create_mirror_view(d);
+  std::copy(h.begin(), h.end(), m.data());
+  Kokkos::deep_copy(d, m);
+  return d;
+}
+
+// Rounds a log-prob to the storage precision and back (rl.logmu_in_storage).
+float round_to(Precision p, float x) {
+  return dispatch_precision(p, [&](auto tag) {
+    using T = decltype(tag);
+    return to_float(from_float<T>(x));
+  });
+}
+
+}  // namespace
+
+// One mini-batch: whole groups of this rank, packed for the training engine, with the per-row
+// inputs of the loss.
+struct RlTrainer::MiniBatch {
+  std::vector<std::vector<int>> prompts;
+  std::vector<int> response_len;
+  std::vector<int> response_rows;  // training rows predicting response tokens, in token order
+  std::vector<float> logmu_tokens; // per response token, in token order
+  model::PackedBatch batch;
+  View1<float> logmu, logp_old, dlogp, advantage;
+  View1<int> mask;
+  int n_seqs() const { return static_cast<int>(prompts.size()); }
+};
+
+RlTrainer::RlTrainer(const config::Config& cfg, Precision p, int rank, int nranks)
+    : cfg_(cfg),
+      precision_(p),
+      rank_(rank),
+      nranks_(nranks),
+      table_(cfg.model),
+      opt_(table_, cfg.rl_optimizer, cfg.loss_scale, p),
+      train_(model::make_training_engine(cfg.model, table_, p)),
+      roll_(rollout::make_rollout_engine(cfg.model, cfg.rollout, table_, p, tasks::eos_id())) {
+  config::RolloutConfig eval_cfg = cfg.rollout;
+  eval_cfg.temperature = cfg.rl.eval_temperature;
+  eval_roll_ = rollout::make_rollout_engine(cfg.model, eval_cfg, table_, p, tasks::eos_id());
+  train_->set_temperature(static_cast<float>(cfg.rollout.temperature));
+  train_->set_consistent(cfg.precision.consistent, cfg.rollout.split_k, cfg.rollout.kv_split);
+  const config::RlConfig& rc = cfg.rl;
+  spec_.kind = parse_loss(rc.loss);
+  spec_.agg = parse_loss_agg(rc.loss_agg, spec_.kind);
+  spec_.eps_lo = rc.clip_eps_lo;
+  spec_.eps_hi = rc.clip_eps_hi;
+  spec_.cap = rc.is_cap;
+  spec_.gspo_eps_lo = rc.gspo_eps_lo;
+  spec_.gspo_eps_hi = rc.gspo_eps_hi;
+  spec_.geo_reject = rc.geo_reject;
+  spec_.geo_lo = rc.geo_reject_lo;
+  spec_.geo_hi = rc.geo_reject_hi;
+  spec_.token_veto = rc.token_veto;
+  max_len_ = cfg.rollout.max_new_tokens > 0 ? std::min(cfg.rollout.max_new_tokens, cfg.model.max_seq) : cfg.model.max_seq;
+  spec_.max_len = max_len_;
+  adv_kind_ = parse_advantage(rc.advantage);
+  opt_.horizon = static_cast<long long>(rc.steps) * rc.updates_per_step;
+  counters_.stage = "rl";
+  counters_.seed = cfg.run.seed;
+}
+
+RlTrainer::~RlTrainer() = default;
+
+void RlTrainer::init_fresh() { opt_.init_weights(static_cast<std::uint64_t>(cfg_.model.init_seed)); }
+
+model::Counters RlTrainer::load(const std::string& checkpoint) {
+  model::Optimizer base(table_, cfg_.rl_optimizer, cfg_.loss_scale, precision_);
+  const model::Counters c = model::load_checkpoint(checkpoint, cfg_.model, table_, base);
+  if (c.stage == "rl") {  // a restart: the whole state
+    model::load_checkpoint(checkpoint, cfg_.model, table_, opt_);
+    counters_ = c;
+  } else {  // a base policy: its weights, a fresh optimizer; the data stream continues after its problems
+    Kokkos::deep_copy(opt_.master, base.master);
+    counters_.step = 0;
+    counters_.data_counter = c.data_counter;
+  }
+  return c;
+}
+
+void RlTrainer::use_task_set(TaskSet set) {
+  if (set.indices.empty()) throw std::invalid_argument("use_task_set: the task set is empty");
+  task_set_ = std::move(set);
+  has_task_set_ = true;
+}
+
+void RlTrainer::problems_for_step(std::vector<tasks::Problem>& out, std::vector<std::uint64_t>& global_ids) {
+  out.clear();
+  global_ids.clear();
+  const auto seed = static_cast<std::uint64_t>(cfg_.run.seed);
+  const std::uint64_t n = has_task_set_ ? task_set_.indices.size() : 0;
+  std::vector<std::uint64_t> order;  // the current epoch's shuffled order of the task set
+  std::uint64_t order_epoch = ~std::uint64_t{0};
+  for (int j = 0; j < cfg_.rl.prompts_per_step; ++j) {
+    if (j % nranks_ != rank_) continue;
+    const std::uint64_t q = static_cast<std::uint64_t>(counters_.data_counter) + static_cast<std::uint64_t>(j);
+    std::uint64_t index = tasks::split_index(tasks::Split::train, q);
+    if (has_task_set_) {
+      const std::uint64_t epoch = q / n;
+      if (epoch != order_epoch) {  // a permutation keyed by (seed, epoch): sort positions by their hash
+        order.resize(n);
+        std::iota(order.begin(), order.end(), std::uint64_t{0});
+        std::vector<std::uint64_t> key(n);
+        for (std::uint64_t i = 0; i < n; ++i) key[i] = counter_hash(seed, epoch, i, 0x7A5C);
+        std::sort(order.begin(), order.end(), [&](std::uint64_t a, std::uint64_t b) { return key[a] < key[b]; });
+        order_epoch = epoch;
+      }
+      index = task_set_.indices[order[q % n]];
+    }
+    out.push_back(tasks::make_problem(cfg_.task, seed, index));
+    global_ids.push_back(static_cast<std::uint64_t>(j));
+  }
+}
+
+StepRecord RlTrainer::step() {
+  ScopedRegion region("mantissa::rl::step");
+  const config::RlConfig& rc = cfg_.rl;
+  const int G = rc.samples_per_prompt, K = rc.updates_per_step, B = rc.prompts_per_step;
+  StepRecord rec;
+  const auto seed = static_cast<std::uint64_t>(cfg_.run.seed);
+
+  // ---- 1. rollout: G samples per prompt, log mu, rewards, advantages
+  auto t = Clock::now();
+  std::vector<tasks::Problem> problems;
+  std::vector<std::uint64_t> gids;
+  problems_for_step(problems, gids);
+  std::vector<std::vector<int>> prompts;
+  std::vector<std::uint64_t> seq_ids;
+  for (std::size_t i = 0; i < problems.size(); ++i) {
+    const std::vector<int> p = tasks::encode_prompt(problems[i]);
+    for (int g = 0; g < G; ++g) {
+      prompts.push_back(p);
+      seq_ids.push_back(gids[i] * static_cast<std::uint64_t>(G) + static_cast<std::uint64_t>(g));
+    }
+  }
+  rollout::Rollout r;
+  if (!prompts.empty()) {
+    roll_->load_weights(opt_.master);
+    rollout::RolloutOptions ro;
+    ro.record_full_logprobs = rc.exact_kl;
+    r = roll_->generate(prompts, seq_ids, seed, static_cast<std::uint64_t>(counters_.step), ro);
+  }
+  std::vector<float> rewards(prompts.size());
+  double len_sum = 0.0, len_max = 0.0, no_eos = 0.0, all0 = 0.0, all1 = 0.0;
+  for (std::size_t s = 0; s < prompts.size(); ++s) {
+    rewards[s] = tasks::reward(problems[s / G], r.response[s].data(), static_cast<int>(r.response[s].size()));
+    len_sum += static_cast<double>(r.response[s].size());
+    len_max = std::max(len_max, static_cast<double>(r.response[s].size()));
+    no_eos += r.finished[s] ? 0.0 : 1.0;
+    if (rc.logmu_in_storage) {
+      for (float& x : r.logmu[s]) x = round_to(precision_, x);
+    }
+  }
+  for (std::size_t i = 0; i < problems.size(); ++i) {
+    int solved = 0;
+    for (int g = 0; g < G; ++g) solved += rewards[i * G + g] > 0.5f ? 1 : 0;
+    all0 += solved == 0 ? 1.0 : 0.0;
+    all1 += solved == G ? 1.0 : 0.0;
+  }
+  const std::vector<float> adv = prompts.empty() ? std::vector<float>{}
+                                                 : group_advantages(rewards, G, adv_kind_, rc.advantage_eps);
+  ExecSpace().fence();
+  rec.times.rollout = seconds_since(t);
+
+  // ---- 2. recompute log pi_old on each mini-batch (whole groups), mismatch metrics mu vs pi_old
+  t = Clock::now();
+  mbs_.clear();
+  for (int c = 0; c < K; ++c) mbs_.push_back(std::make_unique<MiniBatch>());
+  std::vector<std::vector<int>> mb_of_seq(K);
+  for (std::size_t i = 0; i < problems.size(); ++i) {
+    const int c = static_cast<int>(gids[i] * static_cast<std::uint64_t>(K) / static_cast<std::uint64_t>(B));
+    for (int g = 0; g < G; ++g) mb_of_seq[c].push_back(static_cast<int>(i) * G + g);
+  }
+  std::vector<float> all_logmu, all_logpi, all_full_mu, all_full_pi;
+  std::vector<int> all_len;
+  double entropy_sum = 0.0;
+  // Reverse order: the last forward is mini-batch 0, which is also the first update's pi_theta.
+  for (int c = K - 1; c >= 0; --c) {
+    MiniBatch& mb = *mbs_[c];
+    std::vector<int> mask_h;
+    std::vector<float> logmu_h, adv_h;
+    for (int s : mb_of_seq[c]) {
+      mb.prompts.push_back(prompts[s]);
+      std::vector<int> ids = prompts[s];
+      ids.insert(ids.end(), r.response[s].begin(), r.response[s].end());
+      const int first = mb.batch.n_tokens() + static_cast<int>(prompts[s].size()) - 1;
+      mb.batch.add_sequence(ids, static_cast<int>(prompts[s].size()) - 1);
+      const int L = static_cast<int>(r.response[s].size());
+      mb.response_len.push_back(L);
+      adv_h.push_back(adv[s]);
+      mask_h.resize(mb.batch.n_tokens(), 0);
+      logmu_h.resize(mb.batch.n_tokens(), 0.0f);
+      for (int k = 0; k < L; ++k) {
+        mask_h[first + k] = 1;
+        logmu_h[first + k] = r.logmu[s][k];
+        mb.response_rows.push_back(first + k);
+      }
+      mb.logmu_tokens.insert(mb.logmu_tokens.end(), r.logmu[s].begin(), r.logmu[s].end());
+      if (rc.exact_kl) all_full_mu.insert(all_full_mu.end(), r.full_logprobs[s].begin(), r.full_logprobs[s].end());
+      all_len.push_back(L);
+    }
+    if (mb.n_seqs() == 0) continue;
+    mb.batch.upload();
+    mb.mask = upload_vector(mask_h, "mantissa::rl::mask");
+    mb.logmu = upload_vector(logmu_h, "mantissa::rl::logmu");
+    mb.advantage = upload_vector(adv_h, "mantissa::rl::advantage");
+    const int N = mb.batch.n_tokens();
+    mb.logp_old = View1<float>(Kokkos::view_alloc(std::string("mantissa::rl::logp_old"), Kokkos::WithoutInitializing), N);
+    mb.dlogp = View1<float>("mantissa::rl::dlogp", N);
+    train_->load_weights(opt_.master);
+    train_->forward(mb.batch);
+    Kokkos::deep_copy(mb.logp_old, train_->logp());
+    const auto ent = train_->entropy();
+    const auto mask = mb.mask;
+    double e = 0.0;
+    Kokkos::parallel_reduce(
+        "mantissa::rl::entropy_sum", Kokkos::RangePolicy<ExecSpace>(0, N),
+        KOKKOS_LAMBDA(const int n, double& acc) { acc += mask(n) ? ent(n) : 0.0f; }, e);
+    entropy_sum += e;
+    auto lp = Kokkos::create_mirror_view_and_copy(HostSpace(), mb.logp_old);
+    for (int row : mb.response_rows) all_logpi.push_back(lp(row));
+    all_logmu.insert(all_logmu.end(), mb.logmu_tokens.begin(), mb.logmu_tokens.end());
+    if (rc.exact_kl) {
+      const std::vector<float> full = train_->log_softmax_rows(mb.response_rows);
+      all_full_pi.insert(all_full_pi.end(), full.begin(), full.end());
+    }
+  }
+  {
+    MismatchInput in;
+    in.logmu = parallel::gather_to_root(all_logmu);
+    in.logpi = parallel::gather_to_root(all_logpi);
+    const std::vector<int> lens = parallel::gather_to_root(all_len);
+    in.seq_offsets.assign(1, 0);
+    for (int L : lens) in.seq_offsets.push_back(in.seq_offsets.back() + L);
+    if (rc.exact_kl) {
+      in.full_logmu = parallel::gather_to_root(all_full_mu);
+      in.full_logpi = parallel::gather_to_root(all_full_pi);
+      in.vocab = cfg_.model.vocab;
+    }
+    if (rank_ == 0) rec.mismatch = compute_mismatch(in, rc.is_cap);
+  }
+  ExecSpace().fence();
+  rec.times.recompute = seconds_since(t);
+
+  // ---- 3. k optimizer updates, one per mini-batch
+  double grad_norm_sum = 0.0, nonfinite = 0.0, lr = 0.0;
+  LossStats local_stats;
+  for (int c = 0; c < K; ++c) {
+    MiniBatch& mb = *mbs_[c];
+    t = Clock::now();
+    opt_.zero_grad();
+    LossCounts counts;
+    LossInput in;
+    if (mb.n_seqs() > 0) {
+      if (c > 0) {  // mini-batch 0's forward is the last recompute one, with the same weights
+        train_->load_weights(opt_.master);
+        train_->forward(mb.batch);
+      }
+      in.logp = train_->logp();
+      in.logp_old = mb.logp_old;
+      in.logmu = mb.logmu;
+      in.mask = mb.mask;
+      in.seq_offsets = mb.batch.d_seq_offsets;
+      in.advantage = mb.advantage;
+      counts = loss_counts(spec_, in);
+    }
+    ExecSpace().fence();
+    rec.times.update += seconds_since(t);
+    t = Clock::now();
+    LossCounts global;
+    global.tokens = parallel::allreduce_sum_scalar<double>(counts.tokens);
+    global.sequences = parallel::allreduce_sum_scalar<double>(counts.sequences);
+    rec.times.comm += seconds_since(t);
+    t = Clock::now();
+    if (mb.n_seqs() > 0) {
+      local_stats.add(loss_and_grad(spec_, in, global, static_cast<float>(opt_.loss_scale()), mb.dlogp));
+      train_->backward(mb.batch, mb.dlogp, opt_.grads);
+    }
+    ExecSpace().fence();
+    rec.times.update += seconds_since(t);
+    t = Clock::now();
+    if (nranks_ > 1) parallel::allreduce_sum(opt_.grads);
+    rec.times.comm += seconds_since(t);
+    t = Clock::now();
+    const model::StepReport rep = opt_.step();
+    ExecSpace().fence();
+    rec.times.update += seconds_since(t);
+    grad_norm_sum += rep.grad_norm;
+    nonfinite += static_cast<double>(rep.nonfinite);
+    rec.skipped += rep.skipped ? 1 : 0;
+    lr = rep.lr;
+  }
+  train_->load_weights(opt_.master);
+  counters_.step += 1;
+  counters_.data_counter += B;
+
+  // ---- 4. metrics (global)
+  Row stats_row = local_stats.to_row();
+  std::vector<double> sums;
+  for (const auto& kv : stats_row) sums.push_back(kv.second);
+  for (double x : {len_sum, len_max, no_eos, all0, all1, entropy_sum, static_cast<double>(prompts.size()),
+                   static_cast<double>(r.tokens_processed), [&] {
+                     double s = 0;
+                     for (float x : rewards) s += x;
+                     return s;
+                   }()}) {
+    sums.push_back(x);
+  }
+  const std::size_t ns = stats_row.size();
+  const double len_max_local = len_max;
+  for (auto& x : sums) x = parallel::allreduce_sum_scalar<double>(x);
+  // len_max is a maximum, not a sum
+  double len_max_global = 0.0;
+  MPI_Allreduce(&len_max_local, &len_max_global, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+  for (std::size_t i = 0; i < ns; ++i) stats_row[i].second = sums[i];
+  LossStats& ls = rec.loss;
+  {
+    std::size_t i = 0;
+    ls.loss = sums[i++], ls.tokens = sums[i++], ls.sequences = sums[i++], ls.live_tokens = sums[i++];
+    ls.live_sequences = sums[i++], ls.clipped_tokens = sums[i++], ls.capped_tokens = sums[i++];
+    ls.masked_tokens = sums[i++], ls.capped_sequences = sums[i++], ls.masked_sequences = sums[i++];
+    ls.rejected_sequences = sums[i++], ls.vetoed_sequences = sums[i++], ls.ratio_mean_sum = sums[i++];
+    ls.weight_sum = sums[i++];
+  }
+  const double n_seq = std::max(1.0, sums[ns + 6]), n_groups = std::max(1.0, n_seq / G);
+  const double tokens_all = std::max(1.0, ls.tokens);
+  rec.reward_mean = sums[ns + 8] / n_seq;
+  rec.response_length_mean = sums[ns + 0] / n_seq;
+  rec.grad_norm = grad_norm_sum / K;
+  rec.loss_scale = opt_.loss_scale();
+  rec.step = counters_.step;
+  const double gen_tokens = sums[ns + 7];
+  Row& row = rec.row;
+  row = {{"step", static_cast<double>(rec.step)},
+         {"reward_mean", rec.reward_mean},
+         {"response_length_mean", rec.response_length_mean},
+         {"response_length_max", len_max_global},
+         {"no_eos", sums[ns + 2]},
+         {"groups_all_0", sums[ns + 3]},
+         {"groups_all_1", sums[ns + 4]},
+         {"groups_all_0_frac", sums[ns + 3] / n_groups},
+         {"groups_all_1_frac", sums[ns + 4] / n_groups},
+         {"entropy_mean", sums[ns + 5] / tokens_all},
+         {"loss", ls.loss / K},
+         {"ratio_mean", ls.ratio_mean_sum / tokens_all},
+         {"clip_frac", ls.clipped_tokens / tokens_all},
+         {"token_capped_frac", ls.capped_tokens / tokens_all},
+         {"token_masked_frac", ls.masked_tokens / tokens_all},
+         {"seq_capped_frac", ls.capped_sequences / std::max(1.0, ls.sequences)},
+         {"seq_masked_frac", ls.masked_sequences / std::max(1.0, ls.sequences)},
+         {"seq_rejected_frac", ls.rejected_sequences / std::max(1.0, ls.sequences)},
+         {"seq_vetoed_frac", ls.vetoed_sequences / std::max(1.0, ls.sequences)},
+         {"live_token_frac", ls.live_tokens / tokens_all},
+         {"seq_weight_mean", ls.live_sequences > 0 ? ls.weight_sum / ls.live_sequences : 0.0},
+         {"grad_norm", rec.grad_norm},
+         {"weight_norm", opt_.weight_norm()},
+         {"loss_scale", rec.loss_scale},
+         {"skipped_updates", static_cast<double>(rec.skipped)},
+         {"skipped_total", static_cast<double>(opt_.scaler.skipped())},
+         {"nonfinite", nonfinite},
+         {"lr", lr},
+         {"time_rollout", rec.times.rollout},
+         {"time_recompute", rec.times.recompute},
+         {"time_update", rec.times.update},
+         {"time_comm", rec.times.comm},
+         {"rollout_tokens_per_s", rec.times.rollout > 0 ? gen_tokens / rec.times.rollout : 0.0},
+         {"recompute_tokens_per_s", rec.times.recompute > 0 ? gen_tokens / rec.times.recompute : 0.0},
+         {"update_tokens_per_s", rec.times.update > 0 ? gen_tokens / rec.times.update : 0.0}};
+  for (const auto& kv : to_row(rec.mismatch)) row.emplace_back("mm_" + kv.first, kv.second);
+  return rec;
+}
+
+EvalRecord RlTrainer::evaluate() {
+  ScopedRegion region("mantissa::rl::evaluate");
+  const config::RlConfig& rc = cfg_.rl;
+  const auto seed = static_cast<std::uint64_t>(cfg_.run.seed);
+  std::vector<tasks::Problem> problems;
+  std::vector<std::vector<int>> prompts;
+  std::vector<std::uint64_t> ids;
+  for (int i = rank_; i < rc.eval_problems; i += nranks_) {
+    problems.push_back(tasks::make_problem(cfg_.task, seed, tasks::split_index(tasks::Split::eval, i)));
+    const std::vector<int> p = tasks::encode_prompt(problems.back());
+    for (int k = 0; k < rc.eval_samples; ++k) {
+      prompts.push_back(p);
+      ids.push_back(static_cast<std::uint64_t>(i) * rc.eval_samples + k);
+    }
+  }
+  double solved = 0.0, any = 0.0, len = 0.0;
+  if (!prompts.empty()) {
+    eval_roll_->load_weights(opt_.master);
+    const rollout::Rollout r =
+        eval_roll_->generate(prompts, ids, seed, kEvalStepKey + static_cast<std::uint64_t>(counters_.step), {});
+    for (std::size_t i = 0; i < problems.size(); ++i) {
+      int ok = 0;
+      for (int k = 0; k < rc.eval_samples; ++k) {
+        const std::size_t s = i * rc.eval_samples + k;
+        ok += tasks::reward(problems[i], r.response[s].data(), static_cast<int>(r.response[s].size())) > 0.5f;
+        len += static_cast<double>(r.response[s].size());
+      }
+      solved += ok;
+      any += ok > 0 ? 1.0 : 0.0;
+    }
+  }
+  solved = parallel::allreduce_sum_scalar<double>(solved);
+  any = parallel::allreduce_sum_scalar<double>(any);
+  len = parallel::allreduce_sum_scalar<double>(len);
+  EvalRecord e;
+  e.step = counters_.step;
+  e.problems = rc.eval_problems;
+  e.samples = rc.eval_samples;
+  const double n = static_cast<double>(rc.eval_problems) * rc.eval_samples;
+  e.pass_at_1 = solved / n;
+  e.pass_at_n = any / rc.eval_problems;
+  e.response_length_mean = len / n;
+  return e;
+}
+
+void RlTrainer::save(const std::string& path, const std::string& resolved_deck) const {
+  if (rank_ == 0) model::save_checkpoint(path, cfg_.model, table_, opt_, counters_, resolved_deck);
+  MPI_Barrier(MPI_COMM_WORLD);
+}
+
+LjungBox drift_diagnostic(const std::vector<double>& series) {
+  const int n = static_cast<int>(series.size());
+  if (n < 10) return {};
+  return ljung_box(series, std::min(10, n / 5));
+}
+
+}  // namespace mantissa::rl
