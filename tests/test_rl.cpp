@@ -140,3 +140,47 @@ TEST(RlStep, DriftDiagnosticNeedsTenSteps) {
   EXPECT_EQ(lb.lags, 8);
   EXPECT_LT(lb.p_value, 1e-6);
 }
+
+TEST(RlLearn, RaisesTheRewardOfAWarmStartedModel) {
+  // A warm start to a base policy that solves ~15% of held-out 1-2 digit additions at temperature 1,
+  // then 30 RL steps of PG-Seq-IS in fp16 (16 prompts x 8 samples, 4 updates per step): the held-out
+  // pass@1 and the training reward must both rise clearly (measured: pass@1 0.16 -> ~0.4).
+  config::Config c = tiny_rl_config();
+  c.model.d_model = 64;
+  c.model.d_ff = 128;
+  c.precision.storage = "fp16";
+  c.optimizer.lr = 3e-3;
+  c.sft.batch_size = 16;
+  c.sft.steps = 600;
+  const std::string dir = temp_dir("learn");
+  {
+    model::SftTrainer sft(c, 0, 1);
+    sft.init_fresh();
+    for (int i = 0; i < c.sft.steps; ++i) sft.train_step();
+    sft.save(dir + "/base.h5", "");
+  }
+  c.rl.loss = "pg_seq_is";
+  c.rl.prompts_per_step = 16;
+  c.rl.samples_per_prompt = 8;
+  c.rl.updates_per_step = 4;
+  c.rl.eval_problems = 64;
+  c.rl.eval_samples = 4;
+  c.rl.steps = 30;
+  c.rl_optimizer.lr = 1e-4;
+  rl::RlTrainer t(c, Precision::fp16, 0, 1);
+  t.load(dir + "/base.h5");
+  const rl::EvalRecord before = t.evaluate();
+  std::vector<double> reward;
+  for (int i = 0; i < c.rl.steps; ++i) reward.push_back(t.step().reward_mean);
+  const rl::EvalRecord after = t.evaluate();
+  double first = 0, last = 0;
+  for (int i = 0; i < 10; ++i) first += reward[i] / 10, last += reward[reward.size() - 10 + i] / 10;
+  std::printf("held-out pass@1 %.3f -> %.3f; training reward, first 10 steps %.3f, last 10 steps %.3f\n",
+              before.pass_at_1, after.pass_at_1, first, last);
+  // Standard error of a pass@1 difference over 2 x 256 samples is <= 0.045.
+  EXPECT_GT(before.pass_at_1, 0.02) << "the base policy must solve some problems for RL to learn from";
+  EXPECT_GT(after.pass_at_1, before.pass_at_1 + 0.1);
+  EXPECT_GT(last, first + 0.05);
+  EXPECT_EQ(t.optimizer().scaler.skipped(), 0);
+  std::filesystem::remove_all(dir);
+}
