@@ -64,7 +64,7 @@ TEST(RlStep, EveryMetricIsFiniteAndTheFirstUpdateIsOnPolicy) {
     c.rl.loss = "grpo";
     Precision prec = Precision::fp32;
     parse_precision(p, prec);
-    rl::RlTrainer t(c, prec, 0, 1);
+    rl::RlTrainer t(c, prec, MPI_COMM_SELF);
     t.init_fresh();
     const rl::StepRecord s = t.step();
     const auto m = as_map(s.row);
@@ -95,7 +95,7 @@ TEST(RlStep, EveryMetricIsFiniteAndTheFirstUpdateIsOnPolicy) {
 TEST(RlStep, ConsistentModeHasNoMismatch) {
   config::Config c = tiny_rl_config();
   c.precision.consistent = true;
-  rl::RlTrainer t(c, Precision::bf16, 0, 1);
+  rl::RlTrainer t(c, Precision::bf16, MPI_COMM_SELF);
   t.init_fresh();
   const rl::StepRecord s = t.step();
   EXPECT_GT(s.mismatch.tokens, 0);
@@ -113,7 +113,7 @@ TEST(RlStep, BasePolicyGetsAFreshOptimizerAndARestartTheWholeState) {
   sft.init_fresh();
   for (int i = 0; i < 3; ++i) sft.train_step();
   sft.save(dir + "/base.h5", "");
-  rl::RlTrainer a(c, Precision::fp16, 0, 1);
+  rl::RlTrainer a(c, Precision::fp16, MPI_COMM_SELF);
   const model::Counters base = a.load(dir + "/base.h5");
   EXPECT_EQ(base.stage, "sft");
   EXPECT_EQ(a.steps_done(), 0);
@@ -121,7 +121,7 @@ TEST(RlStep, BasePolicyGetsAFreshOptimizerAndARestartTheWholeState) {
   a.step();
   a.save(dir + "/rl.h5", "");
   // A restart from an RL checkpoint takes the whole state: the next step is identical.
-  rl::RlTrainer b(c, Precision::fp16, 0, 1);
+  rl::RlTrainer b(c, Precision::fp16, MPI_COMM_SELF);
   EXPECT_EQ(b.load(dir + "/rl.h5").stage, "rl");
   EXPECT_EQ(b.steps_done(), 1);
   EXPECT_EQ(b.optimizer().step_count, a.optimizer().step_count);
@@ -167,7 +167,7 @@ TEST(RlLearn, RaisesTheRewardOfAWarmStartedModel) {
   c.rl.eval_samples = 4;
   c.rl.steps = 30;
   c.rl_optimizer.lr = 1e-4;
-  rl::RlTrainer t(c, Precision::fp16, 0, 1);
+  rl::RlTrainer t(c, Precision::fp16, MPI_COMM_SELF);
   t.load(dir + "/base.h5");
   const rl::EvalRecord before = t.evaluate();
   std::vector<double> reward;

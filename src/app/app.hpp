@@ -1,6 +1,7 @@
 #pragma once
 // What every command of the executable receives, and the rank-0 console helpers.
 #include <fmt/format.h>
+#include <mpi.h>
 
 #include <string>
 #include <vector>
@@ -16,6 +17,7 @@ struct AppContext {
   std::string resolved_deck;  // the full deck with defaults, as stored in every output (provenance)
   int rank = 0;
   int nranks = 1;
+  MPI_Comm comm = MPI_COMM_WORLD;  // the ranks this job runs on (a study gives each configuration a group)
 };
 
 // A subcommand of `mantissa`: `name` is what users type, `run` returns the process exit status.

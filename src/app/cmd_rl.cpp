@@ -66,7 +66,7 @@ std::vector<RlSummary> run_rl(AppContext& ctx, const std::string& run_dir, const
   for (const std::string& pname : precisions) {
     Precision p = Precision::fp32;
     parse_precision(pname, p);
-    rl::RlTrainer trainer(ctx.cfg, p, ctx.rank, ctx.nranks);
+    rl::RlTrainer trainer(ctx.cfg, p, ctx.comm);
     try {
       trainer.load(base_checkpoint);
     } catch (const model::CheckpointError& e) {

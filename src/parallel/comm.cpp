@@ -19,6 +19,10 @@ void allreduce_sum(const View1<float>& v, MPI_Comm comm) {
   }
 }
 
+void allreduce_sum(std::vector<double>& v, MPI_Comm comm) {
+  MPI_Allreduce(MPI_IN_PLACE, v.data(), static_cast<int>(v.size()), MPI_DOUBLE, MPI_SUM, comm);
+}
+
 template <class T>
 T allreduce_sum_scalar(T x, MPI_Comm comm) {
   T out{};

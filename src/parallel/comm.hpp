@@ -15,6 +15,9 @@ void allreduce_sum(const View1<float>& v, MPI_Comm comm = MPI_COMM_WORLD);
 template <class T>
 T allreduce_sum_scalar(T x, MPI_Comm comm = MPI_COMM_WORLD);
 
+// In-place sum over all ranks of a host vector of doubles (metrics), in one collective.
+void allreduce_sum(std::vector<double>& v, MPI_Comm comm = MPI_COMM_WORLD);
+
 }  // namespace mantissa::parallel
 
 namespace mantissa::parallel {

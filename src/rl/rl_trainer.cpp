@@ -56,11 +56,10 @@ struct RlTrainer::MiniBatch {
   int n_seqs() const { return static_cast<int>(prompts.size()); }
 };
 
-RlTrainer::RlTrainer(const config::Config& cfg, Precision p, int rank, int nranks)
+RlTrainer::RlTrainer(const config::Config& cfg, Precision p, MPI_Comm comm)
     : cfg_(cfg),
       precision_(p),
-      rank_(rank),
-      nranks_(nranks),
+      comm_(comm),
       table_(cfg.model),
       opt_(table_, cfg.rl_optimizer, cfg.loss_scale, p),
       train_(model::make_training_engine(cfg.model, table_, p)),
@@ -88,6 +87,8 @@ RlTrainer::RlTrainer(const config::Config& cfg, Precision p, int rank, int nrank
   opt_.horizon = static_cast<long long>(rc.steps) * rc.updates_per_step;
   counters_.stage = "rl";
   counters_.seed = cfg.run.seed;
+  MPI_Comm_rank(comm_, &rank_);
+  MPI_Comm_size(comm_, &nranks_);
 }
 
 RlTrainer::~RlTrainer() = default;
@@ -257,14 +258,14 @@ StepRecord RlTrainer::step() {
   }
   {
     MismatchInput in;
-    in.logmu = parallel::gather_to_root(all_logmu);
-    in.logpi = parallel::gather_to_root(all_logpi);
-    const std::vector<int> lens = parallel::gather_to_root(all_len);
+    in.logmu = parallel::gather_to_root(all_logmu, comm_);
+    in.logpi = parallel::gather_to_root(all_logpi, comm_);
+    const std::vector<int> lens = parallel::gather_to_root(all_len, comm_);
     in.seq_offsets.assign(1, 0);
     for (int L : lens) in.seq_offsets.push_back(in.seq_offsets.back() + L);
     if (rc.exact_kl) {
-      in.full_logmu = parallel::gather_to_root(all_full_mu);
-      in.full_logpi = parallel::gather_to_root(all_full_pi);
+      in.full_logmu = parallel::gather_to_root(all_full_mu, comm_);
+      in.full_logpi = parallel::gather_to_root(all_full_pi, comm_);
       in.vocab = cfg_.model.vocab;
     }
     if (rank_ == 0) rec.mismatch = compute_mismatch(in, rc.is_cap);
@@ -298,8 +299,8 @@ StepRecord RlTrainer::step() {
     rec.times.update += seconds_since(t);
     t = Clock::now();
     LossCounts global;
-    global.tokens = parallel::allreduce_sum_scalar<double>(counts.tokens);
-    global.sequences = parallel::allreduce_sum_scalar<double>(counts.sequences);
+    global.tokens = parallel::allreduce_sum_scalar<double>(counts.tokens, comm_);
+    global.sequences = parallel::allreduce_sum_scalar<double>(counts.sequences, comm_);
     rec.times.comm += seconds_since(t);
     t = Clock::now();
     if (mb.n_seqs() > 0) {
@@ -309,7 +310,7 @@ StepRecord RlTrainer::step() {
     ExecSpace().fence();
     rec.times.update += seconds_since(t);
     t = Clock::now();
-    if (nranks_ > 1) parallel::allreduce_sum(opt_.grads);
+    if (nranks_ > 1) parallel::allreduce_sum(opt_.grads, comm_);
     rec.times.comm += seconds_since(t);
     t = Clock::now();
     const model::StepReport rep = opt_.step();
@@ -338,10 +339,10 @@ StepRecord RlTrainer::step() {
   }
   const std::size_t ns = stats_row.size();
   const double len_max_local = len_max;
-  for (auto& x : sums) x = parallel::allreduce_sum_scalar<double>(x);
+  parallel::allreduce_sum(sums, comm_);
   // len_max is a maximum, not a sum
   double len_max_global = 0.0;
-  MPI_Allreduce(&len_max_local, &len_max_global, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+  MPI_Allreduce(&len_max_local, &len_max_global, 1, MPI_DOUBLE, MPI_MAX, comm_);
   for (std::size_t i = 0; i < ns; ++i) stats_row[i].second = sums[i];
   LossStats& ls = rec.loss;
   {
@@ -431,9 +432,9 @@ EvalRecord RlTrainer::evaluate() {
       any += ok > 0 ? 1.0 : 0.0;
     }
   }
-  solved = parallel::allreduce_sum_scalar<double>(solved);
-  any = parallel::allreduce_sum_scalar<double>(any);
-  len = parallel::allreduce_sum_scalar<double>(len);
+  solved = parallel::allreduce_sum_scalar<double>(solved, comm_);
+  any = parallel::allreduce_sum_scalar<double>(any, comm_);
+  len = parallel::allreduce_sum_scalar<double>(len, comm_);
   EvalRecord e;
   e.step = counters_.step;
   e.problems = rc.eval_problems;
@@ -447,7 +448,7 @@ EvalRecord RlTrainer::evaluate() {
 
 void RlTrainer::save(const std::string& path, const std::string& resolved_deck) const {
   if (rank_ == 0) model::save_checkpoint(path, cfg_.model, table_, opt_, counters_, resolved_deck);
-  MPI_Barrier(MPI_COMM_WORLD);
+  MPI_Barrier(comm_);
 }
 
 LjungBox drift_diagnostic(const std::vector<double>& series) {

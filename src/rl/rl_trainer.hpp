@@ -9,6 +9,8 @@
 // Data parallel over MPI ranks: prompt j of a step (global index) is sampled on rank j % nranks,
 // with random numbers keyed by its global index, so samples do not depend on the rank count; loss
 // denominators and metrics are global.
+#include <mpi.h>
+
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -62,8 +64,9 @@ struct EvalRecord {
 
 class RlTrainer {
  public:
-  // cfg.model.vocab must be resolved. p: the storage precision of both engines for this run.
-  RlTrainer(const config::Config& cfg, Precision p, int rank, int nranks);
+  // cfg.model.vocab must be resolved. p: the storage precision of both engines for this run. The run
+  // is data-parallel over the ranks of `comm` (a study gives each configuration its own group).
+  RlTrainer(const config::Config& cfg, Precision p, MPI_Comm comm = MPI_COMM_WORLD);
   ~RlTrainer();
   // The base policy: a stage "sft" checkpoint gives master weights only (fresh AdamW moments, loss
   // scaler and counters); a stage "rl" checkpoint (a restart) gives the whole optimizer state and
@@ -88,7 +91,8 @@ class RlTrainer {
   void problems_for_step(std::vector<tasks::Problem>& out, std::vector<std::uint64_t>& global_ids);
   config::Config cfg_;
   Precision precision_;
-  int rank_, nranks_;
+  MPI_Comm comm_;
+  int rank_ = 0, nranks_ = 1;
   model::ParamTable table_;
   model::Optimizer opt_;
   std::unique_ptr<model::TrainingEngine> train_;
