@@ -69,7 +69,7 @@ std::string prepare_run_dir(const AppContext& ctx) {
       }
     }
   }
-  MPI_Bcast(&status, 1, MPI_INT, 0, MPI_COMM_WORLD);
+  MPI_Bcast(&status, 1, MPI_INT, 0, ctx.comm);
   if (status != 0) throw InputError(ctx.rank == 0 ? message : "run directory rejected on rank 0");
   return dir.string();
 }

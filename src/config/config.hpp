@@ -16,12 +16,17 @@ struct RunConfig {
   std::string output_dir = "runs";
   std::int64_t seed = 1234;
   bool overwrite = false;
+  double wall_time = 0.0;
   template <class V>
   void visit(V& v) {
     v.key("name", name, "run name: outputs go to <output_dir>/<name>/");
     v.key("output_dir", output_dir, "directory that holds run directories");
     v.key("seed", seed, "master seed: model init, data order and sampling derive from it", Range<std::int64_t>{0, INT64_MAX});
     v.key("overwrite", overwrite, "allow writing into an existing, non-empty run directory");
+    v.key("wall_time", wall_time,
+          "seconds this job may run; before a step would cross the limit, write a checkpoint and stop "
+          "(resumable, exit status 3); 0 = no limit",
+          Range<double>{0.0, 1e9});
   }
 };
 
@@ -299,6 +304,33 @@ struct CurateConfig {
   }
 };
 
+// A sweep (mantissa study): every combination precision x loss x seed is one RL run from the same base
+// policy ([rl] init_checkpoint) with the [rl] settings; the MPI world is split into groups of
+// ranks_per_group ranks, one configuration per group at a time.
+struct StudyConfig {
+  std::vector<std::string> precisions{"fp16", "bf16"};
+  std::vector<std::string> losses{"pg_seq_is", "grpo"};
+  std::vector<std::int64_t> seeds{1234};
+  int ranks_per_group = 1;
+  double collapse_fraction = 0.5;
+  bool plot = true;
+  template <class V>
+  void visit(V& v) {
+    v.key("precisions", precisions, "storage precisions swept", OneOf{{"fp32", "bf16", "fp16"}});
+    v.key("losses", losses, "losses swept (names of [rl] loss)",
+          OneOf{{"pg", "grpo", "grpo_token_tis", "grpo_token_mis", "grpo_seq_tis", "grpo_seq_mis", "pg_seq_is",
+                 "pg_seq_tis", "pg_seq_mis", "gspo"}});
+    v.key("seeds", seeds, "run seeds swept (sampling and data order; the base policy is shared)");
+    v.key("ranks_per_group", ranks_per_group, "MPI ranks per configuration (must divide the number of ranks)",
+          Range<int>{1, 1 << 20});
+    v.key("collapse_fraction", collapse_fraction,
+          "a run has collapsed at the first step after its peak where the moving-average training reward falls "
+          "below this fraction of the peak",
+          Range<double>{0.0, 1.0, true, true});
+    v.key("plot", plot, "draw the comparison figure (bf16 vs fp16 per loss) with /usr/bin/python3 when available");
+  }
+};
+
 struct Config {
   RunConfig run;
   ModelConfig model;
@@ -312,6 +344,7 @@ struct Config {
   CurateConfig curate;
   RlConfig rl;
   OptimizerConfig rl_optimizer = paper_rl_optimizer();
+  StudyConfig study;
 
   // f(block_name, doc, visit_fn) for every block, in deck order.
   template <class F>
@@ -329,6 +362,7 @@ struct Config {
     f("rl", "RL fine-tuning: losses, groups, updates, metrics", [&](auto& v) { rl.visit(v); });
     f("rl_optimizer", "AdamW of the RL stage (same keys as [optimizer]; the paper's defaults)",
       [&](auto& v) { rl_optimizer.visit(v); });
+    f("study", "a sweep of precisions x losses x seeds (mantissa study)", [&](auto& v) { study.visit(v); });
   }
 };
 

@@ -136,6 +136,11 @@ std::string format_value(const std::vector<std::string>& v) {
   for (std::size_t i = 0; i < v.size(); ++i) out += (i ? ", " : "") + format_value(v[i]);
   return out + "]";
 }
+std::string format_value(const std::vector<std::int64_t>& v) {
+  std::string out = "[";
+  for (std::size_t i = 0; i < v.size(); ++i) out += (i ? ", " : "") + format_value(v[i]);
+  return out + "]";
+}
 std::string describe(const OneOf& c) {
   std::string out = "one of ";
   for (std::size_t i = 0; i < c.choices.size(); ++i) out += (i ? ", " : "") + c.choices[i];
@@ -164,6 +169,10 @@ const char* type_name<std::string>() {
 template <>
 const char* type_name<std::vector<std::string>>() {
   return "array of strings";
+}
+template <>
+const char* type_name<std::vector<std::int64_t>>() {
+  return "array of integers";
 }
 }  // namespace detail
 
@@ -227,6 +236,17 @@ void Reader::read_value(const char* name, const toml::node& n, std::vector<std::
   for (const auto& e : *a) {
     auto v = e.value_exact<std::string>();
     if (!v) fail(name, fmt::format("expected an array of strings, found an element that is {}", node_type_name(e)));
+    out.push_back(*v);
+  }
+}
+
+void Reader::read_value(const char* name, const toml::node& n, std::vector<std::int64_t>& out) const {
+  const toml::array* a = n.as_array();
+  if (!a) fail(name, fmt::format("expected an array of integers, found {}", node_type_name(n)));
+  out.clear();
+  for (const auto& e : *a) {
+    auto v = e.value_exact<std::int64_t>();
+    if (!v) fail(name, fmt::format("expected an array of integers, found an element that is {}", node_type_name(e)));
     out.push_back(*v);
   }
 }

@@ -62,6 +62,7 @@ std::string format_value(double v);
 inline std::string format_value(bool v) { return v ? "true" : "false"; }
 std::string format_value(const std::string& v);
 std::string format_value(const std::vector<std::string>& v);
+std::string format_value(const std::vector<std::int64_t>& v);
 std::string format_number(double v);
 template <class U>
 std::string describe(const Range<U>& r) {
@@ -114,6 +115,7 @@ class Reader {
   void read_value(const char* name, const toml::node& n, bool& out) const;
   void read_value(const char* name, const toml::node& n, std::string& out) const;
   void read_value(const char* name, const toml::node& n, std::vector<std::string>& out) const;
+  void read_value(const char* name, const toml::node& n, std::vector<std::int64_t>& out) const;
 
   template <class T, class U>
   void apply_check(const char* name, const T& v, const Range<U>& r) const {
