@@ -4,7 +4,9 @@
 
 #include <Kokkos_Core.hpp>
 #include <filesystem>
+#include <algorithm>
 #include <fstream>
+#include <sstream>
 
 #include "mantissa/kernels/region.hpp"
 #include "mantissa/version.hpp"
@@ -43,6 +45,21 @@ std::string version_text() {
       Kokkos::DefaultExecutionSpace::name(), backends, mpi);
 }
 
+namespace {
+
+// The resolved deck's lines that decide results: [run] wall_time and overwrite may change on a restart.
+std::vector<std::string> result_lines(const std::string& deck) {
+  std::vector<std::string> out;
+  std::istringstream in(deck);
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("wall_time", 0) == 0 || line.rfind("overwrite", 0) == 0) continue;
+    out.push_back(line);
+  }
+  return out;
+}
+
+}  // namespace
+
 std::string prepare_run_dir(const AppContext& ctx) {
   namespace fs = std::filesystem;
   const fs::path dir = fs::path(ctx.cfg.run.output_dir) / ctx.cfg.run.name;
@@ -53,11 +70,32 @@ std::string prepare_run_dir(const AppContext& ctx) {
     if (fs::exists(dir, ec) && !fs::is_directory(dir, ec)) {
       status = 1;
       message = fmt::format("run directory {} exists and is not a directory", dir.string());
+    } else if (!ctx.restart.empty()) {
+      // A restart continues the run of this directory with the deck it was started with.
+      std::ifstream f(dir / "deck.toml");
+      std::stringstream old;
+      old << f.rdbuf();
+      if (!f) {
+        status = 1;
+        message = fmt::format("--restart: {} holds no deck.toml: there is no run to continue there", dir.string());
+      } else {
+        const auto a = result_lines(old.str()), b = result_lines(ctx.resolved_deck);
+        for (std::size_t i = 0; i < std::max(a.size(), b.size()) && status == 0; ++i) {
+          const std::string la = i < a.size() ? a[i] : "(end)", lb = i < b.size() ? b[i] : "(end)";
+          if (la != lb) {
+            status = 1;
+            message = fmt::format(
+                "--restart: the deck differs from the one the run in {} was started with (only [run] wall_time and "
+                "overwrite may change):\n  run:  {}\n  deck: {}",
+                dir.string(), la, lb);
+          }
+        }
+      }
     } else if (fs::exists(dir, ec) && !fs::is_empty(dir, ec) && !ctx.cfg.run.overwrite) {
       status = 1;
       message = fmt::format(
-          "run directory {} exists and is not empty; choose another run.name or allow reuse with "
-          "--set run.overwrite=true (files of the same name will be replaced)",
+          "run directory {} exists and is not empty; choose another run.name, continue an interrupted run with "
+          "--restart, or allow reuse with --set run.overwrite=true (files of the same name will be replaced)",
           dir.string());
     } else {
       fs::create_directories(dir, ec);
@@ -72,6 +110,27 @@ std::string prepare_run_dir(const AppContext& ctx) {
   MPI_Bcast(&status, 1, MPI_INT, 0, ctx.comm);
   if (status != 0) throw InputError(ctx.rank == 0 ? message : "run directory rejected on rank 0");
   return dir.string();
+}
+
+std::vector<std::string> step_checkpoints(const std::string& dir, const std::string& prefix) {
+  namespace fs = std::filesystem;
+  std::vector<std::pair<long long, std::string>> found;
+  std::error_code ec;
+  const std::string head = prefix + "_step", tail = ".h5";
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.size() <= head.size() + tail.size() || name.rfind(head, 0) != 0 ||
+        name.compare(name.size() - tail.size(), tail.size(), tail) != 0) {
+      continue;
+    }
+    const std::string digits = name.substr(head.size(), name.size() - head.size() - tail.size());
+    if (digits.empty() || digits.find_first_not_of("0123456789") != std::string::npos) continue;
+    found.emplace_back(std::stoll(digits), e.path().string());
+  }
+  std::sort(found.begin(), found.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+  std::vector<std::string> out;
+  for (auto& f : found) out.push_back(std::move(f.second));
+  return out;
 }
 
 void finish_timing_report(const AppContext& ctx, const std::string& run_dir, double wall_seconds) {

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <mpi.h>
 
+#include <chrono>
 #include <string>
 #include <vector>
 
@@ -18,6 +19,11 @@ struct AppContext {
   int rank = 0;
   int nranks = 1;
   MPI_Comm comm = MPI_COMM_WORLD;  // the ranks this job runs on (a study gives each configuration a group)
+  std::string command;             // the subcommand's name
+  // --restart: "" = a fresh run; "auto" = continue from the run directory (completed stages are kept,
+  // each unfinished stage resumes from its newest valid checkpoint); else this checkpoint file.
+  std::string restart;
+  std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
 };
 
 // A subcommand of `mantissa`: `name` is what users type, `run` returns the process exit status.
@@ -42,8 +48,12 @@ struct InputError : std::runtime_error {
 };
 
 // Creates <output_dir>/<name>/ (refusing a non-empty one unless run.overwrite) and writes the
-// resolved deck into it as deck.toml. Returns the directory. Collective over ranks.
+// resolved deck into it as deck.toml. On a restart (ctx.restart non-empty) the directory must hold
+// the deck.toml of the same run instead (differences other than [run] wall_time/overwrite are an
+// error). Returns the directory. Collective over ctx.comm.
 std::string prepare_run_dir(const AppContext& ctx);
+// Checkpoints <dir>/<prefix>_step<digits>.h5, newest (largest step) first.
+std::vector<std::string> step_checkpoints(const std::string& dir, const std::string& prefix);
 // Prints the built-in timing report (rank 0) and stores it as <run_dir>/timing.txt.
 void finish_timing_report(const AppContext& ctx, const std::string& run_dir, double wall_seconds);
 

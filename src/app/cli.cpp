@@ -6,6 +6,7 @@
 #include <cstdio>
 
 #include "app/app.hpp"
+#include "app/stop.hpp"
 
 namespace mantissa::app {
 
@@ -25,6 +26,11 @@ int main_cli(int argc, char** argv) {
   cli.add_option("--set", sets, "override a deck key: --set block.key=value (repeatable)")
       ->expected(1)
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  std::string restart;
+  cli.add_option("--restart", restart,
+                 "continue an interrupted run: without a value (or 'auto') from the run directory's newest valid "
+                 "checkpoints, else from this checkpoint (commands run, sft, rl)")
+      ->expected(0, 1);
   cli.add_flag("--print-config", print_config, "print the resolved deck (defaults filled in) and exit");
   bool list_keys = false;
   cli.add_flag("--list-keys", list_keys, "print every deck key with its default and allowed values (markdown) and exit");
@@ -77,15 +83,30 @@ int main_cli(int argc, char** argv) {
     if (ctx.rank == 0) std::fprintf(stderr, "mantissa: error in input deck: %s\n", e.what());
     return 2;
   }
+  const bool restarting = cli.count("--restart") > 0;
+  if (restarting) {
+    ctx.restart = restart.empty() ? "auto" : restart;
+    if (chosen && std::string(chosen->name) != "run" && std::string(chosen->name) != "sft" &&
+        std::string(chosen->name) != "rl") {
+      if (ctx.rank == 0) std::fprintf(stderr, "mantissa: --restart applies to run, sft and rl, not %s\n", chosen->name);
+      return 2;
+    }
+  }
   if (print_config) {
     say(ctx, "# resolved deck: {} (with {} override(s))\n{}", input, sets.size(), ctx.resolved_deck);
     return 0;
   }
+  ctx.command = chosen->name;
+  install_stop_handlers();
   try {
     return chosen->run(ctx);
   } catch (const InputError& e) {
     if (ctx.rank == 0) std::fprintf(stderr, "mantissa %s: error: %s\n", chosen->name, e.what());
     return 2;
+  } catch (const Interrupted& e) {
+    if (ctx.rank == 0) std::fprintf(stdout, "mantissa %s: %s\n", chosen->name, e.what());
+    std::fflush(stdout);
+    return kExitResumable;
   }
 }
 

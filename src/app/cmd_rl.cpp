@@ -10,6 +10,7 @@
 
 #include "app/app.hpp"
 #include "app/jobs.hpp"
+#include "app/stop.hpp"
 #include "io/hdf5.hpp"
 #include "model/checkpoint.hpp"
 #include "rl/rl_trainer.hpp"
@@ -36,6 +37,67 @@ double peak_moving_average(const std::vector<double>& v, std::size_t w) {
 
 }  // namespace
 
+// The summary of one precision's run, from its series in metrics.h5 (rank 0): the same for a run
+// that went through in one go, one that was resumed, and one completed before a restart.
+RlSummary read_rl_summary(io::File& file, const std::string& pname, const std::string& checkpoint) {
+  const std::string g = "/rl/" + pname;
+  io::Series steps(file, g + "/steps"), evals(file, g + "/eval");
+  RlSummary sum;
+  sum.precision = pname;
+  sum.checkpoint = checkpoint;
+  const auto col = [&](const char* name) { return steps.column(name); };
+  const std::vector<double> reward = col("reward_mean"), seq_lr = col("mm_seq_logratio_mean");
+  const std::size_t n = reward.size(), w = std::max<std::size_t>(1, std::min<std::size_t>(5, n / 4 + 1));
+  sum.steps = static_cast<long long>(n);
+  sum.reward_first = mean_of(reward, 0, std::min(n, w));
+  sum.reward_last = mean_of(reward, n - std::min(n, w), n);
+  sum.reward_peak = peak_moving_average(reward, w);
+  sum.kl_mean = mean_of(col("mm_exact_kl_mu_pi_token"), 0, n);
+  sum.abs_logratio_mean = mean_of(col("mm_mean_abs_logratio"), 0, n);
+  sum.seq_abs_logratio_mean = mean_of(col("mm_seq_logratio_abs_mean"), 0, n);
+  sum.seq_logratio_mean = mean_of(seq_lr, 0, n);
+  sum.drift = rl::drift_diagnostic(seq_lr);
+  const std::vector<double> skipped = col("skipped_total");
+  sum.skipped = skipped.empty() ? 0 : static_cast<long long>(skipped.back());
+  const auto total = [&](const char* name) {
+    const std::vector<double> v = col(name);
+    return mean_of(v, 0, n) * static_cast<double>(n);
+  };
+  sum.phases.rollout = total("time_rollout");
+  sum.phases.recompute = total("time_recompute");
+  sum.phases.update = total("time_update");
+  sum.phases.comm = total("time_comm");
+  sum.seconds = sum.phases.total();
+  const std::vector<double> pass = evals.column("pass_at_1");
+  sum.eval_initial = pass.empty() ? 0.0 : pass.front();
+  sum.eval_final = pass.empty() ? 0.0 : pass.back();
+  return sum;
+}
+
+namespace {
+
+// Whether `path` is a checkpoint of this model that loads completely; prints why not (rank 0).
+bool usable_checkpoint(const AppContext& ctx, const std::string& path, const model::ParamTable& table) {
+  try {
+    model::Optimizer scratch(table, ctx.cfg.rl_optimizer, ctx.cfg.loss_scale, Precision::fp32);
+    model::load_checkpoint(path, ctx.cfg.model, table, scratch);
+    return true;
+  } catch (const model::CheckpointError& e) {
+    say(ctx, "warning: skipping unusable checkpoint: {}\n", e.what());
+    return false;
+  }
+}
+
+// Rows of an eval series with step <= s (the series is in step order).
+hsize_t rows_up_to(const io::Series& s, long long step) {
+  const std::vector<double> steps = s.column("step");
+  hsize_t n = 0;
+  while (n < steps.size() && steps[n] <= static_cast<double>(step)) ++n;
+  return n;
+}
+
+}  // namespace
+
 std::vector<RlSummary> run_rl(AppContext& ctx, const std::string& run_dir, const std::string& base_checkpoint,
                               const std::string& task_set_path, bool fresh_metrics) {
   namespace fs = std::filesystem;
@@ -50,12 +112,23 @@ std::vector<RlSummary> run_rl(AppContext& ctx, const std::string& run_dir, const
       throw InputError(fmt::format("[rl] task_set: {}", e.what()));
     }
   }
+  const bool restarting = !ctx.restart.empty();
+  model::Counters explicit_restart;
+  if (restarting && ctx.restart != "auto") {
+    try {
+      model::ParamTable table(ctx.cfg.model);
+      model::Optimizer scratch(table, ctx.cfg.rl_optimizer, ctx.cfg.loss_scale, Precision::fp32);
+      explicit_restart = model::load_checkpoint(ctx.restart, ctx.cfg.model, table, scratch);
+    } catch (const model::CheckpointError& e) {
+      throw InputError(fmt::format("--restart: {}", e.what()));
+    }
+  }
   const std::string ckpt_dir = (fs::path(run_dir) / "checkpoints").string();
   const std::string h5 = (fs::path(run_dir) / "metrics.h5").string();
   std::unique_ptr<io::File> file;
   if (ctx.rank == 0) {
     fs::create_directories(ckpt_dir);
-    if (fresh_metrics || !fs::exists(h5)) {
+    if ((fresh_metrics && !restarting) || !fs::exists(h5)) {
       file = std::make_unique<io::File>(io::File::create(h5));
       file->write_string("/provenance/deck", ctx.resolved_deck);
     } else {
@@ -66,18 +139,44 @@ std::vector<RlSummary> run_rl(AppContext& ctx, const std::string& run_dir, const
   for (const std::string& pname : precisions) {
     Precision p = Precision::fp32;
     parse_precision(pname, p);
+    const std::string final_path = (fs::path(run_dir) / fmt::format("rl_{}_final.h5", pname)).string();
     rl::RlTrainer trainer(ctx.cfg, p, ctx.comm);
+    // Where this precision's run starts: the base policy, or on a restart its newest usable checkpoint.
+    std::string start = base_checkpoint;
+    if (restarting) {
+      if (fs::exists(final_path) && usable_checkpoint(ctx, final_path, trainer.table())) {
+        say(ctx, "\nrl {}: completed before the restart ({}), kept\n", pname, final_path);
+        if (file) out.push_back(read_rl_summary(*file, pname, final_path));
+        continue;
+      }
+      if (ctx.restart == "auto") {
+        for (const std::string& c : step_checkpoints(ckpt_dir, "rl_" + pname)) {
+          if (usable_checkpoint(ctx, c, trainer.table())) {
+            start = c;
+            break;
+          }
+        }
+      } else if (explicit_restart.stage == "rl" && explicit_restart.precision == pname) {
+        start = ctx.restart;
+      }
+    }
     try {
-      trainer.load(base_checkpoint);
+      trainer.load(start);
     } catch (const model::CheckpointError& e) {
       throw InputError(fmt::format("[rl] init_checkpoint: {}", e.what()));
     }
     if (!task_set_path.empty()) trainer.use_task_set(set);
+    const long long s0 = trainer.steps_done();
     std::unique_ptr<io::Series> steps, evals;
     if (file) {
-      if (file->exists("/rl/" + pname)) throw InputError(fmt::format("{}: /rl/{} already exists", h5, pname));
-      steps = std::make_unique<io::Series>(*file, "/rl/" + pname + "/steps");
-      evals = std::make_unique<io::Series>(*file, "/rl/" + pname + "/eval");
+      const std::string g = "/rl/" + pname;
+      if (file->exists(g) && !restarting) throw InputError(fmt::format("{}: {} already exists", h5, g));
+      steps = std::make_unique<io::Series>(*file, g + "/steps");
+      evals = std::make_unique<io::Series>(*file, g + "/eval");
+      // A resumed run continues its series after the checkpoint's step: rows written after it are dropped.
+      steps->truncate_to(static_cast<hsize_t>(s0));
+      evals->truncate_to(s0 > 0 ? rows_up_to(*evals, s0) : 0);
+      file->flush();
     }
     say(ctx,
         "\nrl {}: loss {}, advantage {}, {} steps x {} prompts x {} samples, {} updates/step, lr {:g}, temperature {}, "
@@ -86,8 +185,7 @@ std::vector<RlSummary> run_rl(AppContext& ctx, const std::string& run_dir, const
         ctx.cfg.rl_optimizer.lr, ctx.cfg.rollout.temperature, ctx.nranks,
         task_set_path.empty() ? std::string("generated train problems")
                               : fmt::format("the curated set {} ({} problems)", task_set_path, set.indices.size()));
-    RlSummary sum;
-    sum.precision = pname;
+    if (s0 > 0) say(ctx, "rl {}: resumed from {} after step {}\n", pname, start, s0);
     const auto evaluate = [&]() {
       const rl::EvalRecord e = trainer.evaluate();
       say(ctx, "rl {} eval step {:>5}: held-out pass@1 {:.3f}, pass@{} {:.3f} ({} problems, temperature {})\n", pname,
@@ -97,21 +195,13 @@ std::vector<RlSummary> run_rl(AppContext& ctx, const std::string& run_dir, const
                        {"response_length_mean", e.response_length_mean}});
         evals->flush();
       }
-      return e;
     };
-    sum.eval_initial = evaluate().pass_at_1;
+    if (s0 == 0) evaluate();
     const auto t0 = std::chrono::steady_clock::now();
-    std::vector<double> reward, seq_lr, kl, dlogp, seq_abs;
-    rl::PhaseTimes phases;
-    for (int i = 0; i < rc.steps; ++i) {
+    double slowest = 0.0;
+    for (long long i = s0; i < rc.steps; ++i) {
+      const auto ts = std::chrono::steady_clock::now();
       const rl::StepRecord s = trainer.step();
-      reward.push_back(s.reward_mean);
-      seq_lr.push_back(s.mismatch.seq_logratio_mean);
-      kl.push_back(s.mismatch.exact_kl_mu_pi_token);
-      dlogp.push_back(s.mismatch.mean_abs_logratio);
-      seq_abs.push_back(s.mismatch.seq_logratio_abs_mean);
-      phases.rollout += s.times.rollout, phases.recompute += s.times.recompute;
-      phases.update += s.times.update, phases.comm += s.times.comm;
       if (steps) {
         steps->append(s.row);
         if ((i + 1) % rc.flush_every == 0) steps->flush();
@@ -127,45 +217,40 @@ std::vector<RlSummary> run_rl(AppContext& ctx, const std::string& run_dir, const
             s.loss.clipped_tokens / std::max(1.0, s.loss.tokens), s.grad_norm, s.loss_scale,
             s.skipped ? fmt::format(" skipped {}", s.skipped) : std::string(), tot, 100 * s.times.rollout / tot,
             100 * s.times.recompute / tot, 100 * s.times.update / tot, 100 * s.times.comm / tot,
-            el / (i + 1) * (rc.steps - i - 1));
+            el / static_cast<double>(i + 1 - s0) * static_cast<double>(rc.steps - i - 1));
       }
       const bool last = i + 1 == rc.steps;
       if (!last && rc.eval_every > 0 && s.step % rc.eval_every == 0) evaluate();
-      if (!last && rc.checkpoint_every > 0 && s.step % rc.checkpoint_every == 0) {
-        trainer.save((fs::path(ckpt_dir) / fmt::format("rl_{}_step{:06d}.h5", pname, s.step)).string(),
-                     ctx.resolved_deck);
+      const std::string ckpt = (fs::path(ckpt_dir) / fmt::format("rl_{}_step{:06d}.h5", pname, s.step)).string();
+      const bool periodic = !last && rc.checkpoint_every > 0 && s.step % rc.checkpoint_every == 0;
+      if (periodic) trainer.save(ckpt, ctx.resolved_deck);
+      slowest = std::max(slowest, std::chrono::duration<double>(std::chrono::steady_clock::now() - ts).count());
+      if (last) break;
+      const std::string why = stop_reason(ctx, slowest, s.step);
+      if (!why.empty()) {
+        if (!periodic) trainer.save(ckpt, ctx.resolved_deck);
+        if (steps) steps->flush();
+        if (file) file->flush();
+        throw Interrupted(resume_hint(ctx, why, ckpt));
       }
     }
     if (steps) steps->flush();
-    sum.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    sum.eval_final = evaluate().pass_at_1;
-    sum.checkpoint = (fs::path(run_dir) / fmt::format("rl_{}_final.h5", pname)).string();
-    trainer.save(sum.checkpoint, ctx.resolved_deck);
-    const std::size_t n = reward.size(), w = std::max<std::size_t>(1, std::min<std::size_t>(5, n / 4 + 1));
-    sum.steps = static_cast<long long>(n);
-    sum.reward_first = mean_of(reward, 0, std::min(n, w));
-    sum.reward_last = mean_of(reward, n - std::min(n, w), n);
-    sum.reward_peak = peak_moving_average(reward, w);
-    sum.kl_mean = mean_of(kl, 0, n);
-    sum.abs_logratio_mean = mean_of(dlogp, 0, n);
-    sum.seq_abs_logratio_mean = mean_of(seq_abs, 0, n);
-    sum.seq_logratio_mean = mean_of(seq_lr, 0, n);
-    sum.drift = rl::drift_diagnostic(seq_lr);
-    sum.skipped = trainer.optimizer().scaler.skipped();
-    sum.phases = phases;
+    evaluate();
+    trainer.save(final_path, ctx.resolved_deck);
     if (file) {
+      RlSummary sum = read_rl_summary(*file, pname, final_path);
       const std::string g = "/rl/" + pname;
       file->write_attr(g, "ljung_box_q", sum.drift.q);
       file->write_attr(g, "ljung_box_lags", static_cast<std::int64_t>(sum.drift.lags));
       file->write_attr(g, "ljung_box_p", sum.drift.p_value);
       file->write_attr(g, "loss", rc.loss);
       file->flush();
+      out.push_back(sum);
     }
-    out.push_back(sum);
   }
   if (file) file->close();
   print_rl_summary(ctx, out);
-  if (ctx.rank == 0) {
+  if (ctx.rank == 0 && !out.empty()) {
     const std::string plot = fmt::format("/usr/bin/python3 {} {} {}", MANTISSA_PLOT_RL, h5, run_dir);
     if (rc.plot && std::system("/usr/bin/python3 -c 'import h5py, matplotlib' >/dev/null 2>&1") == 0) {
       const int rc_plot = std::system((plot + " >/dev/null").c_str());
@@ -224,7 +309,7 @@ int cmd_rl(AppContext& ctx) {
   }
   resolve_model_for_tasks(ctx);
   const std::string run_dir = prepare_run_dir(ctx);
-  run_rl(ctx, run_dir, base, ctx.cfg.rl.task_set, true);
+  run_rl(ctx, run_dir, base, ctx.cfg.rl.task_set, true);  // on a restart the existing metrics.h5 is continued
   finish_timing_report(ctx, run_dir, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   return 0;
 }

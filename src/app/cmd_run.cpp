@@ -5,10 +5,13 @@
 //   4. RL ([rl], [rl_optimizer]) once per [rl] precisions entry, from the same base policy.
 // Everything goes to the run directory: deck.toml, metrics.h5, checkpoints, figures, timing.txt.
 #include <chrono>
+#include <filesystem>
 
 #include "app/app.hpp"
 #include "app/jobs.hpp"
+#include "io/hdf5.hpp"
 #include "model/checkpoint.hpp"
+#include "rl/task_set.hpp"
 #include "model/precision_compare.hpp"
 #include "tasks/tasks.hpp"
 
@@ -58,14 +61,41 @@ int cmd_run(AppContext& ctx) {
                      (ctx.cfg.rl.steps > 0 ? 1 : 0);
   int stage = 0;
   std::string sft_line;
+  namespace fs = std::filesystem;
+  const bool restarting = !ctx.restart.empty();
+  // On a restart, a stage whose output is complete is kept (an explicit --restart checkpoint of a
+  // later stage implies that the earlier ones are complete).
+  const auto done = [&](const std::string& file, auto&& usable) {
+    const std::string path = (fs::path(run_dir) / file).string();
+    if (!restarting || !fs::exists(path)) return false;
+    try {
+      usable(path);
+      return true;
+    } catch (const std::exception& e) {
+      say(ctx, "warning: {} cannot be reused ({}); its stage runs again\n", path, e.what());
+      return false;
+    }
+  };
   if (warm_start) {
     say(ctx, "mantissa run: stage {}/{} supervised warm start\n", ++stage, stages);
-    const SftSummary sft = run_sft(ctx, run_dir);
-    base = sft.checkpoint;
-    sft_line = fmt::format("warm start {} steps (held-out exact match {:.1f}% -> {:.1f}%), ", sft.steps,
-                           100.0 * sft.initial.exact_match, 100.0 * sft.final.exact_match);
+    const std::string final_sft = (fs::path(run_dir) / "sft_final.h5").string();
+    if (done("sft_final.h5", [&](const std::string& p) {
+          model::SftTrainer t(ctx.cfg, ctx.rank, ctx.nranks);
+          t.load(p);
+        })) {
+      say(ctx, "kept from before the restart: {}\n", final_sft);
+      base = final_sft;
+      sft_line = "warm start (from before the restart), ";
+    } else {
+      const SftSummary sft = run_sft(ctx, run_dir);
+      base = sft.checkpoint;
+      sft_line = fmt::format("warm start {} steps (held-out exact match {:.1f}% -> {:.1f}%), ", sft.steps,
+                             100.0 * sft.initial.exact_match, 100.0 * sft.final.exact_match);
+    }
   }
-  if (ctx.cfg.probe.enabled) {
+  if (ctx.cfg.probe.enabled && done("probe.h5", [](const std::string& p) { io::File::open_read(p); })) {
+    say(ctx, "\nmantissa run: stage {}/{} probe: kept from before the restart\n", ++stage, stages);
+  } else if (ctx.cfg.probe.enabled) {
     say(ctx, "\nmantissa run: stage {}/{} precision check and mu-vs-pi probe of the base policy\n", ++stage, stages);
     precision_check(ctx, base);
     run_probe(ctx, run_dir, base);
@@ -73,7 +103,14 @@ int cmd_run(AppContext& ctx) {
   std::string task_set = ctx.cfg.rl.task_set;
   if (ctx.cfg.curate.enabled) {
     say(ctx, "\nmantissa run: stage {}/{} curation of a perfectible task set\n", ++stage, stages);
-    task_set = run_curate(ctx, run_dir, ctx.cfg.curate.checkpoint.empty() ? base : ctx.cfg.curate.checkpoint);
+    if (done("task_set.h5", [&](const std::string& p) {
+          rl::read_task_set(p, ctx.cfg.task, static_cast<std::uint64_t>(ctx.cfg.run.seed));
+        })) {
+      task_set = (fs::path(run_dir) / "task_set.h5").string();
+      say(ctx, "kept from before the restart: {}\n", task_set);
+    } else {
+      task_set = run_curate(ctx, run_dir, ctx.cfg.curate.checkpoint.empty() ? base : ctx.cfg.curate.checkpoint);
+    }
   }
   std::vector<RlSummary> rl;
   if (ctx.cfg.rl.steps > 0) {
@@ -97,6 +134,7 @@ const std::vector<Command>& commands() {
       {"curate", "perfectible task set: keep the problems the base policy solves 20-80% of the time", &cmd_curate},
       {"rl", "RL fine-tuning of the base policy [rl] init_checkpoint", &cmd_rl},
       {"probe", "mismatch between the rollout and training engines per precision on a checkpoint", &cmd_probe},
+      {"study", "a sweep of precisions x losses x seeds over groups of MPI ranks", &cmd_study},
   };
   return list;
 }

@@ -5,6 +5,7 @@
 
 #include "app/app.hpp"
 #include "app/jobs.hpp"
+#include "app/stop.hpp"
 #include "io/hdf5.hpp"
 #include "model/checkpoint.hpp"
 #include "model/sft.hpp"
@@ -30,32 +31,64 @@ void resolve_model_for_tasks(AppContext& ctx) {
 }
 
 SftSummary run_sft(AppContext& ctx, const std::string& run_dir) {
+  namespace fs = std::filesystem;
   const config::SftConfig& sc = ctx.cfg.sft;
+  const std::string ckpt_dir = (fs::path(run_dir) / "checkpoints").string();
   model::SftTrainer trainer(ctx.cfg, ctx.rank, ctx.nranks);
-  if (sc.init_checkpoint.empty()) {
-    trainer.init_fresh();
-  } else {
-    try {
-      trainer.load(sc.init_checkpoint);
-    } catch (const model::CheckpointError& e) {
-      throw InputError(fmt::format("[sft] init_checkpoint: {}", e.what()));
+  // Where the warm start begins: fresh, [sft] init_checkpoint, or on a restart its newest usable checkpoint.
+  std::string resume;
+  if (!ctx.restart.empty()) {
+    std::vector<std::string> candidates =
+        ctx.restart == "auto" ? step_checkpoints(ckpt_dir, "sft") : std::vector<std::string>{ctx.restart};
+    for (const std::string& c : candidates) {
+      try {
+        model::SftTrainer probe(ctx.cfg, ctx.rank, ctx.nranks);
+        if (probe.load(c).stage == "sft") {
+          resume = c;
+          break;
+        }
+      } catch (const model::CheckpointError& e) {
+        if (ctx.restart != "auto") throw InputError(fmt::format("--restart: {}", e.what()));
+        say(ctx, "warning: skipping unusable checkpoint: {}\n", e.what());
+      }
     }
   }
-  namespace fs = std::filesystem;
-  const std::string ckpt_dir = (fs::path(run_dir) / "checkpoints").string();
+  try {
+    if (!resume.empty()) {
+      trainer.load(resume);
+    } else if (sc.init_checkpoint.empty()) {
+      trainer.init_fresh();
+    } else {
+      trainer.load(sc.init_checkpoint);
+    }
+  } catch (const model::CheckpointError& e) {
+    throw InputError(fmt::format("[sft] init_checkpoint: {}", e.what()));
+  }
+  const long long s0 = resume.empty() ? 0 : trainer.step();
   std::unique_ptr<io::File> metrics_file;
   std::unique_ptr<io::Series> series, eval_series;
   if (ctx.rank == 0) {
     fs::create_directories(ckpt_dir);
     const std::string path = (fs::path(run_dir) / "metrics.h5").string();
-    // A reused run directory (run.overwrite) gets a fresh series: appending would mix two runs' rows.
-    metrics_file = std::make_unique<io::File>(io::File::create(path));
-    metrics_file->write_string("/provenance/deck", ctx.resolved_deck);
+    if (ctx.restart.empty() || !fs::exists(path)) {
+      // A reused run directory (run.overwrite) gets a fresh series: appending would mix two runs' rows.
+      metrics_file = std::make_unique<io::File>(io::File::create(path));
+      metrics_file->write_string("/provenance/deck", ctx.resolved_deck);
+    } else {
+      metrics_file = std::make_unique<io::File>(io::File::open_rw(path));
+    }
     series = std::make_unique<io::Series>(*metrics_file, "/sft");
     eval_series = std::make_unique<io::Series>(*metrics_file, "/sft_eval");
+    // A resumed warm start continues its series after the checkpoint's step.
+    series->truncate_to(static_cast<hsize_t>(s0));
+    const std::vector<double> eval_steps = eval_series->column("step");
+    hsize_t keep = 0;
+    while (s0 > 0 && keep < eval_steps.size() && eval_steps[keep] <= static_cast<double>(s0)) ++keep;
+    eval_series->truncate_to(keep);
   }
   say(ctx, "sft: {} parameters, storage {}, {} rank(s), {} steps of {} problems ({} task)\n",
       trainer.table().total(), ctx.cfg.precision.storage, ctx.nranks, sc.steps, sc.batch_size, ctx.cfg.task.family);
+  if (s0 > 0) say(ctx, "sft: resumed from {} after step {}\n", resume, s0);
   const auto eval_and_log = [&](long long step) {
     const model::EvalResult e = trainer.evaluate(sc.eval_problems);
     say(ctx, "sft eval  step {:>6}  held-out exact match {:6.1f}%  token accuracy {:6.2f}%  loss {:.4f} ({} problems)\n",
@@ -68,11 +101,12 @@ SftSummary run_sft(AppContext& ctx, const std::string& run_dir) {
     return e;
   };
   SftSummary summary;
-  summary.initial = eval_and_log(trainer.step());
+  if (s0 == 0) summary.initial = eval_and_log(trainer.step());
   const auto t0 = std::chrono::steady_clock::now();
-  double window_tokens = 0.0, loss = 0.0;
+  double window_tokens = 0.0, loss = 0.0, slowest = 0.0;
   auto window_start = t0;
-  for (int i = 0; i < sc.steps; ++i) {
+  for (long long i = s0; i < sc.steps; ++i) {
+    const auto ts = std::chrono::steady_clock::now();
     const model::StepResult r = trainer.train_step();
     const long long step = trainer.step();
     window_tokens += static_cast<double>(r.tokens);
@@ -87,7 +121,7 @@ SftSummary run_sft(AppContext& ctx, const std::string& run_dir) {
       const auto now = std::chrono::steady_clock::now();
       const double dt = std::chrono::duration<double>(now - window_start).count();
       const double elapsed = std::chrono::duration<double>(now - t0).count();
-      const double eta = elapsed / (i + 1) * (sc.steps - i - 1);
+      const double eta = elapsed / static_cast<double>(i + 1 - s0) * static_cast<double>(sc.steps - i - 1);
       say(ctx, "sft step {:>6}/{}  loss {:.4f}  grad-norm {:8.3f}  scale {:>7g}  skipped {}  {:8.0f} tok/s  ETA {:.0f} s\n",
           step, sc.steps, r.loss, r.opt.grad_norm, r.opt.loss_scale, trainer.optimizer().scaler.skipped(),
           window_tokens / std::max(dt, 1e-9), eta);
@@ -97,13 +131,25 @@ SftSummary run_sft(AppContext& ctx, const std::string& run_dir) {
     }
     const bool last = i + 1 == sc.steps;
     if (!last && sc.eval_every > 0 && step % sc.eval_every == 0) eval_and_log(step);
-    if (!last && sc.checkpoint_every > 0 && step % sc.checkpoint_every == 0) {
-      trainer.save((fs::path(ckpt_dir) / fmt::format("sft_step{:06d}.h5", step)).string(), ctx.resolved_deck);
+    const std::string ckpt = (fs::path(ckpt_dir) / fmt::format("sft_step{:06d}.h5", step)).string();
+    const bool periodic = !last && sc.checkpoint_every > 0 && step % sc.checkpoint_every == 0;
+    if (periodic) trainer.save(ckpt, ctx.resolved_deck);
+    slowest = std::max(slowest, std::chrono::duration<double>(std::chrono::steady_clock::now() - ts).count());
+    if (last) break;
+    const std::string why = stop_reason(ctx, slowest, step);
+    if (!why.empty()) {
+      if (!periodic) trainer.save(ckpt, ctx.resolved_deck);
+      if (series) series->flush();
+      throw Interrupted(resume_hint(ctx, why, ckpt));
     }
   }
   summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   summary.final_loss = loss;
   summary.final = eval_and_log(trainer.step());
+  if (s0 > 0 && eval_series) {  // the evaluation before the first step was written by the first attempt
+    const std::vector<double> em = eval_series->column("exact_match");
+    summary.initial.exact_match = em.empty() ? 0.0 : em.front();
+  }
   summary.checkpoint = (fs::path(run_dir) / "sft_final.h5").string();
   trainer.save(summary.checkpoint, ctx.resolved_deck);
   summary.steps = trainer.step();

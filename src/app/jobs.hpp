@@ -3,6 +3,7 @@
 #include <string>
 
 #include "app/app.hpp"
+#include "io/hdf5.hpp"
 #include "model/sft.hpp"
 #include "rl/rl_trainer.hpp"
 
@@ -42,11 +43,14 @@ std::string run_curate(AppContext& ctx, const std::string& run_dir, const std::s
 std::vector<RlSummary> run_rl(AppContext& ctx, const std::string& run_dir, const std::string& base_checkpoint,
                               const std::string& task_set_path, bool fresh_metrics);
 void print_rl_summary(const AppContext& ctx, const std::vector<RlSummary>& runs);
+// The summary of /rl/<precision> in a metrics.h5 (its steps and eval series and the drift test).
+RlSummary read_rl_summary(io::File& file, const std::string& precision, const std::string& checkpoint);
 
 int cmd_sft(AppContext& ctx);
 int cmd_rl(AppContext& ctx);
 int cmd_curate(AppContext& ctx);
 int cmd_run(AppContext& ctx);
 int cmd_probe(AppContext& ctx);
+int cmd_study(AppContext& ctx);
 
 }  // namespace mantissa::app

@@ -92,6 +92,7 @@ void save_checkpoint(const std::string& path, const config::ModelConfig& model, 
     f.write_attr("/counters", "step", counters.step);
     f.write_attr("/counters", "data_counter", counters.data_counter);
     f.write_attr("/counters", "seed", counters.seed);
+    f.write_attr("/counters", "precision", counters.precision);
     f.write_string("/provenance/deck", resolved_deck);
     f.close();
   });
@@ -155,6 +156,7 @@ Counters load_checkpoint(const std::string& path, const config::ModelConfig& mod
     c.step = f.read_attr<std::int64_t>("/counters", "step");
     c.data_counter = f.read_attr<std::int64_t>("/counters", "data_counter");
     c.seed = f.read_attr<std::int64_t>("/counters", "seed");
+    if (f.has_attr("/counters", "precision")) c.precision = f.read_attr<std::string>("/counters", "precision");
     const double scale = f.read_attr<double>("/loss_scale", "scale");
     const auto skipped = f.read_attr<std::int64_t>("/loss_scale", "skipped");
     const auto clean = f.read_attr<std::int64_t>("/loss_scale", "clean_steps");

@@ -10,7 +10,7 @@
 //   /optimizer/adam_m/<param>, /optimizer/adam_v/<param>   float32, same shapes
 //   /optimizer        attrs step_count, attempted
 //   /loss_scale       attrs scale, skipped, clean_steps
-//   /counters         attrs step, data_counter, seed
+//   /counters         attrs step, data_counter, seed, precision (RL runs)
 //   /provenance/deck  the resolved deck (TOML text)
 #include <cstdint>
 #include <stdexcept>
@@ -31,6 +31,7 @@ struct Counters {
   std::int64_t step = 0;        // completed steps of that stage
   std::int64_t data_counter = 0;  // problems consumed (the data stream resumes here)
   std::int64_t seed = 0;
+  std::string precision;        // storage precision of the RL run that wrote it ("" for the warm start)
 };
 
 void save_checkpoint(const std::string& path, const config::ModelConfig& model, const ParamTable& table,

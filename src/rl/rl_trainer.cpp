@@ -87,6 +87,7 @@ RlTrainer::RlTrainer(const config::Config& cfg, Precision p, MPI_Comm comm)
   opt_.horizon = static_cast<long long>(rc.steps) * rc.updates_per_step;
   counters_.stage = "rl";
   counters_.seed = cfg.run.seed;
+  counters_.precision = std::string(precision_name(p));
   MPI_Comm_rank(comm_, &rank_);
   MPI_Comm_size(comm_, &nranks_);
 }

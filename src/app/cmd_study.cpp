@@ -1,0 +1,580 @@
+// `mantissa study`: a sweep of [study] precisions x losses x seeds, each configuration one RL run
+// (run_rl) from the same base policy [rl] init_checkpoint with the deck's [rl] settings.
+//
+//   configurations   precisions x losses x seeds in that nesting order, i = 0..N-1, each named
+//                    "<precision>_<loss>_seed<seed>", each in its own directory <study dir>/<name>/
+//                    (deck.toml, metrics.h5, rl_<precision>_final.h5), the study directory being
+//                    <run.output_dir>/<run.name>/.
+//   groups           MPI_COMM_WORLD is split into G = nranks / ranks_per_group groups of consecutive
+//                    ranks (group g = world ranks [g*rpg, (g+1)*rpg)); configuration i runs on group
+//                    i % G, a group's configurations one after the other. A configuration on a group of
+//                    r ranks computes exactly what `mantissa rl` computes on r ranks: results do not
+//                    depend on how many groups run beside it (tests/mpi_test_study.cpp).
+//   a configuration's deck   the study's deck with run.seed = seed, rl.loss = loss, rl.precisions =
+//                    [precision], rl.plot = false, run.output_dir/name = study dir/configuration name,
+//                    run.overwrite = true (the study directory itself is guarded by the deck's
+//                    run.overwrite; the directories inside it are the study's own), and a [study]
+//                    block that names this configuration alone (collapse_fraction and plot at their
+//                    defaults: they only shape the study's summary). It is stored in the
+//                    configuration's deck.toml, metrics.h5 and checkpoints.
+//   progress         run_rl's lines come from each group's rank 0, with the deck's [rl] log_every.
+//                    With several groups every line of a configuration is prefixed "[<name>] " (this
+//                    process's stdout goes through a pipe while the configuration runs) so that the
+//                    interleaved lines of concurrent configurations stay readable.
+//   restart          running the same study again (run.overwrite = true) skips every configuration
+//                    whose directory holds a loadable rl_<precision>_final.h5 and a complete metrics.h5
+//                    made with the same deck; its summary is read back from that metrics.h5.
+//   summary          after a barrier on the world, rank 0 reads every configuration's metrics.h5 (HDF5
+//                    from one process), prints the table, writes <study dir>/study.h5 and draws
+//                    study_curves.png with src/app/plot_study.py.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include "app/app.hpp"
+#include "app/jobs.hpp"
+#include "io/hdf5.hpp"
+#include "mantissa/kernels/region.hpp"
+#include "model/checkpoint.hpp"
+#include "rl/task_set.hpp"
+
+namespace mantissa::app {
+
+namespace {
+
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+struct Configuration {
+  int index = 0;
+  std::string precision, loss, name;
+  std::int64_t seed = 0;
+  int group = 0;
+};
+
+// One row of the study's table, read from a configuration's metrics.h5.
+struct Summary {
+  std::string status = "not run";  // "ran", "restored" (finished before this invocation), "failed", "not run"
+  long long steps = 0;
+  int window = 0;                     // w = min(10, steps/4 + 1) steps of the moving average
+  double final_reward = kNaN;         // mean training reward of the last w steps
+  double peak_reward = kNaN;          // max of the trailing w-step moving average
+  long long peak_step = -1;
+  long long collapse_step = -1;       // first step after the peak whose moving average < collapse_fraction * peak
+  double exact_kl = kNaN;             // mean over steps of mm_exact_kl_mu_pi_token
+  double abs_logratio = kNaN;         // mean of mm_mean_abs_logratio
+  double seq_abs_logratio = kNaN;     // mean of mm_seq_logratio_abs_mean
+  double pass_before = kNaN, pass_after = kNaN;  // first / last row of /rl/<p>/eval/pass_at_1
+  double ljung_box_p = kNaN;          // NaN when the series is too short for the test (< 10 steps)
+  double seconds = kNaN;              // wall seconds of the configuration (RL steps and evaluations)
+};
+
+struct RewardShape {
+  int window = 1;
+  double final_reward = kNaN, peak = kNaN;
+  long long peak_step = -1, collapse_step = -1;
+};
+
+// Final reward, peak and collapse of a training-reward series (steps[i] is row i's step number).
+RewardShape reward_shape(const std::vector<double>& steps, const std::vector<double>& reward, double fraction) {
+  RewardShape r;
+  const std::size_t n = reward.size();
+  if (n == 0) return r;
+  const std::size_t w = std::max<std::size_t>(1, std::min<std::size_t>(10, n / 4 + 1));
+  r.window = static_cast<int>(w);
+  std::vector<double> ma(n, kNaN);  // trailing moving average, defined from row w-1 on
+  double s = 0.0;
+  for (std::size_t i = 0; i < n; ++i) {
+    s += reward[i];
+    if (i >= w) s -= reward[i - w];
+    if (i + 1 >= w) ma[i] = s / static_cast<double>(w);
+  }
+  r.final_reward = ma[n - 1];
+  std::size_t ipeak = w - 1;
+  for (std::size_t i = w; i < n; ++i) {
+    if (ma[i] > ma[ipeak]) ipeak = i;
+  }
+  r.peak = ma[ipeak];
+  r.peak_step = static_cast<long long>(steps[ipeak]);
+  for (std::size_t i = ipeak + 1; i < n; ++i) {
+    if (ma[i] < fraction * r.peak) {
+      r.collapse_step = static_cast<long long>(steps[i]);
+      break;
+    }
+  }
+  return r;
+}
+
+double finite_mean(const std::vector<double>& v) {
+  double s = 0.0;
+  long long k = 0;
+  for (double x : v) {
+    if (std::isfinite(x)) s += x, ++k;
+  }
+  return k > 0 ? s / static_cast<double>(k) : kNaN;
+}
+
+std::vector<double> column_or_empty(const io::File& f, const std::string& path) {
+  std::vector<double> v;
+  if (f.is_dataset(path)) f.read(path, v);
+  return v;
+}
+
+// The deck lines that decide results ([run] wall_time and overwrite may differ between invocations).
+std::string result_lines(const std::string& deck) {
+  std::istringstream in(deck);
+  std::string out;
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("wall_time", 0) == 0 || line.rfind("overwrite", 0) == 0) continue;
+    out += line + "\n";
+  }
+  return out;
+}
+
+const char* kSecondsAttr = "study_seconds";  // written by the study on /rl/<precision> of metrics.h5
+
+// The summary of a finished configuration from its metrics.h5. Throws io::IoError on a missing piece.
+Summary read_summary(const std::string& metrics_path, const std::string& precision, double fraction) {
+  const io::File f = io::File::open_read(metrics_path);
+  const std::string g = "/rl/" + precision;
+  Summary s;
+  std::vector<double> step, reward, pass;
+  f.read(g + "/steps/step", step);
+  f.read(g + "/steps/reward_mean", reward);
+  if (step.size() != reward.size()) throw io::IoError(metrics_path + ": " + g + "/steps has columns of unequal length");
+  s.steps = static_cast<long long>(reward.size());
+  const RewardShape r = reward_shape(step, reward, fraction);
+  s.window = r.window;
+  s.final_reward = r.final_reward;
+  s.peak_reward = r.peak;
+  s.peak_step = r.peak_step;
+  s.collapse_step = r.collapse_step;
+  s.exact_kl = finite_mean(column_or_empty(f, g + "/steps/mm_exact_kl_mu_pi_token"));
+  s.abs_logratio = finite_mean(column_or_empty(f, g + "/steps/mm_mean_abs_logratio"));
+  s.seq_abs_logratio = finite_mean(column_or_empty(f, g + "/steps/mm_seq_logratio_abs_mean"));
+  f.read(g + "/eval/pass_at_1", pass);
+  if (!pass.empty()) s.pass_before = pass.front(), s.pass_after = pass.back();
+  if (f.has_attr(g, "ljung_box_lags") && f.read_attr<std::int64_t>(g, "ljung_box_lags") > 0) {
+    s.ljung_box_p = f.read_attr<double>(g, "ljung_box_p");
+  }
+  if (f.has_attr(g, kSecondsAttr)) s.seconds = f.read_attr<double>(g, kSecondsAttr);
+  return s;
+}
+
+// Why the directory does not hold this configuration's finished run ("" = it does). `quiet` is set
+// when there is no trace of a finished run at all (nothing worth mentioning).
+std::string unfinished_reason(const std::string& dir, const Configuration& c, const std::string& deck, int steps,
+                              bool& quiet) {
+  namespace fs = std::filesystem;
+  quiet = false;
+  const std::string final_path = (fs::path(dir) / fmt::format("rl_{}_final.h5", c.precision)).string();
+  if (!fs::exists(final_path)) {
+    quiet = true;
+    return "no final checkpoint";
+  }
+  try {
+    model::read_checkpoint_model(final_path);
+    const io::File f = io::File::open_read((fs::path(dir) / "metrics.h5").string());
+    if (result_lines(f.read_string("/provenance/deck")) != result_lines(deck)) {
+      return "its metrics.h5 was made with another deck";
+    }
+    const std::string g = "/rl/" + c.precision;
+    std::vector<double> reward;
+    f.read(g + "/steps/reward_mean", reward);
+    if (static_cast<long long>(reward.size()) != steps) {
+      return fmt::format("its metrics.h5 holds {} of {} steps", reward.size(), steps);
+    }
+    if (!f.has_attr(g, "ljung_box_p") || !f.has_attr(g, kSecondsAttr)) return "its metrics.h5 is incomplete";
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "";
+}
+
+// The configuration's own deck (see the header comment).
+config::Config configuration_config(const config::Config& study, const Configuration& c, const std::string& study_dir) {
+  config::Config cfg = study;
+  cfg.run.seed = c.seed;
+  cfg.run.output_dir = study_dir;
+  cfg.run.name = c.name;
+  cfg.run.overwrite = true;
+  cfg.rl.loss = c.loss;
+  cfg.rl.precisions = {c.precision};
+  cfg.rl.plot = false;
+  const config::StudyConfig defaults;
+  cfg.study.precisions = {c.precision};
+  cfg.study.losses = {c.loss};
+  cfg.study.seeds = {c.seed};
+  cfg.study.collapse_fraction = defaults.collapse_fraction;
+  cfg.study.plot = defaults.plot;
+  return cfg;
+}
+
+// While alive, this process's stdout goes through a pipe to a thread that writes each line, prefixed,
+// to the original stdout with one write() per line (so that lines of concurrent groups interleave
+// whole). Output is unchanged if the pipe cannot be made.
+class PrefixedStdout {
+ public:
+  explicit PrefixedStdout(std::string prefix) : prefix_(std::move(prefix)) {
+    std::fflush(stdout);
+    int fds[2];
+    if (pipe(fds) != 0) return;
+    saved_ = dup(STDOUT_FILENO);
+    if (saved_ < 0 || dup2(fds[1], STDOUT_FILENO) < 0) {
+      if (saved_ >= 0) close(saved_);
+      saved_ = -1;
+      close(fds[0]);
+      close(fds[1]);
+      return;
+    }
+    close(fds[1]);
+    read_end_ = fds[0];
+    pump_ = std::thread([this] { pump(); });
+  }
+  ~PrefixedStdout() {
+    if (saved_ < 0) return;
+    std::fflush(stdout);
+    dup2(saved_, STDOUT_FILENO);  // closes the pipe's only write end: the pump sees end of file
+    pump_.join();
+    close(read_end_);
+    close(saved_);
+  }
+  PrefixedStdout(const PrefixedStdout&) = delete;
+  PrefixedStdout& operator=(const PrefixedStdout&) = delete;
+
+ private:
+  void emit(const std::string& line) const {
+    const std::string out = prefix_ + line;
+    std::size_t done = 0;
+    while (done < out.size()) {
+      const ssize_t n = write(saved_, out.data() + done, out.size() - done);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return;
+      done += static_cast<std::size_t>(n);
+    }
+  }
+  void pump() const {
+    std::string line;
+    char buf[4096];
+    for (;;) {
+      const ssize_t n = read(read_end_, buf, sizeof buf);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;
+      for (ssize_t i = 0; i < n; ++i) {
+        line += buf[i];
+        if (buf[i] == '\n') {
+          emit(line);
+          line.clear();
+        }
+      }
+    }
+    if (!line.empty()) emit(line + "\n");
+  }
+  std::string prefix_;
+  int saved_ = -1, read_end_ = -1;
+  std::thread pump_;
+};
+
+struct CommGuard {
+  MPI_Comm comm = MPI_COMM_NULL;
+  ~CommGuard() {
+    if (comm != MPI_COMM_NULL) MPI_Comm_free(&comm);
+  }
+};
+
+// A 1-D dataset of variable-length UTF-8 strings (h5py: .asstr()[...]).
+void write_strings(io::File& f, const std::string& path, const std::vector<std::string>& v) {
+  io::DatatypeHandle type(H5Tcopy(H5T_C_S1));
+  const hsize_t n = v.size();
+  io::DataspaceHandle space(H5Screate_simple(1, &n, nullptr));
+  bool ok = type && space && H5Tset_size(type.get(), H5T_VARIABLE) >= 0 && H5Tset_cset(type.get(), H5T_CSET_UTF8) >= 0;
+  if (ok) {
+    io::DatasetHandle d(H5Dcreate2(f.id(), path.c_str(), type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
+    std::vector<const char*> ptr;
+    for (const auto& s : v) ptr.push_back(s.c_str());
+    ok = d && H5Dwrite(d.get(), type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, ptr.data()) >= 0;
+  }
+  if (!ok) throw io::IoError(fmt::format("{}: cannot write the string dataset {}", f.path(), path));
+}
+
+std::string fmt_or_dash(double v, const char* f) {
+  return std::isfinite(v) ? fmt::format(fmt::runtime(f), v) : std::string("-");
+}
+
+}  // namespace
+
+int cmd_study(AppContext& ctx) {
+  namespace fs = std::filesystem;
+  const auto t0 = std::chrono::steady_clock::now();
+  ctx.comm = MPI_COMM_WORLD;
+  MPI_Comm_rank(MPI_COMM_WORLD, &ctx.rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &ctx.nranks);
+  const config::StudyConfig& sc = ctx.cfg.study;
+  const std::string base = ctx.cfg.rl.init_checkpoint;
+
+  // ---- validation, before any directory is made
+  if (base.empty()) {
+    throw InputError(fmt::format("{}: [rl] init_checkpoint: required by mantissa study (the base policy every "
+                                 "configuration starts from, e.g. the sft_final.h5 of a mantissa sft or run)",
+                                 ctx.deck.where("rl")));
+  }
+  const auto nonempty_unique = [&](const char* key, const auto& list) {
+    if (list.empty()) {
+      throw InputError(fmt::format("{}: [study] {}: the list is empty; a study needs at least one entry",
+                                   ctx.deck.where("study", key), key));
+    }
+    std::set<std::string> seen;
+    for (const auto& x : list) {
+      const std::string s = fmt::format("{}", x);
+      if (!seen.insert(s).second) {
+        throw InputError(fmt::format("{}: [study] {}: {} appears twice (configurations must have distinct names)",
+                                     ctx.deck.where("study", key), key, s));
+      }
+    }
+  };
+  nonempty_unique("precisions", sc.precisions);
+  nonempty_unique("losses", sc.losses);
+  nonempty_unique("seeds", sc.seeds);
+  for (const std::int64_t s : sc.seeds) {
+    if (s < 0) {
+      throw InputError(fmt::format("{}: [study] seeds: {} is negative; seeds are run.seed values (>= 0)",
+                                   ctx.deck.where("study", "seeds"), s));
+    }
+  }
+  if (ctx.nranks % sc.ranks_per_group != 0) {
+    throw InputError(fmt::format("{}: [study] ranks_per_group = {} does not divide the number of MPI ranks {} "
+                                 "(the world is split into groups of ranks_per_group ranks)",
+                                 ctx.deck.where("study", "ranks_per_group"), sc.ranks_per_group, ctx.nranks));
+  }
+  if (ctx.cfg.rl.steps <= 0) {
+    throw InputError(fmt::format("{}: [rl] steps = {}: a study compares RL runs and needs at least one step",
+                                 ctx.deck.where("rl", "steps"), ctx.cfg.rl.steps));
+  }
+  try {
+    ctx.cfg.model = model::read_checkpoint_model(base);
+  } catch (const model::CheckpointError& e) {
+    throw InputError(fmt::format("[rl] init_checkpoint: {}", e.what()));
+  }
+  resolve_model_for_tasks(ctx);
+  if (!ctx.cfg.rl.task_set.empty()) {  // every configuration would fail on it: reject it now
+    int bad = 0;
+    std::string why;
+    if (ctx.rank == 0) {
+      try {
+        rl::read_task_set(ctx.cfg.rl.task_set, ctx.cfg.task, static_cast<std::uint64_t>(ctx.cfg.run.seed));
+      } catch (const std::exception& e) {
+        bad = 1;
+        why = e.what();
+      }
+    }
+    MPI_Bcast(&bad, 1, MPI_INT, 0, MPI_COMM_WORLD);
+    if (bad) throw InputError(ctx.rank == 0 ? fmt::format("[rl] task_set: {}", why) : "[rl] task_set rejected on rank 0");
+  }
+
+  // ---- configurations and groups
+  const int rpg = sc.ranks_per_group, ngroups = ctx.nranks / rpg, my_group = ctx.rank / rpg;
+  std::vector<Configuration> confs;
+  for (const auto& p : sc.precisions) {
+    for (const auto& l : sc.losses) {
+      for (const std::int64_t s : sc.seeds) {
+        Configuration c;
+        c.index = static_cast<int>(confs.size());
+        c.precision = p;
+        c.loss = l;
+        c.seed = s;
+        c.name = fmt::format("{}_{}_seed{}", p, l, s);
+        c.group = c.index % ngroups;
+        confs.push_back(c);
+      }
+    }
+  }
+  const int n = static_cast<int>(confs.size());
+  const std::string study_dir = prepare_run_dir(ctx);
+  std::vector<config::Config> cfgs;
+  std::vector<std::string> decks;
+  for (const auto& c : confs) {
+    cfgs.push_back(configuration_config(ctx.cfg, c, study_dir));
+    decks.push_back(config::to_toml(cfgs.back()));
+  }
+
+  // ---- which configurations finished in an earlier invocation (rank 0 looks, every rank learns)
+  std::vector<int> done(n, 0);
+  say(ctx, "study: {} configuration(s) ({} precision(s) x {} loss(es) x {} seed(s)) on {} group(s) of {} rank(s); "
+      "{} RL steps each; outputs in {}/\n",
+      n, sc.precisions.size(), sc.losses.size(), sc.seeds.size(), ngroups, rpg, ctx.cfg.rl.steps, study_dir);
+  if (ctx.rank == 0) {
+    for (const auto& c : confs) {
+      bool quiet = false;
+      const std::string dir = (fs::path(study_dir) / c.name).string();
+      const std::string why = unfinished_reason(dir, c, decks[c.index], ctx.cfg.rl.steps, quiet);
+      done[c.index] = why.empty() ? 1 : 0;
+      if (!why.empty() && !quiet) say(ctx, "study: {} has files of an unfinished or other run ({}); running it again\n", c.name, why);
+    }
+  }
+  MPI_Bcast(done.data(), n, MPI_INT, 0, MPI_COMM_WORLD);
+  for (const auto& c : confs) {
+    if (done[c.index]) {
+      say(ctx, "study: configuration {}/{} {}: finished earlier (its rl_{}_final.h5 loads), skipped; summary from its "
+          "metrics.h5\n", c.index + 1, n, c.name, c.precision);
+    } else if (ngroups > 1) {
+      say(ctx, "study: configuration {}/{} {} on group {}\n", c.index + 1, n, c.name, c.group);
+    }
+  }
+
+  // ---- run this group's configurations
+  CommGuard group;
+  MPI_Comm_split(MPI_COMM_WORLD, my_group, ctx.rank, &group.comm);
+  std::vector<int> ran(n, 0), failed(n, 0);
+  std::exception_ptr failure;
+  for (const auto& c : confs) {
+    if (c.group != my_group || done[c.index]) continue;
+    AppContext g = ctx;
+    g.comm = group.comm;
+    MPI_Comm_rank(group.comm, &g.rank);
+    MPI_Comm_size(group.comm, &g.nranks);
+    g.cfg = cfgs[c.index];
+    g.resolved_deck = decks[c.index];
+    if (ngroups == 1) say(ctx, "\nstudy: configuration {}/{} {} on group 0\n", c.index + 1, n, c.name);
+    try {
+      ScopedRegion region("mantissa::study::configuration");
+      std::unique_ptr<PrefixedStdout> prefix;
+      if (ngroups > 1 && g.rank == 0) prefix = std::make_unique<PrefixedStdout>("[" + c.name + "] ");
+      const auto tc = std::chrono::steady_clock::now();
+      const std::string dir = prepare_run_dir(g);
+      run_rl(g, dir, base, g.cfg.rl.task_set, true);
+      const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - tc).count();
+      if (g.rank == 0) {
+        io::File f = io::File::open_rw((fs::path(dir) / "metrics.h5").string());
+        f.write_attr("/rl/" + c.precision, kSecondsAttr, seconds);
+        f.close();
+      }
+      say(g, "study: configuration {}/{} {} done in {:.1f} s\n", c.index + 1, n, c.name, seconds);
+      ran[c.index] = 1;
+    } catch (const std::exception& e) {
+      // This group starts nothing more (an interrupted job must stop); the other groups finish theirs.
+      failed[c.index] = 1;
+      failure = std::current_exception();
+      if (g.rank == 0) {
+        std::fprintf(stderr, "mantissa study: configuration %d/%d %s on group %d failed: %s\n", c.index + 1, n,
+                     c.name.c_str(), c.group, e.what());
+        std::fflush(stderr);
+      }
+      break;
+    }
+  }
+  MPI_Allreduce(MPI_IN_PLACE, ran.data(), n, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+  MPI_Allreduce(MPI_IN_PLACE, failed.data(), n, MPI_INT, MPI_MAX, MPI_COMM_WORLD);  // also the barrier
+
+  // ---- summary (rank 0)
+  int incomplete = 0;
+  for (int i = 0; i < n; ++i) incomplete += (ran[i] || done[i]) ? 0 : 1;
+  if (ctx.rank == 0) {
+    ScopedRegion region("mantissa::study::summary");
+    std::vector<Summary> rows(n);
+    for (const auto& c : confs) {
+      Summary& s = rows[c.index];
+      if (ran[c.index] || done[c.index]) {
+        try {
+          s = read_summary((fs::path(study_dir) / c.name / "metrics.h5").string(), c.precision, sc.collapse_fraction);
+          s.status = ran[c.index] ? "ran" : "restored";
+        } catch (const std::exception& e) {
+          say(ctx, "study: cannot read the summary of {}: {}\n", c.name, e.what());
+          s = Summary{};
+          s.status = "failed";
+        }
+      } else if (failed[c.index]) {
+        s.status = "failed";
+      }
+    }
+    const int w = rows.front().window > 0 ? rows.front().window : 1;
+    say(ctx,
+        "\nstudy summary ({} configurations, {} group(s) of {} rank(s), {} RL steps each)\n"
+        "final = mean training reward of the last {} steps; peak = max of the {}-step moving average; collapse = "
+        "first step after the peak where it falls below {:g} x peak (- = none); KL = mean exact KL(mu||pi_old) per "
+        "token; LB p = Ljung-Box p of the sequence log-ratio series (- below 10 steps)\n",
+        n, ngroups, rpg, ctx.cfg.rl.steps, w, w, sc.collapse_fraction);
+    std::size_t namew = 13;
+    for (const auto& c : confs) namew = std::max(namew, c.name.size());
+    say(ctx, "{:<{}} {:>5} {:>6} {:>6} {:>8} {:>9} {:>9} {:>9} {:>13} {:>6} {:>8}  {}\n", "configuration", namew, "group",
+        "final", "peak", "collapse", "KL/token", "|dlogp|", "|seq lr|", "pass@1 b->a", "LB p", "seconds", "status");
+    for (const auto& c : confs) {
+      const Summary& s = rows[c.index];
+      say(ctx, "{:<{}} {:>5} {:>6} {:>6} {:>8} {:>9} {:>9} {:>9} {:>13} {:>6} {:>8}  {}\n", c.name, namew, c.group,
+          fmt_or_dash(s.final_reward, "{:.3f}"), fmt_or_dash(s.peak_reward, "{:.3f}"),
+          s.collapse_step >= 0 ? fmt::format("{}", s.collapse_step) : std::string("-"),
+          fmt_or_dash(s.exact_kl, "{:.2e}"), fmt_or_dash(s.abs_logratio, "{:.2e}"),
+          fmt_or_dash(s.seq_abs_logratio, "{:.2e}"),
+          std::isfinite(s.pass_before) ? fmt::format("{:.3f}->{:.3f}", s.pass_before, s.pass_after) : std::string("-"),
+          fmt_or_dash(s.ljung_box_p, "{:.3f}"), fmt_or_dash(s.seconds, "{:.1f}"), s.status);
+    }
+    const std::string h5 = (fs::path(study_dir) / "study.h5").string();
+    {
+      io::File f = io::File::create(h5);
+      f.write_string("/provenance/deck", ctx.resolved_deck);
+      std::vector<std::string> names, precisions, losses, status;
+      std::vector<std::int64_t> seeds, groups, steps, collapse, peak_step;
+      std::vector<double> fin, peak, kl, dlogp, seq, before, after, lbp, secs;
+      for (const auto& c : confs) {
+        const Summary& s = rows[c.index];
+        names.push_back(c.name), precisions.push_back(c.precision), losses.push_back(c.loss), status.push_back(s.status);
+        seeds.push_back(c.seed), groups.push_back(c.group), steps.push_back(s.steps);
+        collapse.push_back(s.collapse_step), peak_step.push_back(s.peak_step);
+        fin.push_back(s.final_reward), peak.push_back(s.peak_reward), kl.push_back(s.exact_kl);
+        dlogp.push_back(s.abs_logratio), seq.push_back(s.seq_abs_logratio), before.push_back(s.pass_before);
+        after.push_back(s.pass_after), lbp.push_back(s.ljung_box_p), secs.push_back(s.seconds);
+      }
+      write_strings(f, "/name", names);
+      write_strings(f, "/precision", precisions);
+      write_strings(f, "/loss", losses);
+      write_strings(f, "/status", status);
+      f.write("/seed", seeds);
+      f.write("/group", groups);
+      f.write("/steps", steps);
+      f.write("/collapse_step", collapse);
+      f.write("/peak_step", peak_step);
+      f.write("/final_reward", fin);
+      f.write("/peak_reward", peak);
+      f.write("/exact_kl_mean", kl);
+      f.write("/mean_abs_logratio_mean", dlogp);
+      f.write("/seq_logratio_abs_mean", seq);
+      f.write("/pass_at_1_before", before);
+      f.write("/pass_at_1_after", after);
+      f.write("/ljung_box_p", lbp);
+      f.write("/seconds", secs);
+      f.write_attr("/", "collapse_fraction", sc.collapse_fraction);
+      f.write_attr("/", "window", static_cast<std::int64_t>(w));
+      f.write_attr("/", "ranks_per_group", static_cast<std::int64_t>(rpg));
+      f.write_attr("/", "groups", static_cast<std::int64_t>(ngroups));
+      f.close();
+    }
+    say(ctx, "table: {}\n", h5);
+    const std::string plot = fmt::format("/usr/bin/python3 {} {} {}", MANTISSA_PLOT_STUDY, h5, study_dir);
+    if (sc.plot && std::system("/usr/bin/python3 -c 'import h5py, matplotlib' >/dev/null 2>&1") == 0) {
+      const int rc_plot = std::system((plot + " >/dev/null").c_str());
+      say(ctx, rc_plot == 0 ? "figure: {0}/study_curves.png\n" : "plotting failed; run: {1}\n", study_dir, plot);
+    } else {
+      say(ctx, "figure: run {}\n", plot);
+    }
+    if (incomplete > 0) {
+      say(ctx, "study: {} of {} configuration(s) did not complete; run the study again with run.overwrite = true "
+          "to run only those\n", incomplete, n);
+    }
+  }
+  finish_timing_report(ctx, study_dir, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  if (failure) std::rethrow_exception(failure);  // the command line maps it to its exit status
+  return incomplete > 0 ? 1 : 0;
+}
+
+}  // namespace mantissa::app
