@@ -206,11 +206,6 @@ TEST_F(RlDeckTest, InitCheckpointThatIsNotACheckpointFails) {
 // The style's rule (a validation message names file, line and key) for the [rl] init_checkpoint
 // errors, which are raised by the commands rather than by load_config.
 TEST_F(RlDeckTest, InitCheckpointErrorsGiveKeyLine) {
-  SCOPED_TRACE(
-      "KNOWN DEFECT (to be fixed in src/app): cmd_rl.cpp's empty-init_checkpoint message uses deck.where(\"rl\") "
-      "(the [rl] header's line, not the key's), and the CheckpointError rethrown by cmd_rl.cpp / cmd_run.cpp as "
-      "\"[rl] init_checkpoint: ...\" carries no deck location at all; both should use "
-      "deck.where(\"rl\", \"init_checkpoint\")");
   expect_clean_failure("rl", kEmptyInitCheckpoint, Where::key_line);
   for (const char* command : {"rl", "run"}) {
     for (const auto& cp : bad_checkpoint_cases()) expect_clean_failure(command, cp.first, Where::key_line);

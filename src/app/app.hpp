@@ -47,6 +47,12 @@ struct InputError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// A bad value of a deck key found after the deck was read (a checkpoint or task set it names):
+// "deck.toml:12: [rl] init_checkpoint: <what>" (the key's line, or the deck file when the key is absent).
+inline InputError key_error(const AppContext& ctx, const char* block, const char* key, const std::string& what) {
+  return InputError(fmt::format("{}: [{}] {}: {}", ctx.deck.where(block, key), block, key, what));
+}
+
 // Creates <output_dir>/<name>/ (refusing a non-empty one unless run.overwrite) and writes the
 // resolved deck into it as deck.toml. On a restart (ctx.restart non-empty) the directory must hold
 // the deck.toml of the same run instead (differences other than [run] wall_time/overwrite are an

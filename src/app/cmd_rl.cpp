@@ -109,7 +109,7 @@ std::vector<RlSummary> run_rl(AppContext& ctx, const std::string& run_dir, const
     try {
       set = rl::read_task_set(task_set_path, ctx.cfg.task, static_cast<std::uint64_t>(ctx.cfg.run.seed));
     } catch (const std::exception& e) {
-      throw InputError(fmt::format("[rl] task_set: {}", e.what()));
+      throw key_error(ctx, "rl", "task_set", e.what());
     }
   }
   const bool restarting = !ctx.restart.empty();
@@ -163,7 +163,7 @@ std::vector<RlSummary> run_rl(AppContext& ctx, const std::string& run_dir, const
     try {
       trainer.load(start);
     } catch (const model::CheckpointError& e) {
-      throw InputError(fmt::format("[rl] init_checkpoint: {}", e.what()));
+      throw key_error(ctx, "rl", "init_checkpoint", e.what());
     }
     if (!task_set_path.empty()) trainer.use_task_set(set);
     const long long s0 = trainer.steps_done();
@@ -298,14 +298,14 @@ int cmd_rl(AppContext& ctx) {
   const auto t0 = std::chrono::steady_clock::now();
   const std::string& base = ctx.cfg.rl.init_checkpoint;
   if (base.empty()) {
-    throw InputError(fmt::format("{}: [rl] init_checkpoint: required by mantissa rl (the base policy, e.g. the "
-                                 "sft_final.h5 of a mantissa sft run); mantissa run trains one first when it is empty",
-                                 ctx.deck.where("rl")));
+    throw key_error(ctx, "rl", "init_checkpoint",
+                    "required by mantissa rl (the base policy, e.g. the sft_final.h5 of a mantissa sft run); "
+                    "mantissa run trains one first when it is empty");
   }
   try {
     ctx.cfg.model = model::read_checkpoint_model(base);
   } catch (const model::CheckpointError& e) {
-    throw InputError(fmt::format("[rl] init_checkpoint: {}", e.what()));
+    throw key_error(ctx, "rl", "init_checkpoint", e.what());
   }
   resolve_model_for_tasks(ctx);
   const std::string run_dir = prepare_run_dir(ctx);

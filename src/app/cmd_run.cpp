@@ -52,7 +52,7 @@ int cmd_run(AppContext& ctx) {
     try {
       ctx.cfg.model = model::read_checkpoint_model(base);
     } catch (const model::CheckpointError& e) {
-      throw InputError(fmt::format("[rl] init_checkpoint: {}", e.what()));
+      throw key_error(ctx, "rl", "init_checkpoint", e.what());
     }
   }
   resolve_model_for_tasks(ctx);

@@ -62,7 +62,7 @@ SftSummary run_sft(AppContext& ctx, const std::string& run_dir) {
       trainer.load(sc.init_checkpoint);
     }
   } catch (const model::CheckpointError& e) {
-    throw InputError(fmt::format("[sft] init_checkpoint: {}", e.what()));
+    throw key_error(ctx, "sft", "init_checkpoint", e.what());
   }
   const long long s0 = resume.empty() ? 0 : trainer.step();
   std::unique_ptr<io::File> metrics_file;
