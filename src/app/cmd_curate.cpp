@@ -21,17 +21,8 @@ namespace mantissa::app {
 int cmd_curate(AppContext& ctx) {
   const auto t0 = std::chrono::steady_clock::now();
   const config::CurateConfig& cc = ctx.cfg.curate;
-  if (cc.checkpoint.empty()) {
-    throw InputError(fmt::format("{}: [curate] checkpoint: required: the base policy to curate with (e.g. the "
-                                 "sft_final.h5 of a mantissa sft run)",
-                                 ctx.deck.where("curate")));
-  }
-  try {
-    ctx.cfg.model = model::read_checkpoint_model(cc.checkpoint);
-  } catch (const model::CheckpointError& e) {
-    throw InputError(fmt::format("[curate] checkpoint: {}", e.what()));
-  }
-  resolve_model_for_tasks(ctx);
+  model_from_checkpoint(ctx, "curate", "checkpoint", cc.checkpoint,
+                        "required: the base policy to curate with (e.g. the sft_final.h5 of a mantissa sft run)");
   const std::string run_dir = prepare_run_dir(ctx);
   run_curate(ctx, run_dir, cc.checkpoint);
   finish_timing_report(ctx, run_dir, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());

@@ -39,17 +39,8 @@ struct ProbeResult {
 int cmd_probe(AppContext& ctx) {
   const auto t0 = std::chrono::steady_clock::now();
   const config::ProbeConfig& pc = ctx.cfg.probe;
-  if (pc.checkpoint.empty()) {
-    throw InputError(fmt::format("{}: [probe] checkpoint: required: the master weights to probe (e.g. the "
-                                 "sft_final.h5 of a mantissa sft run)",
-                                 ctx.deck.where("probe")));
-  }
-  try {
-    ctx.cfg.model = model::read_checkpoint_model(pc.checkpoint);
-  } catch (const model::CheckpointError& e) {
-    throw InputError(fmt::format("[probe] checkpoint: {}", e.what()));
-  }
-  resolve_model_for_tasks(ctx);
+  model_from_checkpoint(ctx, "probe", "checkpoint", pc.checkpoint,
+                        "required: the master weights to probe (e.g. the sft_final.h5 of a mantissa sft run)");
   const std::string run_dir = prepare_run_dir(ctx);
   run_probe(ctx, run_dir, pc.checkpoint);
   finish_timing_report(ctx, run_dir, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());

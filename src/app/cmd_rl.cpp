@@ -297,17 +297,9 @@ void print_rl_summary(const AppContext& ctx, const std::vector<RlSummary>& runs)
 int cmd_rl(AppContext& ctx) {
   const auto t0 = std::chrono::steady_clock::now();
   const std::string& base = ctx.cfg.rl.init_checkpoint;
-  if (base.empty()) {
-    throw key_error(ctx, "rl", "init_checkpoint",
-                    "required by mantissa rl (the base policy, e.g. the sft_final.h5 of a mantissa sft run); "
-                    "mantissa run trains one first when it is empty");
-  }
-  try {
-    ctx.cfg.model = model::read_checkpoint_model(base);
-  } catch (const model::CheckpointError& e) {
-    throw key_error(ctx, "rl", "init_checkpoint", e.what());
-  }
-  resolve_model_for_tasks(ctx);
+  model_from_checkpoint(ctx, "rl", "init_checkpoint", base,
+                        "required by mantissa rl (the base policy, e.g. the sft_final.h5 of a mantissa sft run); "
+                        "mantissa run trains one first when it is empty");
   const std::string run_dir = prepare_run_dir(ctx);
   run_rl(ctx, run_dir, base, ctx.cfg.rl.task_set, true);  // on a restart the existing metrics.h5 is continued
   finish_timing_report(ctx, run_dir, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());

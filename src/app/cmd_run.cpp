@@ -48,14 +48,11 @@ int cmd_run(AppContext& ctx) {
   const auto t0 = std::chrono::steady_clock::now();
   std::string base = ctx.cfg.rl.init_checkpoint;
   const bool warm_start = base.empty();
-  if (!warm_start) {
-    try {
-      ctx.cfg.model = model::read_checkpoint_model(base);
-    } catch (const model::CheckpointError& e) {
-      throw key_error(ctx, "rl", "init_checkpoint", e.what());
-    }
+  if (warm_start) {
+    resolve_model_for_tasks(ctx);
+  } else {
+    model_from_checkpoint(ctx, "rl", "init_checkpoint", base, "");
   }
-  resolve_model_for_tasks(ctx);
   const std::string run_dir = prepare_run_dir(ctx);
   const int stages = (warm_start ? 1 : 0) + (ctx.cfg.probe.enabled ? 1 : 0) + (ctx.cfg.curate.enabled ? 1 : 0) +
                      (ctx.cfg.rl.steps > 0 ? 1 : 0);

@@ -30,6 +30,17 @@ void resolve_model_for_tasks(AppContext& ctx) {
   }
 }
 
+void model_from_checkpoint(AppContext& ctx, const char* block, const char* key, const std::string& path,
+                           const char* required_note) {
+  if (path.empty()) throw key_error(ctx, block, key, required_note);
+  try {
+    ctx.cfg.model = model::read_checkpoint_model(path);
+  } catch (const model::CheckpointError& e) {
+    throw key_error(ctx, block, key, e.what());
+  }
+  resolve_model_for_tasks(ctx);
+}
+
 SftSummary run_sft(AppContext& ctx, const std::string& run_dir) {
   namespace fs = std::filesystem;
   const config::SftConfig& sc = ctx.cfg.sft;

@@ -29,6 +29,11 @@ struct RlSummary {
 
 // Fills [model] vocab from the tokenizer and checks max_seq against the [task] settings.
 void resolve_model_for_tasks(AppContext& ctx);
+// The [model] of the checkpoint that deck key [block] key names, into ctx.cfg.model, resolved for the
+// tasks. An empty path is an InputError naming the key's deck line with `required_note`; an
+// unreadable checkpoint one naming the key and the file.
+void model_from_checkpoint(AppContext& ctx, const char* block, const char* key, const std::string& path,
+                           const char* required_note);
 SftSummary run_sft(AppContext& ctx, const std::string& run_dir);
 // The mismatch probe of `checkpoint` (whose model must be ctx.cfg.model): table on rank 0, probe.h5 and
 // figures in run_dir.
