@@ -27,6 +27,11 @@
 #include "tasks/tasks.hpp"
 #include "tasks/tokenizer.hpp"
 
+#include "exe_test_util.hpp"
+
+using mantissa::test::Cmd;
+using mantissa::test::run_exe;
+
 using namespace mantissa;
 namespace fs = std::filesystem;
 
@@ -112,21 +117,6 @@ std::string error_of(const std::string& path, const tasks::TaskConfig& task, std
 }
 
 bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
-
-struct Cmd {
-  int status;
-  std::string output;
-};
-Cmd run_exe(const std::string& args) {
-  const std::string cmd = std::string(MANTISSA_EXE) + " " + args + " 2>&1";
-  Cmd r{0, ""};
-  FILE* p = popen(cmd.c_str(), "r");
-  char buf[4096];
-  while (std::fgets(buf, sizeof buf, p)) r.output += buf;
-  const int st = pclose(p);
-  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return r;
-}
 
 }  // namespace
 

@@ -11,6 +11,11 @@
 #include "config/config.hpp"
 #include "config/deck.hpp"
 
+#include "exe_test_util.hpp"
+
+using mantissa::test::Cmd;
+using mantissa::test::run_exe;
+
 using namespace mantissa::config;
 
 namespace {
@@ -24,21 +29,6 @@ std::string error_of(const std::string& text, const std::vector<std::string>& se
     return e.what();
   }
   return "";
-}
-
-struct Cmd {
-  int status;
-  std::string output;
-};
-Cmd run_exe(const std::string& args) {
-  const std::string cmd = std::string(MANTISSA_EXE) + " " + args + " 2>&1";
-  Cmd r{0, ""};
-  FILE* p = popen(cmd.c_str(), "r");
-  char buf[4096];
-  while (std::fgets(buf, sizeof buf, p)) r.output += buf;
-  const int st = pclose(p);
-  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return r;
 }
 
 std::string write_temp(const std::string& name, const std::string& text) {

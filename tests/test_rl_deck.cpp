@@ -12,26 +12,14 @@
 #include <string>
 #include <vector>
 
+#include "exe_test_util.hpp"
+
+using mantissa::test::Cmd;
+using mantissa::test::run_exe;
+
 namespace fs = std::filesystem;
 
 namespace {
-
-struct Cmd {
-  int status;
-  std::string output;
-};
-
-Cmd run_exe(const std::string& args) {
-  const std::string cmd = std::string(MANTISSA_EXE) + " " + args + " 2>&1";
-  Cmd r{0, ""};
-  FILE* p = popen(cmd.c_str(), "r");
-  if (!p) return {-1, "popen failed: " + cmd};
-  char buf[4096];
-  while (std::fgets(buf, sizeof buf, p)) r.output += buf;
-  const int st = pclose(p);
-  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return r;
-}
 
 // One bad deck: extra lines for the [rl], [rl_optimizer] and [curate] blocks of a small, fast base
 // deck (small enough that a deck wrongly accepted still finishes in seconds).
