@@ -19,14 +19,35 @@
 //                    configuration's deck.toml, metrics.h5 and checkpoints.
 //   progress         run_rl's lines come from each group's rank 0, with the deck's [rl] log_every.
 //                    With several groups every line of a configuration is prefixed "[<name>] " (this
-//                    process's stdout goes through a pipe while the configuration runs) so that the
-//                    interleaved lines of concurrent configurations stay readable.
+//                    process's stdout goes through a pipe while the configuration runs; blank lines are
+//                    dropped) so that the interleaved lines of concurrent configurations stay readable.
+//                    World rank 0 prints "study: configuration i/N <name> on group g" for each.
+//   seeds            a configuration's run.seed is its seed (sampling, data order). A curated task set
+//                    is tied to the run.seed it was curated with, so with [rl] task_set every seed must
+//                    be that one (checked before any work).
 //   restart          running the same study again (run.overwrite = true) skips every configuration
 //                    whose directory holds a loadable rl_<precision>_final.h5 and a complete metrics.h5
-//                    made with the same deck; its summary is read back from that metrics.h5.
+//                    made with the same deck ([run] wall_time and overwrite aside); its summary is read
+//                    back from that metrics.h5. Others run again from the base policy.
+//   failures         a configuration that throws ends its group's work (an interrupted job must not
+//                    start another); the other groups finish theirs, the summary shows what completed,
+//                    and the exception is rethrown on the ranks that caught it (exit status 2 or 3 from
+//                    the command line; 1 on the others).
 //   summary          after a barrier on the world, rank 0 reads every configuration's metrics.h5 (HDF5
-//                    from one process), prints the table, writes <study dir>/study.h5 and draws
-//                    study_curves.png with src/app/plot_study.py.
+//                    from one process): with w = min(10, steps/4 + 1), the final training reward (mean
+//                    of the last w steps), its peak (max of the trailing w-step moving average), the
+//                    collapse step (first step after the peak where that average falls below
+//                    [study] collapse_fraction x peak; -1 = none), the means over steps of
+//                    mm_exact_kl_mu_pi_token, mm_mean_abs_logratio and mm_seq_logratio_abs_mean,
+//                    held-out pass@1 before and after, the Ljung-Box p (NaN below 10 steps) and the
+//                    configuration's wall seconds (stored by the study as the attribute study_seconds
+//                    of /rl/<precision> in its metrics.h5). It prints the table, writes
+//                    <study dir>/study.h5 (one row per configuration: string datasets /name,
+//                    /precision, /loss, /status; int64 /seed, /group, /steps, /collapse_step,
+//                    /peak_step; float64 /final_reward, /peak_reward, /exact_kl_mean,
+//                    /mean_abs_logratio_mean, /seq_logratio_abs_mean, /pass_at_1_before,
+//                    /pass_at_1_after, /ljung_box_p, /seconds; /provenance/deck) and draws
+//                    study_curves.png with src/app/plot_study.py when [study] plot.
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -181,8 +202,8 @@ std::string unfinished_reason(const std::string& dir, const Configuration& c, co
   quiet = false;
   const std::string final_path = (fs::path(dir) / fmt::format("rl_{}_final.h5", c.precision)).string();
   if (!fs::exists(final_path)) {
-    quiet = true;
-    return "no final checkpoint";
+    quiet = !fs::exists(dir);
+    return fmt::format("no rl_{}_final.h5: interrupted", c.precision);
   }
   try {
     model::read_checkpoint_model(final_path);
@@ -275,7 +296,7 @@ class PrefixedStdout {
       for (ssize_t i = 0; i < n; ++i) {
         line += buf[i];
         if (buf[i] == '\n') {
-          emit(line);
+          if (line.size() > 1) emit(line);  // blank lines only separate blocks, which interleaving undoes
           line.clear();
         }
       }
@@ -301,7 +322,8 @@ void write_strings(io::File& f, const std::string& path, const std::vector<std::
   io::DataspaceHandle space(H5Screate_simple(1, &n, nullptr));
   bool ok = type && space && H5Tset_size(type.get(), H5T_VARIABLE) >= 0 && H5Tset_cset(type.get(), H5T_CSET_UTF8) >= 0;
   if (ok) {
-    io::DatasetHandle d(H5Dcreate2(f.id(), path.c_str(), type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
+    io::DatasetHandle d(
+        H5Dcreate2(f.id(), path.c_str(), type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
     std::vector<const char*> ptr;
     for (const auto& s : v) ptr.push_back(s.c_str());
     ok = d && H5Dwrite(d.get(), type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, ptr.data()) >= 0;
@@ -325,22 +347,19 @@ int cmd_study(AppContext& ctx) {
   const std::string base = ctx.cfg.rl.init_checkpoint;
 
   // ---- validation, before any directory is made
-  if (base.empty()) {
-    throw InputError(fmt::format("{}: [rl] init_checkpoint: required by mantissa study (the base policy every "
-                                 "configuration starts from, e.g. the sft_final.h5 of a mantissa sft or run)",
-                                 ctx.deck.where("rl")));
-  }
+  const char* required = "required by mantissa study (the base policy every configuration starts from, e.g. the "
+                         "sft_final.h5 of a mantissa sft or run)";
+  if (base.empty()) throw key_error(ctx, "rl", "init_checkpoint", required);
   const auto nonempty_unique = [&](const char* key, const auto& list) {
     if (list.empty()) {
-      throw InputError(fmt::format("{}: [study] {}: the list is empty; a study needs at least one entry",
-                                   ctx.deck.where("study", key), key));
+      throw key_error(ctx, "study", key, "the list is empty; a study needs at least one entry");
     }
     std::set<std::string> seen;
     for (const auto& x : list) {
       const std::string s = fmt::format("{}", x);
       if (!seen.insert(s).second) {
-        throw InputError(fmt::format("{}: [study] {}: {} appears twice (configurations must have distinct names)",
-                                     ctx.deck.where("study", key), key, s));
+        throw key_error(ctx, "study", key,
+                        fmt::format("{} appears twice (configurations must have distinct names)", s));
       }
     }
   };
@@ -349,38 +368,42 @@ int cmd_study(AppContext& ctx) {
   nonempty_unique("seeds", sc.seeds);
   for (const std::int64_t s : sc.seeds) {
     if (s < 0) {
-      throw InputError(fmt::format("{}: [study] seeds: {} is negative; seeds are run.seed values (>= 0)",
-                                   ctx.deck.where("study", "seeds"), s));
+      throw key_error(ctx, "study", "seeds", fmt::format("{} is negative; seeds are run.seed values (>= 0)", s));
     }
   }
   if (ctx.nranks % sc.ranks_per_group != 0) {
-    throw InputError(fmt::format("{}: [study] ranks_per_group = {} does not divide the number of MPI ranks {} "
-                                 "(the world is split into groups of ranks_per_group ranks)",
-                                 ctx.deck.where("study", "ranks_per_group"), sc.ranks_per_group, ctx.nranks));
+    throw key_error(ctx, "study", "ranks_per_group",
+                    fmt::format("{} does not divide the number of MPI ranks {} (the world is split into groups of "
+                                "ranks_per_group ranks)",
+                                sc.ranks_per_group, ctx.nranks));
   }
   if (ctx.cfg.rl.steps <= 0) {
-    throw InputError(fmt::format("{}: [rl] steps = {}: a study compares RL runs and needs at least one step",
-                                 ctx.deck.where("rl", "steps"), ctx.cfg.rl.steps));
+    throw key_error(ctx, "rl", "steps",
+                    fmt::format("{}: a study compares RL runs and needs at least one step", ctx.cfg.rl.steps));
   }
-  try {
-    ctx.cfg.model = model::read_checkpoint_model(base);
-  } catch (const model::CheckpointError& e) {
-    throw InputError(fmt::format("[rl] init_checkpoint: {}", e.what()));
-  }
-  resolve_model_for_tasks(ctx);
-  if (!ctx.cfg.rl.task_set.empty()) {  // every configuration would fail on it: reject it now
+  model_from_checkpoint(ctx, "rl", "init_checkpoint", base, required);
+  if (!ctx.cfg.rl.task_set.empty()) {
+    // The configurations would fail on it: reject it now. A curated set holds problems generated from
+    // the run.seed it was curated with, and a configuration's run.seed is its [study] seeds entry.
     int bad = 0;
     std::string why;
     if (ctx.rank == 0) {
-      try {
-        rl::read_task_set(ctx.cfg.rl.task_set, ctx.cfg.task, static_cast<std::uint64_t>(ctx.cfg.run.seed));
-      } catch (const std::exception& e) {
-        bad = 1;
-        why = e.what();
+      for (const std::int64_t seed : sc.seeds) {
+        try {
+          rl::read_task_set(ctx.cfg.rl.task_set, ctx.cfg.task, static_cast<std::uint64_t>(seed));
+        } catch (const std::exception& e) {
+          bad = 1;
+          why = fmt::format(
+              "{}; (checked for the configurations of [study] seeds entry {}: a configuration's run.seed is its "
+              "seed, and a curated set serves only the run.seed it was curated with, so with a task set every "
+              "[study] seeds entry must be that seed)",
+              e.what(), seed);
+          break;
+        }
       }
     }
     MPI_Bcast(&bad, 1, MPI_INT, 0, MPI_COMM_WORLD);
-    if (bad) throw InputError(ctx.rank == 0 ? fmt::format("[rl] task_set: {}", why) : "[rl] task_set rejected on rank 0");
+    if (bad) throw key_error(ctx, "rl", "task_set", ctx.rank == 0 ? why : "rejected on rank 0");
   }
 
   // ---- configurations and groups
@@ -401,7 +424,14 @@ int cmd_study(AppContext& ctx) {
     }
   }
   const int n = static_cast<int>(confs.size());
-  const std::string study_dir = prepare_run_dir(ctx);
+  std::string study_dir;
+  try {
+    study_dir = prepare_run_dir(ctx);
+  } catch (const InputError& e) {
+    throw InputError(fmt::format("{}\n  (mantissa study: an interrupted study continues with --set run.overwrite=true, "
+                                 "which skips its finished configurations)",
+                                 e.what()));
+  }
   std::vector<config::Config> cfgs;
   std::vector<std::string> decks;
   for (const auto& c : confs) {
@@ -420,7 +450,9 @@ int cmd_study(AppContext& ctx) {
       const std::string dir = (fs::path(study_dir) / c.name).string();
       const std::string why = unfinished_reason(dir, c, decks[c.index], ctx.cfg.rl.steps, quiet);
       done[c.index] = why.empty() ? 1 : 0;
-      if (!why.empty() && !quiet) say(ctx, "study: {} has files of an unfinished or other run ({}); running it again\n", c.name, why);
+      if (!why.empty() && !quiet) {
+        say(ctx, "study: {} has files of an unfinished or other run ({}); running it again\n", c.name, why);
+      }
     }
   }
   MPI_Bcast(done.data(), n, MPI_INT, 0, MPI_COMM_WORLD);
@@ -498,7 +530,7 @@ int cmd_study(AppContext& ctx) {
         s.status = "failed";
       }
     }
-    const int w = rows.front().window > 0 ? rows.front().window : 1;
+    const int w = std::max(1, std::min(10, ctx.cfg.rl.steps / 4 + 1));  // as in reward_shape
     say(ctx,
         "\nstudy summary ({} configurations, {} group(s) of {} rank(s), {} RL steps each)\n"
         "final = mean training reward of the last {} steps; peak = max of the {}-step moving average; collapse = "
@@ -507,8 +539,9 @@ int cmd_study(AppContext& ctx) {
         n, ngroups, rpg, ctx.cfg.rl.steps, w, w, sc.collapse_fraction);
     std::size_t namew = 13;
     for (const auto& c : confs) namew = std::max(namew, c.name.size());
-    say(ctx, "{:<{}} {:>5} {:>6} {:>6} {:>8} {:>9} {:>9} {:>9} {:>13} {:>6} {:>8}  {}\n", "configuration", namew, "group",
-        "final", "peak", "collapse", "KL/token", "|dlogp|", "|seq lr|", "pass@1 b->a", "LB p", "seconds", "status");
+    say(ctx, "{:<{}} {:>5} {:>6} {:>6} {:>8} {:>9} {:>9} {:>9} {:>13} {:>6} {:>8}  {}\n", "configuration", namew,
+        "group", "final", "peak", "collapse", "KL/token", "|dlogp|", "|seq lr|", "pass@1 b->a", "LB p", "seconds",
+        "status");
     for (const auto& c : confs) {
       const Summary& s = rows[c.index];
       say(ctx, "{:<{}} {:>5} {:>6} {:>6} {:>8} {:>9} {:>9} {:>9} {:>13} {:>6} {:>8}  {}\n", c.name, namew, c.group,
@@ -528,7 +561,8 @@ int cmd_study(AppContext& ctx) {
       std::vector<double> fin, peak, kl, dlogp, seq, before, after, lbp, secs;
       for (const auto& c : confs) {
         const Summary& s = rows[c.index];
-        names.push_back(c.name), precisions.push_back(c.precision), losses.push_back(c.loss), status.push_back(s.status);
+        names.push_back(c.name), precisions.push_back(c.precision), losses.push_back(c.loss);
+        status.push_back(s.status);
         seeds.push_back(c.seed), groups.push_back(c.group), steps.push_back(s.steps);
         collapse.push_back(s.collapse_step), peak_step.push_back(s.peak_step);
         fin.push_back(s.final_reward), peak.push_back(s.peak_reward), kl.push_back(s.exact_kl);

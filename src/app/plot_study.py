@@ -75,7 +75,7 @@ def main(argv):
     loss_order = ordered_unique(losses)
     prec_order = ordered_unique(precisions)
     ncol = len(loss_order)
-    fig, ax = plt.subplots(2, ncol, figsize=(4.4 * ncol + 0.6, 7.2), squeeze=False, sharex="col")
+    fig, ax = plt.subplots(2, ncol, figsize=(max(6.0, 4.4 * ncol + 0.6), 7.4), squeeze=False, sharex="col")
     for j, loss in enumerate(loss_order):
         for p in prec_order:
             rs = [r for r in runs if r["loss"] == loss and r["precision"] == p]
@@ -121,8 +121,8 @@ def main(argv):
             a.grid(alpha=0.3)
             if a.lines:
                 a.legend(fontsize=8)
-    fig.suptitle(f"study {os.path.basename(root)}: training reward and mismatch per loss "
-                 f"(x = collapse)")
+    fig.suptitle(f"{os.path.basename(root)}: training reward and exact KL per loss,\n"
+                 f"one colour per storage precision (x = collapse)", fontsize=11)
     fig.tight_layout()
     out = os.path.join(outdir, "study_curves.png")
     fig.savefig(out, dpi=110)

@@ -1,0 +1,244 @@
+// `mantissa study` (src/app/cmd_study.cpp), run on 1 and 2 ranks: a 2-configuration study (fp32 and
+// bf16, one loss, one seed) on groups of one rank, so on 2 ranks the configurations run side by side
+// on different groups. Checks the files of every configuration, study.h5, the group assignment, that
+// a configuration computes exactly what a 1-rank run computes (bit for bit, whatever the number of
+// groups), that running the study again skips finished configurations, and that bad [study] and
+// [rl] settings are input errors before any directory is made.
+#include <gtest/gtest.h>
+#include <mpi.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <filesystem>
+
+#include "app/app.hpp"
+#include "app/jobs.hpp"
+#include "config/config.hpp"
+#include "config/deck.hpp"
+#include "io/hdf5.hpp"
+#include "model/checkpoint.hpp"
+#include "model/sft.hpp"
+#include "rl/rl_trainer.hpp"
+#include "tasks/tokenizer.hpp"
+
+using namespace mantissa;
+namespace fs = std::filesystem;
+
+namespace {
+
+int world_rank() {
+  int r = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &r);
+  return r;
+}
+int world_size() {
+  int n = 1;
+  MPI_Comm_size(MPI_COMM_WORLD, &n);
+  return n;
+}
+
+// Per run (rank 0's process id), so that runs of this test in several build trees may overlap.
+fs::path test_root() {
+  static const fs::path root = [] {
+    int id = static_cast<int>(getpid());
+    MPI_Bcast(&id, 1, MPI_INT, 0, MPI_COMM_WORLD);
+    return fs::temp_directory_path() /
+           ("mantissa_mpi_test_study_np" + std::to_string(world_size()) + "_" + std::to_string(id));
+  }();
+  return root;
+}
+
+// A tiny warm-started base policy that solves some 1-2 digit additions, trained on every rank alone
+// (identical) and written by rank 0. Once per process.
+const std::string& base_policy() {
+  static const std::string path = [] {
+    const fs::path root = test_root();
+    if (world_rank() == 0) {
+      fs::remove_all(root);
+      fs::create_directories(root);
+    }
+    MPI_Barrier(MPI_COMM_WORLD);
+    const std::string p = (root / "base.h5").string();
+    config::Config c;
+    c.model.vocab = tasks::vocab_size();
+    c.model.d_model = 32;
+    c.model.n_layer = 2;
+    c.model.n_head = 4;
+    c.model.n_kv_head = 2;
+    c.model.d_ff = 64;
+    c.model.max_seq = 48;
+    c.task.family = "addition";
+    c.task.min_digits = 1;
+    c.task.max_digits = 1;
+    c.optimizer.lr = 3e-3;
+    c.sft.batch_size = 16;
+    model::SftTrainer sft(c, 0, 1);
+    sft.init_fresh();
+    for (int i = 0; i < 300; ++i) sft.train_step();
+    if (world_rank() == 0) model::save_checkpoint(p, c.model, sft.table(), sft.optimizer(), {}, "");
+    MPI_Barrier(MPI_COMM_WORLD);
+    return p;
+  }();
+  return path;
+}
+
+std::string study_deck(const std::string& name, const std::string& base, const std::string& study_block,
+                       const std::string& extra = "") {
+  return "[run]\nname = \"" + name + "\"\noutput_dir = \"" + test_root().string() + "\"\nseed = 1234\n" + extra +
+         "[task]\nfamily = \"addition\"\nmin_digits = 1\nmax_digits = 1\n"
+         "[rollout]\nmax_new_tokens = 24\n"
+         "[rl]\ninit_checkpoint = \"" + base + "\"\nsteps = 3\nprompts_per_step = 4\nsamples_per_prompt = 4\n"
+         "updates_per_step = 2\nloss = \"pg\"\neval_problems = 8\neval_samples = 2\n"
+         "[rl_optimizer]\nlr = 1e-3\neps = 1e-8\n"
+         "[study]\n" + study_block;
+}
+
+app::AppContext context_of(const std::string& deck_text) {
+  app::AppContext ctx;
+  ctx.deck = config::Deck::from_string(deck_text, "study.toml");
+  ctx.cfg = config::load_config(ctx.deck);
+  ctx.resolved_deck = config::to_toml(ctx.cfg);
+  ctx.rank = world_rank();
+  ctx.nranks = world_size();
+  ctx.comm = MPI_COMM_WORLD;
+  return ctx;
+}
+
+// The InputError message of cmd_study on this deck ("" if none).
+std::string input_error_of(const std::string& deck_text) {
+  app::AppContext ctx = context_of(deck_text);
+  try {
+    app::cmd_study(ctx);
+  } catch (const app::InputError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+const char* kStudy =
+    "precisions = [\"fp32\", \"bf16\"]\nlosses = [\"grpo\"]\nseeds = [7]\nranks_per_group = 1\nplot = false\n";
+
+}  // namespace
+
+TEST(MpiStudy, BadSettingsAreInputErrorsBeforeAnyDirectory) {
+  const fs::path dir = test_root() / "bad";
+  std::string e = input_error_of(study_deck("bad", "nowhere.h5",
+                                            "precisions = [\"fp32\"]\nlosses = [\"grpo\"]\nranks_per_group = 3\n"));
+  EXPECT_NE(e.find("[study] ranks_per_group: 3 does not divide the number of MPI ranks " +
+                   std::to_string(world_size())),
+            std::string::npos)
+      << e;
+  EXPECT_NE(e.find("study.toml:"), std::string::npos) << "the message names the deck line: " << e;
+  e = input_error_of(study_deck("bad", "nowhere.h5", "losses = []\n"));
+  EXPECT_NE(e.find("[study] losses"), std::string::npos) << e;
+  e = input_error_of(study_deck("bad", "nowhere.h5", "seeds = [3, 3]\n"));
+  EXPECT_NE(e.find("[study] seeds"), std::string::npos) << e;
+  e = input_error_of(study_deck("bad", "", kStudy));
+  EXPECT_NE(e.find("[rl] init_checkpoint"), std::string::npos) << e;
+  e = input_error_of(study_deck("bad", "nowhere.h5", kStudy));
+  EXPECT_NE(e.find("[rl] init_checkpoint"), std::string::npos) << e;
+  MPI_Barrier(MPI_COMM_WORLD);
+  EXPECT_FALSE(fs::exists(dir)) << "no directory may be made before the deck is validated";
+}
+
+TEST(MpiStudy, ConfigurationsRunOnGroupsAndDoNotDependOnTheGroupCount) {
+  const std::string base = base_policy();
+  const std::string name = "study";
+  const fs::path dir = test_root() / name;
+  {
+    app::AppContext ctx = context_of(study_deck(name, base, kStudy));
+    EXPECT_EQ(app::cmd_study(ctx), 0);
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+  const std::vector<std::string> precisions{"fp32", "bf16"};
+  const std::vector<std::string> names{"fp32_grpo_seed7", "bf16_grpo_seed7"};
+  std::vector<fs::file_time_type> mtimes;
+  for (int i = 0; i < 2; ++i) {
+    const fs::path cdir = dir / names[i];
+    ASSERT_TRUE(fs::exists(cdir / "metrics.h5")) << cdir;
+    EXPECT_TRUE(fs::exists(cdir / ("rl_" + precisions[i] + "_final.h5"))) << cdir;
+    EXPECT_NO_THROW(model::read_checkpoint_model((cdir / ("rl_" + precisions[i] + "_final.h5")).string()));
+    mtimes.push_back(fs::last_write_time(cdir / "metrics.h5"));
+    // Each configuration carries its own deck.
+    const config::Config own = config::load_config(config::Deck::from_file((cdir / "deck.toml").string()));
+    EXPECT_EQ(own.run.seed, 7);
+    EXPECT_EQ(own.rl.loss, "grpo");
+    EXPECT_EQ(own.rl.precisions, std::vector<std::string>{precisions[i]});
+  }
+  ASSERT_TRUE(fs::exists(dir / "study.h5"));
+  std::vector<double> final_reward_first;
+  if (world_rank() == 0) {
+    const io::File f = io::File::open_read((dir / "study.h5").string());
+    EXPECT_EQ(f.dims("/name"), (std::vector<hsize_t>{2}));
+    EXPECT_FALSE(f.read_string("/provenance/deck").empty());
+    std::vector<std::int64_t> group, steps, seed;
+    f.read("/group", group);
+    f.read("/steps", steps);
+    f.read("/seed", seed);
+    // Configuration i runs on group i % G: on 2 ranks (2 groups of 1) they ran side by side.
+    EXPECT_EQ(group, (std::vector<std::int64_t>{0, world_size() > 1 ? 1 : 0}));
+    EXPECT_EQ(steps, (std::vector<std::int64_t>{3, 3}));
+    EXPECT_EQ(seed, (std::vector<std::int64_t>{7, 7}));
+    for (const char* col : {"final_reward", "peak_reward", "exact_kl_mean", "mean_abs_logratio_mean",
+                            "seq_logratio_abs_mean", "pass_at_1_before", "pass_at_1_after", "seconds"}) {
+      std::vector<double> v;
+      f.read(std::string("/") + col, v);
+      EXPECT_EQ(v.size(), 2u) << col;
+      for (double x : v) EXPECT_TRUE(std::isfinite(x)) << col << " = " << x;
+    }
+    std::vector<double> lbp, kl;
+    f.read("/ljung_box_p", lbp);
+    EXPECT_TRUE(std::isnan(lbp[0])) << "the Ljung-Box test needs 10 steps: undefined after 3";
+    f.read("/exact_kl_mean", kl);
+    EXPECT_GT(kl[1], kl[0]) << "bf16's mismatch exceeds fp32's";
+    f.read("/final_reward", final_reward_first);
+  }
+  // Each rank recomputes some configurations with a plain 1-rank trainer: evaluate, 3 steps, as
+  // run_rl does. Same rewards and mismatch bit for bit: a configuration on a 1-rank group computes
+  // exactly what a 1-rank run computes, whichever group and however many groups.
+  for (int i = world_rank(); i < 2; i += world_size()) {
+    app::AppContext ctx = context_of(study_deck(name, base, kStudy));
+    config::Config c = ctx.cfg;
+    c.model = model::read_checkpoint_model(base);
+    c.run.seed = 7;
+    c.rl.loss = "grpo";
+    Precision p = Precision::fp32;
+    parse_precision(precisions[i], p);
+    rl::RlTrainer t(c, p, MPI_COMM_SELF);
+    t.load(base);
+    t.evaluate();
+    std::vector<double> reward, kl;
+    for (int s = 0; s < 3; ++s) {
+      const rl::StepRecord r = t.step();
+      reward.push_back(r.reward_mean);
+      kl.push_back(r.mismatch.exact_kl_mu_pi_token);
+    }
+    const io::File m = io::File::open_read((dir / names[i] / "metrics.h5").string());
+    std::vector<double> study_reward, study_kl;
+    m.read("/rl/" + precisions[i] + "/steps/reward_mean", study_reward);
+    m.read("/rl/" + precisions[i] + "/steps/mm_exact_kl_mu_pi_token", study_kl);
+    EXPECT_EQ(study_reward, reward) << names[i];
+    EXPECT_EQ(study_kl, kl) << names[i];
+    double sum = 0.0;
+    for (double x : reward) sum += x;
+    EXPECT_GT(sum, 0.0) << "the base policy must solve some problems for the comparison to mean anything";
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+  // Again: both configurations are finished, so they are skipped and their summaries read back.
+  {
+    app::AppContext ctx = context_of(study_deck(name, base, kStudy, "overwrite = true\n"));
+    EXPECT_EQ(app::cmd_study(ctx), 0);
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_EQ(fs::last_write_time(dir / names[i] / "metrics.h5"), mtimes[i]) << names[i] << " was run again";
+  }
+  if (world_rank() == 0) {
+    const io::File f = io::File::open_read((dir / "study.h5").string());
+    std::vector<double> fin;
+    f.read("/final_reward", fin);
+    EXPECT_EQ(fin, final_reward_first);
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+  if (world_rank() == 0) fs::remove_all(test_root());
+}
