@@ -72,7 +72,7 @@ const std::string& base_policy() {
     c.task.max_digits = 1;
     c.optimizer.lr = 3e-3;
     c.sft.batch_size = 16;
-    model::SftTrainer sft(c, 0, 1);
+    model::SftTrainer sft(c, MPI_COMM_SELF);
     sft.init_fresh();
     for (int i = 0; i < 300; ++i) sft.train_step();
     if (world_rank() == 0) model::save_checkpoint(p, c.model, sft.table(), sft.optimizer(), {}, "");

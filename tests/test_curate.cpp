@@ -76,7 +76,7 @@ class CurateTest : public ::testing::Test {
  protected:
   struct Policy {
     config::Config cfg = tiny_config();
-    model::SftTrainer trainer{cfg, 0, 1};
+    model::SftTrainer trainer{cfg, MPI_COMM_SELF};
     std::string checkpoint;
   };
   static void SetUpTestSuite() {

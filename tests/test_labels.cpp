@@ -57,7 +57,7 @@ TEST(Labels, EveryKernelAndRegionHasTheMantissaPrefix) {
     c.task.max_digits = 2;
     c.sft.batch_size = 2;
     c.precision.storage = p;
-    mantissa::model::SftTrainer t(c, 0, 1);
+    mantissa::model::SftTrainer t(c, MPI_COMM_SELF);
     t.init_fresh();
     t.train_step();
     t.evaluate(2);

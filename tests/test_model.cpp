@@ -314,7 +314,7 @@ TEST(Model, ShortWarmStartLearns) {
   c.sft.batch_size = 16;
   c.sft.steps = 60;
   c.precision.storage = "fp16";
-  SftTrainer trainer(c, 0, 1);
+  SftTrainer trainer(c, MPI_COMM_SELF);
   trainer.init_fresh();
   const EvalResult before = trainer.evaluate(32);
   for (int i = 0; i < c.sft.steps; ++i) trainer.train_step();

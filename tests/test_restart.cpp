@@ -15,7 +15,7 @@
 #include "exe_test_util.hpp"
 #include "io/hdf5.hpp"
 #include "model/checkpoint.hpp"
-#include "model/sft.hpp"
+#include "rl_test_util.hpp"
 #include "tasks/tokenizer.hpp"
 
 using namespace mantissa;
@@ -34,32 +34,11 @@ const fs::path& dir() {
   return d;
 }
 
-config::Config base_config() {
-  config::Config c;
-  c.model.vocab = tasks::vocab_size();
-  c.model.d_model = 64;
-  c.model.n_layer = 2;
-  c.model.n_head = 4;
-  c.model.n_kv_head = 2;
-  c.model.d_ff = 128;
-  c.model.max_seq = 48;
-  c.task.min_digits = 1;
-  c.task.max_digits = 2;
-  return c;
-}
-
 // A base policy that solves some problems, so that RL changes the weights (trained once per binary).
 const std::string& base_policy() {
   static const std::string path = [] {
-    config::Config c = base_config();
-    c.optimizer.lr = 3e-3;
-    c.sft.batch_size = 16;
-    c.precision.storage = "fp16";
-    model::SftTrainer t(c, 0, 1);
-    t.init_fresh();
-    for (int i = 0; i < 450; ++i) t.train_step();
     const std::string p = (dir() / "base.h5").string();
-    t.save(p, "");
+    test::train_base_policy(test::tiny_addition_config(64), 450, p);
     return p;
   }();
   return path;

@@ -9,6 +9,7 @@
 
 #include "model/checkpoint.hpp"
 #include "model/sft.hpp"
+#include "rl_test_util.hpp"
 #include "rl/rl_trainer.hpp"
 #include "tasks/tasks.hpp"
 #include "tasks/tokenizer.hpp"
@@ -18,18 +19,7 @@ using namespace mantissa;
 namespace {
 
 config::Config tiny_rl_config() {
-  config::Config c;
-  c.model.vocab = tasks::vocab_size();
-  c.model.d_model = 32;
-  c.model.n_layer = 2;
-  c.model.n_head = 4;
-  c.model.n_kv_head = 2;
-  c.model.d_ff = 64;
-  c.model.max_seq = 48;
-  c.task.family = "addition";
-  c.task.min_digits = 1;
-  c.task.max_digits = 2;
-  c.rollout.max_new_tokens = 40;
+  config::Config c = test::tiny_addition_config(32);
   c.rl.prompts_per_step = 4;
   c.rl.samples_per_prompt = 4;
   c.rl.updates_per_step = 2;
@@ -109,7 +99,7 @@ TEST(RlStep, BasePolicyGetsAFreshOptimizerAndARestartTheWholeState) {
   config::Config c = tiny_rl_config();
   c.precision.storage = "fp16";
   // A base policy written by the warm start (stage "sft", 3 steps).
-  model::SftTrainer sft(c, 0, 1);
+  model::SftTrainer sft(c, MPI_COMM_SELF);
   sft.init_fresh();
   for (int i = 0; i < 3; ++i) sft.train_step();
   sft.save(dir + "/base.h5", "");
@@ -145,20 +135,10 @@ TEST(RlLearn, RaisesTheRewardOfAWarmStartedModel) {
   // A warm start to a base policy that solves ~15% of held-out 1-2 digit additions at temperature 1,
   // then 30 RL steps of PG-Seq-IS in fp16 (16 prompts x 8 samples, 4 updates per step): the held-out
   // pass@1 and the training reward must both rise clearly (measured: pass@1 0.16 -> ~0.4).
-  config::Config c = tiny_rl_config();
-  c.model.d_model = 64;
-  c.model.d_ff = 128;
+  config::Config c = test::tiny_addition_config(64);
   c.precision.storage = "fp16";
-  c.optimizer.lr = 3e-3;
-  c.sft.batch_size = 16;
-  c.sft.steps = 600;
   const std::string dir = temp_dir("learn");
-  {
-    model::SftTrainer sft(c, 0, 1);
-    sft.init_fresh();
-    for (int i = 0; i < c.sft.steps; ++i) sft.train_step();
-    sft.save(dir + "/base.h5", "");
-  }
+  test::train_base_policy(c, 600, dir + "/base.h5");
   c.rl.loss = "pg_seq_is";
   c.rl.prompts_per_step = 16;
   c.rl.samples_per_prompt = 8;

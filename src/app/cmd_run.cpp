@@ -20,7 +20,7 @@ namespace mantissa::app {
 namespace {
 
 void precision_check(AppContext& ctx, const std::string& checkpoint) {
-  model::SftTrainer probe(ctx.cfg, 0, 1);  // every rank computes the same small table
+  model::SftTrainer probe(ctx.cfg, MPI_COMM_SELF);  // every rank computes the same small table
   probe.load(checkpoint);
   model::PackedBatch batch;
   const int n = std::min(64, ctx.cfg.sft.eval_problems);
@@ -77,7 +77,7 @@ int cmd_run(AppContext& ctx) {
     say(ctx, "mantissa run: stage {}/{} supervised warm start\n", ++stage, stages);
     const std::string final_sft = (fs::path(run_dir) / "sft_final.h5").string();
     if (done("sft_final.h5", [&](const std::string& p) {
-          model::SftTrainer t(ctx.cfg, ctx.rank, ctx.nranks);
+          model::SftTrainer t(ctx.cfg, ctx.comm);
           t.load(p);
         })) {
       say(ctx, "kept from before the restart: {}\n", final_sft);

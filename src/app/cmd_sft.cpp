@@ -45,7 +45,7 @@ SftSummary run_sft(AppContext& ctx, const std::string& run_dir) {
   namespace fs = std::filesystem;
   const config::SftConfig& sc = ctx.cfg.sft;
   const std::string ckpt_dir = (fs::path(run_dir) / "checkpoints").string();
-  model::SftTrainer trainer(ctx.cfg, ctx.rank, ctx.nranks);
+  model::SftTrainer trainer(ctx.cfg, ctx.comm);
   // Where the warm start begins: fresh, [sft] init_checkpoint, or on a restart its newest usable checkpoint.
   std::string resume;
   if (!ctx.restart.empty()) {
@@ -53,7 +53,7 @@ SftSummary run_sft(AppContext& ctx, const std::string& run_dir) {
         ctx.restart == "auto" ? step_checkpoints(ckpt_dir, "sft") : std::vector<std::string>{ctx.restart};
     for (const std::string& c : candidates) {
       try {
-        model::SftTrainer probe(ctx.cfg, ctx.rank, ctx.nranks);
+        model::SftTrainer probe(ctx.cfg, ctx.comm);
         if (probe.load(c).stage == "sft") {
           resume = c;
           break;

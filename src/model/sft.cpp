@@ -9,16 +9,17 @@
 
 namespace mantissa::model {
 
-SftTrainer::SftTrainer(const config::Config& cfg, int rank, int nranks)
+SftTrainer::SftTrainer(const config::Config& cfg, MPI_Comm comm)
     : cfg_(cfg),
-      rank_(rank),
-      nranks_(nranks),
+      comm_(comm),
       table_(cfg.model),
       opt_(table_, cfg.optimizer, cfg.loss_scale, cfg.precision.storage_precision()),
       engine_(make_training_engine(cfg.model, table_, cfg.precision.storage_precision())) {
   opt_.horizon = cfg.sft.steps;
   counters_.stage = "sft";
   counters_.seed = cfg.run.seed;
+  MPI_Comm_rank(comm_, &rank_);
+  MPI_Comm_size(comm_, &nranks_);
 }
 
 void SftTrainer::init_fresh() { opt_.init_weights(static_cast<std::uint64_t>(cfg_.model.init_seed)); }
@@ -49,16 +50,16 @@ StepResult SftTrainer::train_step() {
   engine_->load_weights(opt_.master);
   engine_->forward(batch_);
   // Loss = -(1/N_loss) sum over loss tokens of log p, N_loss counted over all ranks.
-  const long long n_loss = parallel::allreduce_sum_scalar<long long>(batch_.n_loss_tokens());
+  const long long n_loss = parallel::allreduce_sum_scalar<long long>(batch_.n_loss_tokens(), comm_);
   const auto logp = engine_->logp();
   double local = 0.0;
   Kokkos::parallel_reduce(
       "mantissa::sft::loss_sum", Kokkos::RangePolicy<ExecSpace>(0, logp.extent(0)),
       KOKKOS_LAMBDA(const std::size_t i, double& acc) { acc += logp(i); }, local);
-  const double total_logp = parallel::allreduce_sum_scalar<double>(local);
+  const double total_logp = parallel::allreduce_sum_scalar<double>(local, comm_);
   StepResult r;
   r.loss = -total_logp / static_cast<double>(std::max(1LL, n_loss));
-  r.tokens = parallel::allreduce_sum_scalar<long long>(batch_.n_tokens());
+  r.tokens = parallel::allreduce_sum_scalar<long long>(batch_.n_tokens(), comm_);
   // d loss / d logp[n] = -1/N_loss on loss rows (0 elsewhere), times the loss scale.
   const int N = batch_.n_tokens();
   if (dlogp_.extent(0) < static_cast<std::size_t>(N)) dlogp_ = View1<float>("mantissa::sft::dlogp", N);
@@ -70,7 +71,7 @@ StepResult SftTrainer::train_step() {
       KOKKOS_LAMBDA(const int n) { dlogp(n) = targets(n) >= 0 ? g : 0.0f; });
   opt_.zero_grad();
   engine_->backward(batch_, dlogp, opt_.grads);
-  if (nranks_ > 1) parallel::allreduce_sum(opt_.grads);
+  if (nranks_ > 1) parallel::allreduce_sum(opt_.grads, comm_);
   r.opt = opt_.step();
   counters_.step += 1;
   counters_.data_counter += cfg_.sft.batch_size;
@@ -104,10 +105,10 @@ EvalResult SftTrainer::evaluate(int n) {
       exact += all;
     }
   }
-  exact = parallel::allreduce_sum_scalar<long long>(exact);
-  tok_ok = parallel::allreduce_sum_scalar<long long>(tok_ok);
-  tok_all = parallel::allreduce_sum_scalar<long long>(tok_all);
-  logp_sum = parallel::allreduce_sum_scalar<double>(logp_sum);
+  exact = parallel::allreduce_sum_scalar<long long>(exact, comm_);
+  tok_ok = parallel::allreduce_sum_scalar<long long>(tok_ok, comm_);
+  tok_all = parallel::allreduce_sum_scalar<long long>(tok_all, comm_);
+  logp_sum = parallel::allreduce_sum_scalar<double>(logp_sum, comm_);
   out.exact_match = static_cast<double>(exact) / std::max(1, n);
   out.token_accuracy = static_cast<double>(tok_ok) / static_cast<double>(std::max(1LL, tok_all));
   out.loss = -logp_sum / static_cast<double>(std::max(1LL, tok_all));
@@ -116,7 +117,7 @@ EvalResult SftTrainer::evaluate(int n) {
 
 void SftTrainer::save(const std::string& path, const std::string& resolved_deck) const {
   if (rank_ == 0) save_checkpoint(path, cfg_.model, table_, opt_, counters_, resolved_deck);
-  MPI_Barrier(MPI_COMM_WORLD);
+  MPI_Barrier(comm_);
 }
 
 }  // namespace mantissa::model

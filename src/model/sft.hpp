@@ -2,6 +2,8 @@
 // Supervised warm start: teacher-forced cross-entropy on generated worked solutions (loss on the
 // solution and <eos> tokens), data-parallel over MPI ranks, in any storage precision. Produces the
 // base policy the RL stages start from.
+#include <mpi.h>
+
 #include <functional>
 #include <memory>
 #include <string>
@@ -30,8 +32,9 @@ struct StepResult {
 
 class SftTrainer {
  public:
-  // cfg.model.vocab must be resolved (non-zero). rank/nranks: this process's share of each batch.
-  SftTrainer(const config::Config& cfg, int rank, int nranks);
+  // cfg.model.vocab must be resolved (non-zero). Data-parallel over the ranks of `comm` (each takes its
+  // share of every batch; MPI_COMM_SELF trains alone).
+  explicit SftTrainer(const config::Config& cfg, MPI_Comm comm = MPI_COMM_WORLD);
   // Fresh weights (init_seed) or a checkpoint's state.
   void init_fresh();
   Counters load(const std::string& checkpoint);
@@ -50,7 +53,8 @@ class SftTrainer {
  private:
   void build_batch(tasks::Split split, std::uint64_t first, int count);
   config::Config cfg_;
-  int rank_, nranks_;
+  MPI_Comm comm_;
+  int rank_ = 0, nranks_ = 1;
   ParamTable table_;
   Optimizer opt_;
   std::unique_ptr<TrainingEngine> engine_;
