@@ -161,7 +161,7 @@ TEST(MpiStudy, ConfigurationsRunOnGroupsAndDoNotDependOnTheGroupCount) {
     mtimes.push_back(fs::last_write_time(cdir / "metrics.h5"));
     // Each configuration carries its own deck.
     const config::Config own = config::load_config(config::Deck::from_file((cdir / "deck.toml").string()));
-    EXPECT_EQ(own.run.seed, 7);
+    EXPECT_EQ(own.rl.seed, 7);
     EXPECT_EQ(own.rl.loss, "grpo");
     EXPECT_EQ(own.rl.precisions, std::vector<std::string>{precisions[i]});
   }
@@ -200,7 +200,7 @@ TEST(MpiStudy, ConfigurationsRunOnGroupsAndDoNotDependOnTheGroupCount) {
     app::AppContext ctx = context_of(study_deck(name, base, kStudy));
     config::Config c = ctx.cfg;
     c.model = model::read_checkpoint_model(base);
-    c.run.seed = 7;
+    c.rl.seed = 7;  // the configuration's [study] seeds entry; run.seed (the problems) stays the deck's
     c.rl.loss = "grpo";
     Precision p = Precision::fp32;
     parse_precision(precisions[i], p);

@@ -10,7 +10,7 @@
 //                    i % G, a group's configurations one after the other. A configuration on a group of
 //                    r ranks computes exactly what `mantissa rl` computes on r ranks: results do not
 //                    depend on how many groups run beside it (tests/mpi_test_study.cpp).
-//   a configuration's deck   the study's deck with run.seed = seed, rl.loss = loss, rl.precisions =
+//   a configuration's deck   the study's deck with rl.seed = seed, rl.loss = loss, rl.precisions =
 //                    [precision], rl.plot = false, run.output_dir/name = study dir/configuration name,
 //                    run.overwrite = true (the study directory itself is guarded by the deck's
 //                    run.overwrite; the directories inside it are the study's own), and a [study]
@@ -22,9 +22,8 @@
 //                    process's stdout goes through a pipe while the configuration runs; blank lines are
 //                    dropped) so that the interleaved lines of concurrent configurations stay readable.
 //                    World rank 0 prints "study: configuration i/N <name> on group g" for each.
-//   seeds            a configuration's run.seed is its seed (sampling, data order). A curated task set
-//                    is tied to the run.seed it was curated with, so with [rl] task_set every seed must
-//                    be that one (checked before any work).
+//   seeds            a configuration's [rl] seed is its seed (RL sampling, curated-set order); the
+//                    problems, and so a curated task set, stay those of run.seed.
 //   restart          running the same study again (run.overwrite = true) skips every configuration
 //                    whose directory holds a loadable rl_<precision>_final.h5 and a complete metrics.h5
 //                    made with the same deck ([run] wall_time and overwrite aside); its summary is read
@@ -227,7 +226,7 @@ std::string unfinished_reason(const std::string& dir, const Configuration& c, co
 // The configuration's own deck (see the header comment).
 config::Config configuration_config(const config::Config& study, const Configuration& c, const std::string& study_dir) {
   config::Config cfg = study;
-  cfg.run.seed = c.seed;
+  cfg.rl.seed = c.seed;
   cfg.run.output_dir = study_dir;
   cfg.run.name = c.name;
   cfg.run.overwrite = true;
@@ -368,7 +367,7 @@ int cmd_study(AppContext& ctx) {
   nonempty_unique("seeds", sc.seeds);
   for (const std::int64_t s : sc.seeds) {
     if (s < 0) {
-      throw key_error(ctx, "study", "seeds", fmt::format("{} is negative; seeds are run.seed values (>= 0)", s));
+      throw key_error(ctx, "study", "seeds", fmt::format("{} is negative; seeds are [rl] seed values (>= 0)", s));
     }
   }
   if (ctx.nranks % sc.ranks_per_group != 0) {
@@ -383,23 +382,15 @@ int cmd_study(AppContext& ctx) {
   }
   model_from_checkpoint(ctx, "rl", "init_checkpoint", base, required);
   if (!ctx.cfg.rl.task_set.empty()) {
-    // The configurations would fail on it: reject it now. A curated set holds problems generated from
-    // the run.seed it was curated with, and a configuration's run.seed is its [study] seeds entry.
+    // The configurations would fail on it: reject it now.
     int bad = 0;
     std::string why;
     if (ctx.rank == 0) {
-      for (const std::int64_t seed : sc.seeds) {
-        try {
-          rl::read_task_set(ctx.cfg.rl.task_set, ctx.cfg.task, static_cast<std::uint64_t>(seed));
-        } catch (const std::exception& e) {
-          bad = 1;
-          why = fmt::format(
-              "{}; (checked for the configurations of [study] seeds entry {}: a configuration's run.seed is its "
-              "seed, and a curated set serves only the run.seed it was curated with, so with a task set every "
-              "[study] seeds entry must be that seed)",
-              e.what(), seed);
-          break;
-        }
+      try {
+        rl::read_task_set(ctx.cfg.rl.task_set, ctx.cfg.task, static_cast<std::uint64_t>(ctx.cfg.run.seed));
+      } catch (const std::exception& e) {
+        bad = 1;
+        why = e.what();
       }
     }
     MPI_Bcast(&bad, 1, MPI_INT, 0, MPI_COMM_WORLD);

@@ -200,6 +200,7 @@ struct RlConfig {
   std::string init_checkpoint;
   std::string task_set;
   std::vector<std::string> precisions;
+  std::int64_t seed = -1;
   int steps = 100;
   int prompts_per_step = 64;
   int samples_per_prompt = 8;
@@ -236,6 +237,10 @@ struct RlConfig {
     v.key("precisions", precisions,
           "run the RL stage once per storage precision, each from the same base policy; empty = [precision] storage",
           OneOf{{"fp32", "bf16", "fp16"}});
+    v.key("seed", seed,
+          "seed of the RL stage's sampling and curated-set order; -1 = run.seed (the problems themselves, and "
+          "so a curated set, stay tied to run.seed)",
+          Range<std::int64_t>{-1, INT64_MAX});
     v.key("steps", steps, "RL steps (one rollout batch each)", Range<int>{0, 1 << 30});
     v.key("prompts_per_step", prompts_per_step, "prompts B per step (the paper: 64)", Range<int>{1, 1 << 20});
     v.key("samples_per_prompt", samples_per_prompt, "responses G per prompt, one group (the paper: 8)",

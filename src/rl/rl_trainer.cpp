@@ -94,6 +94,10 @@ RlTrainer::RlTrainer(const config::Config& cfg, Precision p, MPI_Comm comm)
 
 RlTrainer::~RlTrainer() = default;
 
+std::uint64_t RlTrainer::sampling_seed() const {
+  return static_cast<std::uint64_t>(cfg_.rl.seed >= 0 ? cfg_.rl.seed : cfg_.run.seed);
+}
+
 void RlTrainer::init_fresh() { opt_.init_weights(static_cast<std::uint64_t>(cfg_.model.init_seed)); }
 
 model::Counters RlTrainer::load(const std::string& checkpoint) {
@@ -119,7 +123,8 @@ void RlTrainer::use_task_set(TaskSet set) {
 void RlTrainer::problems_for_step(std::vector<tasks::Problem>& out, std::vector<std::uint64_t>& global_ids) {
   out.clear();
   global_ids.clear();
-  const auto seed = static_cast<std::uint64_t>(cfg_.run.seed);
+  const auto seed = static_cast<std::uint64_t>(cfg_.run.seed);  // the problems: [task] and run.seed
+  const auto order_seed = sampling_seed();                        // the order of the curated set
   const std::uint64_t n = has_task_set_ ? task_set_.indices.size() : 0;
   std::vector<std::uint64_t> order;  // the current epoch's shuffled order of the task set
   std::uint64_t order_epoch = ~std::uint64_t{0};
@@ -133,7 +138,7 @@ void RlTrainer::problems_for_step(std::vector<tasks::Problem>& out, std::vector<
         order.resize(n);
         std::iota(order.begin(), order.end(), std::uint64_t{0});
         std::vector<std::uint64_t> key(n);
-        for (std::uint64_t i = 0; i < n; ++i) key[i] = counter_hash(seed, epoch, i, 0x7A5C);
+        for (std::uint64_t i = 0; i < n; ++i) key[i] = counter_hash(order_seed, epoch, i, 0x7A5C);
         std::sort(order.begin(), order.end(), [&](std::uint64_t a, std::uint64_t b) { return key[a] < key[b]; });
         order_epoch = epoch;
       }
@@ -149,7 +154,7 @@ StepRecord RlTrainer::step() {
   const config::RlConfig& rc = cfg_.rl;
   const int G = rc.samples_per_prompt, K = rc.updates_per_step, B = rc.prompts_per_step;
   StepRecord rec;
-  const auto seed = static_cast<std::uint64_t>(cfg_.run.seed);
+  const auto seed = sampling_seed();
 
   // ---- 1. rollout: G samples per prompt, log mu, rewards, advantages
   auto t = Clock::now();
@@ -421,7 +426,7 @@ EvalRecord RlTrainer::evaluate() {
   if (!prompts.empty()) {
     eval_roll_->load_weights(opt_.master);
     const rollout::Rollout r =
-        eval_roll_->generate(prompts, ids, seed, kEvalStepKey + static_cast<std::uint64_t>(counters_.step), {});
+        eval_roll_->generate(prompts, ids, sampling_seed(), kEvalStepKey + static_cast<std::uint64_t>(counters_.step), {});
     for (std::size_t i = 0; i < problems.size(); ++i) {
       int ok = 0;
       for (int k = 0; k < rc.eval_samples; ++k) {

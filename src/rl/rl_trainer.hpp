@@ -88,6 +88,7 @@ class RlTrainer {
 
  private:
   struct MiniBatch;
+  std::uint64_t sampling_seed() const;  // [rl] seed, or run.seed when it is -1
   void problems_for_step(std::vector<tasks::Problem>& out, std::vector<std::uint64_t>& global_ids);
   config::Config cfg_;
   Precision precision_;
