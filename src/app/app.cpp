@@ -47,6 +47,8 @@ std::string version_text() {
 
 namespace {
 
+std::FILE* g_run_log = nullptr;
+
 // The resolved deck's lines that decide results: [run] wall_time and overwrite may change on a restart.
 std::vector<std::string> result_lines(const std::string& deck) {
   std::vector<std::string> out;
@@ -59,6 +61,14 @@ std::vector<std::string> result_lines(const std::string& deck) {
 }
 
 }  // namespace
+
+namespace detail {
+void log_to_run_file(const std::string& text) {
+  if (!g_run_log) return;
+  std::fputs(text.c_str(), g_run_log);
+  std::fflush(g_run_log);
+}
+}  // namespace detail
 
 std::string prepare_run_dir(const AppContext& ctx) {
   namespace fs = std::filesystem;
@@ -109,6 +119,11 @@ std::string prepare_run_dir(const AppContext& ctx) {
   }
   MPI_Bcast(&status, 1, MPI_INT, 0, ctx.comm);
   if (status != 0) throw InputError(ctx.rank == 0 ? message : "run directory rejected on rank 0");
+  if (ctx.rank == 0 && !g_run_log) {
+    g_run_log = std::fopen((dir / "log.txt").string().c_str(), "a");
+    if (g_run_log) std::fprintf(g_run_log, "=== mantissa %s (%d rank(s))%s\n", ctx.command.c_str(), ctx.nranks,
+                                ctx.restart.empty() ? "" : " --restart");
+  }
   return dir.string();
 }
 

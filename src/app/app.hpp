@@ -4,6 +4,7 @@
 #include <mpi.h>
 
 #include <chrono>
+#include <cstdio>
 #include <string>
 #include <vector>
 
@@ -34,12 +35,20 @@ struct Command {
 };
 const std::vector<Command>& commands();
 
-// Prints on rank 0 only (progress lines, tables). `flush` keeps batch-job logs current.
+namespace detail {
+// Appends text to the run's log.txt when one is open (prepare_run_dir opens it on the job's rank 0).
+void log_to_run_file(const std::string& text);
+}  // namespace detail
+
+// Prints on rank 0 only (progress lines, tables), and copies it into <run_dir>/log.txt. `flush`
+// keeps batch-job logs current.
 template <class... Args>
 void say(const AppContext& ctx, fmt::format_string<Args...> f, Args&&... args) {
   if (ctx.rank != 0) return;
-  fmt::print(f, std::forward<Args>(args)...);
+  const std::string text = fmt::format(f, std::forward<Args>(args)...);
+  std::fputs(text.c_str(), stdout);
   std::fflush(stdout);
+  detail::log_to_run_file(text);
 }
 
 // Thrown for a bad input found after the deck was read (a checkpoint, a run directory): exit 2.
@@ -56,7 +65,8 @@ inline InputError key_error(const AppContext& ctx, const char* block, const char
 // Creates <output_dir>/<name>/ (refusing a non-empty one unless run.overwrite) and writes the
 // resolved deck into it as deck.toml. On a restart (ctx.restart non-empty) the directory must hold
 // the deck.toml of the same run instead (differences other than [run] wall_time/overwrite are an
-// error). Returns the directory. Collective over ctx.comm.
+// error). Returns the directory. Collective over ctx.comm. The first call of a process opens
+// <run_dir>/log.txt (appending: a restart continues it) for everything say() prints.
 std::string prepare_run_dir(const AppContext& ctx);
 // Checkpoints <dir>/<prefix>_step<digits>.h5, newest (largest step) first.
 std::vector<std::string> step_checkpoints(const std::string& dir, const std::string& prefix);

@@ -102,10 +102,10 @@ int main_cli(int argc, char** argv) {
     return chosen->run(ctx);
   } catch (const InputError& e) {
     if (ctx.rank == 0) std::fprintf(stderr, "mantissa %s: error: %s\n", chosen->name, e.what());
+    detail::log_to_run_file(fmt::format("mantissa {}: error: {}\n", chosen->name, e.what()));
     return 2;
   } catch (const Interrupted& e) {
-    if (ctx.rank == 0) std::fprintf(stdout, "mantissa %s: %s\n", chosen->name, e.what());
-    std::fflush(stdout);
+    say(ctx, "mantissa {}: {}\n", chosen->name, e.what());
     return kExitResumable;
   }
 }
