@@ -14,21 +14,13 @@
 #include "rl_test_util.hpp"
 #include "rl/rl_trainer.hpp"
 #include "tasks/tokenizer.hpp"
+#include "mpi_test_util.hpp"
 
 using namespace mantissa;
+using mantissa::test::world_rank;
+using mantissa::test::world_size;
 
 namespace {
-
-int world_rank() {
-  int r = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &r);
-  return r;
-}
-int world_size() {
-  int n = 1;
-  MPI_Comm_size(MPI_COMM_WORLD, &n);
-  return n;
-}
 
 }  // namespace
 

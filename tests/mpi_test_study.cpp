@@ -20,22 +20,15 @@
 #include "model/sft.hpp"
 #include "rl/rl_trainer.hpp"
 #include "tasks/tokenizer.hpp"
+#include "mpi_test_util.hpp"
+#include "rl_test_util.hpp"
 
 using namespace mantissa;
+using mantissa::test::world_rank;
+using mantissa::test::world_size;
 namespace fs = std::filesystem;
 
 namespace {
-
-int world_rank() {
-  int r = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &r);
-  return r;
-}
-int world_size() {
-  int n = 1;
-  MPI_Comm_size(MPI_COMM_WORLD, &n);
-  return n;
-}
 
 // Per run (rank 0's process id), so that runs of this test in several build trees may overlap.
 fs::path test_root() {
@@ -59,23 +52,9 @@ const std::string& base_policy() {
     }
     MPI_Barrier(MPI_COMM_WORLD);
     const std::string p = (root / "base.h5").string();
-    config::Config c;
-    c.model.vocab = tasks::vocab_size();
-    c.model.d_model = 32;
-    c.model.n_layer = 2;
-    c.model.n_head = 4;
-    c.model.n_kv_head = 2;
-    c.model.d_ff = 64;
-    c.model.max_seq = 48;
-    c.task.family = "addition";
-    c.task.min_digits = 1;
+    config::Config c = test::tiny_addition_config(32);
     c.task.max_digits = 1;
-    c.optimizer.lr = 3e-3;
-    c.sft.batch_size = 16;
-    model::SftTrainer sft(c, MPI_COMM_SELF);
-    sft.init_fresh();
-    for (int i = 0; i < 300; ++i) sft.train_step();
-    if (world_rank() == 0) model::save_checkpoint(p, c.model, sft.table(), sft.optimizer(), {}, "");
+    if (world_rank() == 0) test::train_base_policy(c, 300, p);
     MPI_Barrier(MPI_COMM_WORLD);
     return p;
   }();

@@ -28,6 +28,7 @@
 #include "tasks/tokenizer.hpp"
 
 #include "exe_test_util.hpp"
+#include "rl_test_util.hpp"
 
 using mantissa::test::Cmd;
 using mantissa::test::run_exe;
@@ -38,18 +39,10 @@ namespace fs = std::filesystem;
 namespace {
 
 config::Config tiny_config() {
-  config::Config c;
+  config::Config c = test::tiny_addition_config(32);
   c.run.seed = 11;
-  c.model.vocab = tasks::vocab_size();
-  c.model.d_model = 32;
-  c.model.n_layer = 2;
-  c.model.n_head = 4;
-  c.model.n_kv_head = 2;
-  c.model.d_ff = 64;
   c.model.max_seq = 32;
   c.model.init_std = 0.02;
-  c.task.family = "addition";
-  c.task.min_digits = 1;
   c.task.max_digits = 1;
   c.optimizer.lr = 3e-3;
   c.sft.batch_size = 16;
