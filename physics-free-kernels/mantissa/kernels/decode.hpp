@@ -23,10 +23,11 @@
 //      add y = round_T(t + residual) (two roundings to T). Rollout: y = round_T(acc + residual)
 //      with the fp32 accumulator (one rounding).
 //  D3  Batch invariance. Rollout: every output element is one fixed sequence of fp32
-//      operations on (x row, W row, split_k); which code path computes it (a block of
-//      decode_linear_block columns or the last partial block) depends on its column only, and
-//      both paths run the same operations. So a row's result does not depend on the number of
-//      rows in the call or on its position. The training gemm gives no such guarantee.
+//      operations on (x row, W row, split_k); whichever code computes it (on host CPUs a 2-row
+//      or a 1-row register tile of a work item, which depends on the row's position and on the
+//      number of rows; elsewhere a block of decode_linear_block columns or the last partial
+//      block) runs that same sequence. So a row's result does not depend on the number of rows
+//      in the call or on its position. The training gemm gives no such guarantee.
 //
 // Attention, query row i (head h) over keys/values j = 0 .. L-1 (decode: L = len[r], the
 // positions held in the row's cache slot; training: the causal prefix of the packed sequence):
@@ -80,9 +81,19 @@
 // values live in device memory: one small parallel_reduce per call checks they are in range
 // before any cache element is read or written (it synchronises the execution space instance).
 //
-// Work space per call: linear_decode, for 16-bit T, fp32 copies of x and W (exact); for all T,
-// attention_decode an fp32 score buffer of R * n_head * max(len) (each (row, head) writes its
-// scores once and reads them per chunk, instead of recomputing the dot products).
+// Work space per call: linear_decode none (it widens x and W to fp32 in small panels on each work
+// item's stack on host CPUs, or as it loads them on devices). attention_decode an fp32 score
+// buffer of R * n_head * max(len) (each (row, head) writes its scores once and reads them per
+// chunk, instead of recomputing the dot products); allocating it costs well under a microsecond
+// on a host (glibc reuses the block), and keeping the scores on each thread's stack instead was
+// measured ~5% slower for the kernel, so it stays.
+//
+// Code paths of linear_decode (all compute the same operations per element, D1-D3; see
+// "linear_decode on host CPUs" below): x86-64 host builds run register-blocked SIMD tiles (AVX +
+// F16C when the CPU has them, else SSE2), chosen at run time; other builds (CUDA, other CPUs) run
+// one thread per (row, block of decode_linear_block columns) with the scalar 8-lane loop
+// (detail::decode_split_k_dot). On a GPU that is the same per-element sequence with another
+// tiling; nvcc's default FMA contraction then changes the bits as stated above.
 #include <climits>
 #include <cstddef>
 #include <cstdint>
@@ -91,13 +102,20 @@
 #include <type_traits>
 
 #include "mantissa/kernels/attention.hpp"
-#include "mantissa/kernels/convert.hpp"
 #include "mantissa/kernels/types.hpp"
+
+// Host x86-64 builds (not a device compiler): linear_decode's register-blocked SIMD path.
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(__CUDACC__) && \
+    !defined(__HIPCC__) && !defined(SYCL_LANGUAGE_VERSION)
+#define MANTISSA_DECODE_HOST_SIMD 1
+#include <immintrin.h>
+#endif
 
 namespace mantissa {
 
-// Output columns per work item of linear_decode (one x row against this many W rows at once, so
-// the x row is loaded once per block; every element still runs the same operations, D3).
+// Output columns per thread of the generic (device) linear_decode (one x row against this many W
+// rows at once, so the x row is loaded once per block; every element still runs the same
+// operations, D3).
 inline constexpr int decode_linear_block = 8;
 
 // Positions ahead of the current one whose cache slice attention_decode prefetches (host builds).
@@ -168,9 +186,10 @@ KOKKOS_INLINE_FUNCTION float decode_dot(const float* a, const B* b, int n) {
 
 // out[b] = sum_{d<n} x[d] w[b*ldw + d] for b < NB (NB rows of W), each in the order of D1 and of
 // attention_dot (attention.hpp): lane l sums d = l mod 8 ascending, the lanes are combined as
-// ((s0+s4)+(s2+s6))+((s1+s5)+(s3+s7)). NB = 1 and NB > 1 give the same bits per row.
-template <int NB>
-KOKKOS_INLINE_FUNCTION void decode_dot_block(const float* x, const float* w, std::size_t ldw, int n, float* out) {
+// ((s0+s4)+(s2+s6))+((s1+s5)+(s3+s7)). NB = 1 and NB > 1 give the same bits per row. The
+// operands are read with decode_load (exact), so x and w may be float, bf16_t or fp16_t.
+template <int NB, class TX, class TW>
+KOKKOS_INLINE_FUNCTION void decode_dot_block(const TX* x, const TW* w, std::size_t ldw, int n, float* out) {
   // (The tail loop has a fixed trip count with a guard instead of a variable one, so every index
   // into s is a compile-time constant once unrolled and s need not live in memory.)
   float s[NB][8];
@@ -179,18 +198,18 @@ KOKKOS_INLINE_FUNCTION void decode_dot_block(const float* x, const float* w, std
   int d = 0;
   for (; d + 8 <= n; d += 8)
     for (int b = 0; b < NB; ++b)
-      for (int l = 0; l < 8; ++l) s[b][l] += x[d + l] * w[b * ldw + d + l];
+      for (int l = 0; l < 8; ++l) s[b][l] += decode_load(x[d + l]) * decode_load(w[b * ldw + d + l]);
   if (d < n)
     for (int b = 0; b < NB; ++b)
       for (int l = 0; l < 8; ++l)
-        if (d + l < n) s[b][l] += x[d + l] * w[b * ldw + d + l];
+        if (d + l < n) s[b][l] += decode_load(x[d + l]) * decode_load(w[b * ldw + d + l]);
   for (int b = 0; b < NB; ++b)
     out[b] = ((s[b][0] + s[b][4]) + (s[b][2] + s[b][6])) + ((s[b][1] + s[b][5]) + (s[b][3] + s[b][7]));
 }
 
 // acc[b] = sum over the split_k chunks of K (chunk order) of decode_dot_block   (D1)
-template <int NB>
-KOKKOS_INLINE_FUNCTION void decode_split_k_dot(const float* x, const float* w, std::size_t ldw, int k, int split_k,
+template <int NB, class TX, class TW>
+KOKKOS_INLINE_FUNCTION void decode_split_k_dot(const TX* x, const TW* w, std::size_t ldw, int k, int split_k,
                                                float* acc) {
   for (int b = 0; b < NB; ++b) acc[b] = 0.0f;
   for (int c0 = 0; c0 < k;) {
@@ -217,53 +236,441 @@ KOKKOS_INLINE_FUNCTION void decode_prefetch(const T* p, int n) {
 #endif
 }
 
+// ---- linear_decode on host CPUs: register-blocked tiles, the same operations per element ----
+//
+// Host builds on x86-64 (g++/clang, not a device compiler) run linear_decode through the code
+// below; every other build uses decode_split_k_dot, one thread per (row, block of columns). Both
+// compute every output element with the same sequence of fp32 operations (D1, D2): that sequence
+// is fixed by (x row, W row, split_k) alone, whatever the tiling. How the host code keeps it:
+//  - The 8 lanes of D1 are the 8 floats of one vector (AVX: one 256-bit register; SSE2: two
+//    128-bit ones, lanes 0-3 and 4-7): lane l of element (r, n) takes the chunk's elements
+//    l, l+8, ... in ascending order, s_l = s_l + x*w, a product then a sum, as in
+//    decode_dot_block. Vectorising over the 8 lanes is not vectorising over K in another order:
+//    it is the documented order.
+//  - A work item is a group of decode_item_rows rows x a panel of decode_item_cols columns. It
+//    walks K in blocks of up to decode_k_block elements, each block whole chunks and pieces of
+//    chunks, and widens its x rows and W rows of the block (exactly: decode_load, or F16C's
+//    vcvtph2ps for fp16, which equals to_float except that it quiets signalling NaNs, and a
+//    NaN operand gives the same quiet NaN product either way) into fp32 panels on its stack,
+//    each chunk starting at a multiple of 8 floats and its tail padded with zeros in both x and
+//    W: a padded lane adds 0*0 = +0, and s + (+0) = s for every s a lane can hold (a lane
+//    starts at +0 and never becomes -0 in round-to-nearest), so the padding changes no bit.
+//    fp32 blocks with nothing to pad are read in place. A chunk longer than what is left of the
+//    block continues in the next block with its lanes kept in the item's lane buffer (a
+//    multiple of 8 elements per piece, so every element stays in its lane).
+//  - Register tiles of NR rows x NC columns (AVX: 2 x 4 or 1 x 8, SSE2: 2 x 2 or 1 x 4, i.e. 8
+//    or 4 output elements) load each x vector once for NC columns and each W vector once for
+//    NR rows. At the end of a chunk the tile's elements are reduced together by shuffles and
+//    vector adds that form, per element, exactly ((s0+s4)+(s2+s6))+((s1+s5)+(s3+s7)), and the
+//    partials are added to the elements' fp32 accumulators (acc = acc + partial, chunk order).
+//  - The epilogue is D2's: v = acc (+ residual), then one rounding to T (for fp16 on the AVX path
+//    by F16C's vcvtps2ph, round to nearest even, which equals fp16_bits_from_float on all 2^32
+//    floats, NaNs included; checked exhaustively once, and in the tests on a sample).
+//  - Columns past N in the last panel are computed on zero W rows and dropped; a row's tile
+//    shape (2-row or 1-row tile) does not change any element's operations, so results are
+//    batch-invariant (D3) and position-invariant.
+//  - The instruction set is chosen at run time: AVX + F16C when the CPU has them (no FMA: the
+//    functions are compiled for "avx,f16c" only, so nothing contracts a*b+c), else SSE2. In a
+//    build for an FMA target (-march=native) the compiler may contract s + x*w into fma(x, w, s)
+//    on both paths alike (see "FMA contraction" above).
+// No allocation: the panels (~25 KiB) live on the work item's stack.
+// (MANTISSA_DECODE_HOST_SIMD: defined at the top of this file.)
+
+}  // namespace detail
+
+// Rows and columns of one work item of the host linear_decode, and the K elements its panels hold.
+inline constexpr int decode_item_rows = 16;
+inline constexpr int decode_item_cols = 16;
+inline constexpr int decode_k_block = 128;
+
+namespace detail {
+
+// Which code computes linear_decode (all give the same bits). automatic: host_avx or host_sse2 on
+// x86-64 host builds (by CPU), generic elsewhere. Tests name the others to compare them.
+enum class LinearPath { automatic, generic, host_sse2, host_avx };
+
+#if defined(MANTISSA_DECODE_HOST_SIMD)
+
+#define MANTISSA_DECODE_ALWAYS_INLINE inline __attribute__((always_inline))
+#define MANTISSA_DECODE_AVX __attribute__((target("avx,f16c")))
+
+using dec_v8 = float __attribute__((vector_size(32)));
+using dec_v4 = float __attribute__((vector_size(16)));
+#if defined(__has_builtin)
+#if __has_builtin(__builtin_shufflevector)
+#define MANTISSA_DECODE_SHUFFLE_VECTOR 1
+#endif
+#endif
+#if defined(MANTISSA_DECODE_SHUFFLE_VECTOR)
+#define MANTISSA_DECODE_SHUF8(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
+#define MANTISSA_DECODE_SHUF4(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
+#else
+using dec_v8i = int __attribute__((vector_size(32)));
+using dec_v4i = int __attribute__((vector_size(16)));
+#define MANTISSA_DECODE_SHUF8(a, b, ...) __builtin_shuffle(a, b, dec_v8i{__VA_ARGS__})
+#define MANTISSA_DECODE_SHUF4(a, b, ...) __builtin_shuffle(a, b, dec_v4i{__VA_ARGS__})
+#endif
+
+// The 8 lanes of one output element: one dec_v8 (AVX) or two dec_v4 (SSE2; [0] lanes 0-3, [1] 4-7).
+struct DecodeIsaAvx {
+  using V = dec_v8;
+  static constexpr int NV = 1, E = 8;  // vectors per element, elements per register tile
+};
+struct DecodeIsaSse2 {
+  using V = dec_v4;
+  static constexpr int NV = 2, E = 4;
+};
+
+// Per element e < 8 of s (8 lanes each): p[e] = ((s0+s4)+(s2+s6))+((s1+s5)+(s3+s7)).
+// [u_e | u_e+4] with u = lanes 0-3 + lanes 4-7 = (s0+s4, s1+s5, s2+s6, s3+s7); then z = u0 + u2 and
+// u1 + u3 per element side by side; then their sum, the elements in order 0..7.
+MANTISSA_DECODE_ALWAYS_INLINE void decode_reduce(const dec_v8 (&s)[8], dec_v8& p) {
+  dec_v8 u[4];
+  for (int e = 0; e < 4; ++e)
+    u[e] = MANTISSA_DECODE_SHUF8(s[e], s[e + 4], 0, 1, 2, 3, 8, 9, 10, 11) +
+           MANTISSA_DECODE_SHUF8(s[e], s[e + 4], 4, 5, 6, 7, 12, 13, 14, 15);
+  const dec_v8 z01 = MANTISSA_DECODE_SHUF8(u[0], u[1], 0, 1, 8, 9, 4, 5, 12, 13) +
+                     MANTISSA_DECODE_SHUF8(u[0], u[1], 2, 3, 10, 11, 6, 7, 14, 15);
+  const dec_v8 z23 = MANTISSA_DECODE_SHUF8(u[2], u[3], 0, 1, 8, 9, 4, 5, 12, 13) +
+                     MANTISSA_DECODE_SHUF8(u[2], u[3], 2, 3, 10, 11, 6, 7, 14, 15);
+  p = MANTISSA_DECODE_SHUF8(z01, z23, 0, 2, 8, 10, 4, 6, 12, 14) +
+      MANTISSA_DECODE_SHUF8(z01, z23, 1, 3, 9, 11, 5, 7, 13, 15);
+}
+// The same for 4 elements held as lane pairs s[2e] (lanes 0-3), s[2e+1] (lanes 4-7).
+MANTISSA_DECODE_ALWAYS_INLINE void decode_reduce(const dec_v4 (&s)[8], dec_v4& p) {
+  dec_v4 u[4];
+  for (int e = 0; e < 4; ++e) u[e] = s[2 * e] + s[2 * e + 1];
+  const dec_v4 z01 = MANTISSA_DECODE_SHUF4(u[0], u[1], 0, 1, 4, 5) + MANTISSA_DECODE_SHUF4(u[0], u[1], 2, 3, 6, 7);
+  const dec_v4 z23 = MANTISSA_DECODE_SHUF4(u[2], u[3], 0, 1, 4, 5) + MANTISSA_DECODE_SHUF4(u[2], u[3], 2, 3, 6, 7);
+  p = MANTISSA_DECODE_SHUF4(z01, z23, 0, 2, 4, 6) + MANTISSA_DECODE_SHUF4(z01, z23, 1, 3, 5, 7);
+}
+
+// One piece of a chunk, staged at offset off of the panels (len elements, padded to a multiple of 8).
+struct DecodeSegment {
+  int off, len, steps;  // offset in the panels, elements, 8-element steps
+  bool first, last;     // the piece starts / ends its chunk
+};
+
+// Load / store of the floats p[0 .. size of V): through the unaligned, may_alias twins of the
+// vector types (as immintrin.h's __m256_u), so no alignment or aliasing is assumed and no
+// register is forced into memory (a memcpy from a tile's accumulator array makes g++ keep the
+// whole array on the stack).
+using dec_v8u = float __attribute__((vector_size(32), may_alias, aligned(4)));
+using dec_v4u = float __attribute__((vector_size(16), may_alias, aligned(4)));
+MANTISSA_DECODE_ALWAYS_INLINE void decode_loadu(dec_v8& v, const float* p) { v = *reinterpret_cast<const dec_v8u*>(p); }
+MANTISSA_DECODE_ALWAYS_INLINE void decode_loadu(dec_v4& v, const float* p) { v = *reinterpret_cast<const dec_v4u*>(p); }
+MANTISSA_DECODE_ALWAYS_INLINE void decode_storeu(float* p, const dec_v8& v) { *reinterpret_cast<dec_v8u*>(p) = v; }
+MANTISSA_DECODE_ALWAYS_INLINE void decode_storeu(float* p, const dec_v4& v) { *reinterpret_cast<dec_v4u*>(p) = v; }
+
+// A register tile: rows xb + r*ldx (r < NR) x columns wb + c*ldw (c < NC) over the block's
+// segments (a segment's elements at offset off of every row). acc: the tile's E fp32
+// accumulators; lanes: its E x 8 kept lanes.
+template <class Isa, int NR, int NC>
+MANTISSA_DECODE_ALWAYS_INLINE void decode_tile(const float* xb, std::size_t ldx, const float* wb, std::size_t ldw,
+                                               const DecodeSegment* seg, int nseg, float* acc, float* lanes) {
+  using V = typename Isa::V;
+  constexpr int NV = Isa::NV, E = NR * NC, W = 8 / NV;
+  static_assert(E == Isa::E, "a register tile holds Isa::E elements");
+  V s[E * NV];
+  for (int g = 0; g < nseg; ++g) {
+    if (seg[g].first) {
+      for (int i = 0; i < E * NV; ++i) s[i] = V{};
+    } else {
+      for (int i = 0; i < E * NV; ++i) decode_loadu(s[i], lanes + i * W);
+    }
+    const float* xp = xb + seg[g].off;
+    const float* wp = wb + seg[g].off;
+    for (int t = 0; t < seg[g].steps; ++t, xp += 8, wp += 8) {
+      V xv[NR * NV];
+      for (int r = 0; r < NR; ++r)
+        for (int v = 0; v < NV; ++v) decode_loadu(xv[r * NV + v], xp + r * ldx + v * W);
+      for (int c = 0; c < NC; ++c)
+        for (int v = 0; v < NV; ++v) {
+          V wv;
+          decode_loadu(wv, wp + c * ldw + v * W);
+          for (int r = 0; r < NR; ++r) s[(r * NC + c) * NV + v] += xv[r * NV + v] * wv;  // lane += x * w
+        }
+    }
+    if (seg[g].last) {
+      V p, a;
+      decode_reduce(s, p);
+      decode_loadu(a, acc);
+      a += p;  // acc = acc + chunk partial (D1)
+      decode_storeu(acc, a);
+    } else {
+      for (int i = 0; i < E * NV; ++i) decode_storeu(lanes + i * W, s[i]);
+    }
+  }
+}
+
+// Rows src + i*ld, i < n, elements [0, len) as floats (exact) into dst + i*decode_k_block (32-byte
+// aligned), each padded with zeros to a multiple of 8 floats.
+template <class Isa, class T>
+MANTISSA_DECODE_ALWAYS_INLINE void decode_stage(const T* src, std::size_t ld, int n, float* dst, int len) {
+  using V = typename Isa::V;
+  constexpr int W = 8 / Isa::NV;
+  for (int r = 0; r < n; ++r, src += ld, dst += decode_k_block) {
+    int i = 0;
+    if constexpr (std::is_same<T, float>::value) {
+      for (; i + W <= len; i += W) {
+        V v;
+        decode_loadu(v, src + i);
+        __asm__("" : "+x"(v));  // (keeps g++ from turning the loop into a memcpy call per row)
+        decode_storeu(dst + i, v);
+      }
+    }
+    for (; i < len; ++i) dst[i] = decode_load(src[i]);
+    for (; (i & 7) != 0; ++i) dst[i] = 0.0f;
+  }
+}
+// The same for fp16 with F16C (vcvtph2ps: exact; signalling NaNs come out quiet, see above). A
+// call per segment, not inlined: an always_inline callee must not need more than its caller.
+MANTISSA_DECODE_AVX inline void decode_stage_f16c(const fp16_t* src, std::size_t ld, int n, float* dst, int len) {
+  for (int r = 0; r < n; ++r, src += ld, dst += decode_k_block) {
+    int i = 0;
+    for (; i + 8 <= len; i += 8)
+      _mm256_store_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i))));
+    for (; i < len; ++i) dst[i] = _cvtsh_ss(src[i].bits);
+    for (; (i & 7) != 0; ++i) dst[i] = 0.0f;
+  }
+}
+// y[i*ldy + j] = fp16 of v[i*ldv + j] (round to nearest even: vcvtps2ph equals
+// fp16_bits_from_float on all 2^32 inputs, NaNs included), i < n, j < m.
+MANTISSA_DECODE_AVX inline void decode_round_f16c(const float* v, int ldv, int n, int m, fp16_t* y, std::size_t ldy) {
+  for (int i = 0; i < n; ++i, v += ldv, y += ldy) {
+    int j = 0;
+    for (; j + 8 <= m; j += 8)
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(y + j),
+                       _mm256_cvtps_ph(_mm256_loadu_ps(v + j), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    for (; j < m; ++j) y[j].bits = _cvtss_sh(v[j], _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  }
+}
+template <class Isa, class T>
+MANTISSA_DECODE_ALWAYS_INLINE void decode_stage_isa(const T* src, std::size_t ld, int n, float* dst, int len) {
+  if constexpr (std::is_same<Isa, DecodeIsaAvx>::value && std::is_same<T, fp16_t>::value) {
+    decode_stage_f16c(src, ld, n, dst, len);
+  } else {
+    decode_stage<Isa>(src, ld, n, dst, len);
+  }
+}
+
+// Everything one work item of the host linear_decode needs (raw host pointers, row strides).
+template <class T>
+struct DecodeLinearArgs {
+  const T* x;
+  std::size_t ldx;
+  const T* w;
+  std::size_t ldw;
+  const T* res;  // nullptr: no residual
+  std::size_t ldr;
+  T* y;
+  std::size_t ldy;
+  std::size_t rows, nout, panels;
+  int k, split_k;
+};
+
+// Work item `item` = (row group item / panels, column panel item % panels).
+template <class T, class Isa>
+MANTISSA_DECODE_ALWAYS_INLINE void decode_linear_item(const DecodeLinearArgs<T>& a, std::size_t item) {
+  constexpr int RG = decode_item_rows, CP = decode_item_cols, KB = decode_k_block, E = Isa::E;
+  constexpr int NC2 = E / 2, NC1 = E;  // columns of the 2-row and of the 1-row register tiles
+  static_assert(CP % 8 == 0 && KB % 8 == 0, "panels hold whole 8-lane vectors");
+  const std::size_t r0 = (item / a.panels) * RG, c0 = (item % a.panels) * CP;
+  const int rg = a.rows - r0 < static_cast<std::size_t>(RG) ? static_cast<int>(a.rows - r0) : RG;
+  const int cp = a.nout - c0 < static_cast<std::size_t>(CP) ? static_cast<int>(a.nout - c0) : CP;
+  const int cpad = (cp + 7) / 8 * 8;  // columns computed (cp..cpad: zero W rows, dropped)
+  alignas(32) float xb[RG * KB];
+  alignas(32) float wb[CP * KB];
+  alignas(32) float acc[RG * CP];
+  alignas(32) float lanes[RG * CP * 8];
+  DecodeSegment seg[KB / 8];
+  const int k = a.k, split_k = a.split_k;
+  int kk = 0, cstart = 0, cend = k <= split_k ? k : split_k;
+  int tiles = 0;  // register tiles of the item (2-row tiles, then the odd row's 1-row tiles)
+  for (int r = 0; r < rg; r += 2) tiles += r + 2 <= rg ? cpad / NC2 : cpad / NC1;
+  for (int i = 0; i < tiles * E; ++i) acc[i] = 0.0f;
+  while (kk < k) {
+    // the next block: whole chunks and pieces of chunks, each at a multiple of 8 floats
+    const int kb0 = kk;
+    int nseg = 0, off = 0;
+    bool whole = true;  // every segment a multiple of 8 elements: offsets are k - kb0
+    while (kk < k && off < KB) {
+      const int len = cend - kk < KB - off ? cend - kk : KB - off;
+      seg[nseg++] = DecodeSegment{off, len, (len + 7) / 8, kk == cstart, kk + len == cend};
+      whole = whole && len % 8 == 0;
+      off += (len + 7) / 8 * 8;
+      kk += len;
+      if (kk == cend) {
+        cstart = kk;
+        cend = k - kk <= split_k ? k : kk + split_k;
+      }
+    }
+    // fp32 operands with nothing to pad are read in place; the others are staged (widened, padded)
+    const float *xp = xb, *wp = wb;
+    std::size_t ldx = KB, ldw = KB;
+    if (std::is_same<T, float>::value && whole && cp == cpad) {
+      xp = reinterpret_cast<const float*>(a.x + r0 * a.ldx + kb0), ldx = a.ldx;
+      wp = reinterpret_cast<const float*>(a.w + c0 * a.ldw + kb0), ldw = a.ldw;
+    } else {
+      for (int g = 0, q = kb0; g < nseg; q += seg[g].len, ++g) {
+        decode_stage_isa<Isa>(a.x + r0 * a.ldx + q, a.ldx, rg, xb + seg[g].off, seg[g].len);
+        decode_stage_isa<Isa>(a.w + c0 * a.ldw + q, a.ldw, cp, wb + seg[g].off, seg[g].len);
+        for (int c = cp; c < cpad; ++c)
+          for (int i = 0; i < seg[g].steps * 8; ++i) wb[c * KB + seg[g].off + i] = 0.0f;
+      }
+    }
+    int t = 0, r = 0;
+    for (; r + 2 <= rg; r += 2)
+      for (int c = 0; c < cpad; c += NC2, ++t)
+        decode_tile<Isa, 2, NC2>(xp + r * ldx, ldx, wp + c * ldw, ldw, seg, nseg, acc + t * E, lanes + t * E * 8);
+    if (r < rg)
+      for (int c = 0; c < cpad; c += NC1, ++t)
+        decode_tile<Isa, 1, NC1>(xp + r * ldx, ldx, wp + c * ldw, ldw, seg, nseg, acc + t * E, lanes + t * E * 8);
+  }
+  // v = acc (+ residual) in fp32, rows of the panel side by side (the residual is read here,
+  // before y is written); then y = round_T(v), one rounding (D2), a row of the panel at a time
+  float* v = xb;  // (the x panel is no longer needed)
+  const auto put = [&](int row, int col, float value) {
+    if (col < cp) v[row * CP + col] = a.res ? value + to_float(a.res[(r0 + row) * a.ldr + c0 + col]) : value;
+  };
+  int t = 0, r = 0;
+  for (; r + 2 <= rg; r += 2)
+    for (int c = 0; c < cpad; c += NC2, ++t)
+      for (int e = 0; e < E; ++e) put(r + e / NC2, c + e % NC2, acc[t * E + e]);
+  if (r < rg)
+    for (int c = 0; c < cpad; c += NC1, ++t)
+      for (int e = 0; e < E; ++e) put(r, c + e, acc[t * E + e]);
+  T* y = a.y + r0 * a.ldy + c0;
+  if constexpr (std::is_same<Isa, DecodeIsaAvx>::value && std::is_same<T, fp16_t>::value) {
+    decode_round_f16c(v, CP, rg, cp, y, a.ldy);
+  } else {
+    for (int i = 0; i < rg; ++i)
+      for (int j = 0; j < cp; ++j) y[i * a.ldy + j] = from_float<T>(v[i * CP + j]);
+  }
+}
+
+template <class T>
+MANTISSA_DECODE_AVX void decode_linear_item_avx(const DecodeLinearArgs<T>& a, std::size_t item) {
+  decode_linear_item<T, DecodeIsaAvx>(a, item);
+}
+template <class T>
+void decode_linear_item_sse2(const DecodeLinearArgs<T>& a, std::size_t item) {
+  decode_linear_item<T, DecodeIsaSse2>(a, item);
+}
+
+// AVX and F16C usable (CPU and OS), asked once.
+inline bool decode_host_avx() {
+  static const bool ok = __builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c");
+  return ok;
+}
+
+#else
+inline bool decode_host_avx() { return false; }
+#endif  // MANTISSA_DECODE_HOST_SIMD
+
+// Whether `path` can run here (automatic and generic always can).
+template <class Exec>
+bool decode_linear_path_available(LinearPath path) {
+#if defined(MANTISSA_DECODE_HOST_SIMD)
+  constexpr bool host = std::is_same<typename Exec::memory_space, Kokkos::HostSpace>::value &&
+                        std::is_same<MemSpace, Kokkos::HostSpace>::value;
+  if (path == LinearPath::host_sse2) return host;
+  if (path == LinearPath::host_avx) return host && decode_host_avx();
+  return true;
+#else
+  return path == LinearPath::automatic || path == LinearPath::generic;
+#endif
+}
+
+}  // namespace detail
+
+namespace detail {
+
+// linear_decode (below) with the code path named (tests: every path gives the same bits). Throws
+// std::invalid_argument for a path that cannot run here (decode_linear_path_available).
+template <class T, class Exec>
+void linear_decode_path(const Exec& space, ConstView2<T> x, ConstView2<T> W, ConstView2<T> residual, View2<T> y,
+                        int split_k, LinearPath path) {
+  const std::size_t rows = x.extent(0), kdim = x.extent(1), nout = W.extent(0);
+  const char* who = "linear_decode";
+  if (split_k < 1) decode_fail(who, "split_k must be >= 1, got " + std::to_string(split_k));
+  if (W.extent(1) != kdim)
+    decode_fail(who, "W is " + decode_extents(W.extent(0), W.extent(1)) + ", expected (Nout, K = " +
+                         std::to_string(kdim) + ")");
+  if (kdim > static_cast<std::size_t>(INT_MAX)) decode_fail(who, "K must fit an int");
+  if (y.extent(0) != rows || y.extent(1) != nout)
+    decode_fail(who, "y is " + decode_extents(y.extent(0), y.extent(1)) + ", expected " + decode_extents(rows, nout));
+  const bool has_residual = residual.extent(0) != 0;
+  if (has_residual && (residual.extent(0) != rows || residual.extent(1) != nout))
+    decode_fail(who, "residual is " + decode_extents(residual.extent(0), residual.extent(1)) + ", expected " +
+                         decode_extents(rows, nout) + " or empty");
+  if (!decode_linear_path_available<Exec>(path)) decode_fail(who, "the requested code path cannot run here");
+  if (rows == 0 || nout == 0) return;
+  const int k = static_cast<int>(kdim);
+#if defined(MANTISSA_DECODE_HOST_SIMD)
+  if constexpr (std::is_same<typename Exec::memory_space, Kokkos::HostSpace>::value &&
+                std::is_same<MemSpace, Kokkos::HostSpace>::value) {
+    if (path != LinearPath::generic) {
+      const bool avx = path == LinearPath::host_avx || (path == LinearPath::automatic && decode_host_avx());
+      const std::size_t panels = (nout + decode_item_cols - 1) / decode_item_cols;
+      const std::size_t groups = (rows + decode_item_rows - 1) / decode_item_rows;
+      const DecodeLinearArgs<T> a{x.data(),
+                                  x.stride(0),
+                                  W.data(),
+                                  W.stride(0),
+                                  has_residual ? residual.data() : nullptr,
+                                  has_residual ? residual.stride(0) : 0,
+                                  y.data(),
+                                  y.stride(0),
+                                  rows,
+                                  nout,
+                                  panels,
+                                  k,
+                                  split_k};
+      const Kokkos::RangePolicy<Exec> items(space, 0, groups * panels);
+      if (avx)
+        Kokkos::parallel_for(
+            "mantissa::decode::linear", items, KOKKOS_LAMBDA(const std::size_t i) { decode_linear_item_avx<T>(a, i); });
+      else
+        Kokkos::parallel_for(
+            "mantissa::decode::linear", items, KOKKOS_LAMBDA(const std::size_t i) { decode_linear_item_sse2<T>(a, i); });
+      return;
+    }
+  }
+#endif
+  // Generic (device) path: one thread per (row, block of decode_linear_block columns), the
+  // operands read in T and widened as they are loaded (decode_load, exact).
+  constexpr int nb = decode_linear_block;
+  const std::size_t blocks = (nout + nb - 1) / nb;
+  Kokkos::parallel_for(
+      "mantissa::decode::linear", Kokkos::RangePolicy<Exec>(space, 0, rows * blocks),
+      KOKKOS_LAMBDA(const std::size_t idx) {
+        const std::size_t r = idx / blocks, n0 = (idx % blocks) * nb;
+        const T* xr = x.data() + r * x.stride(0);
+        const std::size_t ldw = W.stride(0);
+        float acc[nb];
+        int count = nb;
+        if (n0 + nb <= nout) {
+          decode_split_k_dot<nb>(xr, W.data() + n0 * ldw, ldw, k, split_k, acc);
+        } else {  // the last, partial block: one W row at a time, the same operations per element
+          count = static_cast<int>(nout - n0);
+          for (int b = 0; b < count; ++b) decode_split_k_dot<1>(xr, W.data() + (n0 + b) * ldw, ldw, k, split_k, acc + b);
+        }
+        for (int b = 0; b < count; ++b)
+          y(r, n0 + b) = from_float<T>(has_residual ? acc[b] + to_float(residual(r, n0 + b)) : acc[b]);
+      });
+}
+
 }  // namespace detail
 
 // y[r,n] = round_T( sum_k x[r,k] W[n,k] (+ residual[r,n]) ), split-K order D1, one rounding (D2)
 // x (R,K), W (Nout,K), residual (R,Nout) or empty (extent 0: no residual) -> y (R,Nout)
 // residual may be the same View as y (each element is read before it is written, by the same
-// thread); x and W must not overlap y. split_k >= 1 (split_k >= K: one chunk).
+// thread); x and W must not overlap y. split_k >= 1 (split_k >= K: one chunk). No allocation.
 template <class T, class Exec>
 void linear_decode(const Exec& space, ConstView2<T> x, ConstView2<T> W, ConstView2<T> residual, View2<T> y,
                    int split_k) {
-  const std::size_t rows = x.extent(0), kdim = x.extent(1), nout = W.extent(0);
-  const char* who = "linear_decode";
-  if (split_k < 1) detail::decode_fail(who, "split_k must be >= 1, got " + std::to_string(split_k));
-  if (W.extent(1) != kdim)
-    detail::decode_fail(who, "W is " + detail::decode_extents(W.extent(0), W.extent(1)) + ", expected (Nout, K = " +
-                                 std::to_string(kdim) + ")");
-  if (kdim > static_cast<std::size_t>(INT_MAX)) detail::decode_fail(who, "K must fit an int");
-  if (y.extent(0) != rows || y.extent(1) != nout)
-    detail::decode_fail(who, "y is " + detail::decode_extents(y.extent(0), y.extent(1)) + ", expected " +
-                                 detail::decode_extents(rows, nout));
-  const bool has_residual = residual.extent(0) != 0;
-  if (has_residual && (residual.extent(0) != rows || residual.extent(1) != nout))
-    detail::decode_fail(who, "residual is " + detail::decode_extents(residual.extent(0), residual.extent(1)) +
-                                 ", expected " + detail::decode_extents(rows, nout) + " or empty");
-  if (rows == 0 || nout == 0) return;
-  const ConstView2<float> xf = widen_to_fp32<T>(space, x, "mantissa::decode::x_fp32");
-  const ConstView2<float> wf = widen_to_fp32<T>(space, W, "mantissa::decode::w_fp32");
-  constexpr int nb = decode_linear_block;
-  const std::size_t blocks = (nout + nb - 1) / nb;
-  const int k = static_cast<int>(kdim);
-  Kokkos::parallel_for(
-      "mantissa::decode::linear", Kokkos::RangePolicy<Exec>(space, 0, rows * blocks),
-      KOKKOS_LAMBDA(const std::size_t idx) {
-        const std::size_t r = idx / blocks, n0 = (idx % blocks) * nb;
-        const float* xr = xf.data() + r * xf.stride(0);
-        const std::size_t ldw = wf.stride(0);
-        float acc[nb];
-        int count = nb;
-        if (n0 + nb <= nout) {
-          detail::decode_split_k_dot<nb>(xr, wf.data() + n0 * ldw, ldw, k, split_k, acc);
-        } else {  // the last, partial block: one W row at a time, the same operations per element
-          count = static_cast<int>(nout - n0);
-          for (int b = 0; b < count; ++b)
-            detail::decode_split_k_dot<1>(xr, wf.data() + (n0 + b) * ldw, ldw, k, split_k, acc + b);
-        }
-        for (int b = 0; b < count; ++b)
-          y(r, n0 + b) = from_float<T>(has_residual ? acc[b] + to_float(residual(r, n0 + b)) : acc[b]);
-      });
+  detail::linear_decode_path<T>(space, x, W, residual, y, split_k, detail::LinearPath::automatic);
 }
 
 // cache_k[slot[r], pos[r], :] = k part of qkv row r, cache_v likewise with the v part (exact copies)
