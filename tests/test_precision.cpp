@@ -7,6 +7,7 @@
 //  - round trip of every non-NaN pattern; NaN stays NaN.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -16,8 +17,10 @@
 #include "mantissa/kernels/convert.hpp"
 #include "mantissa/kernels/precision.hpp"
 
-#if defined(__F16C__)
+#if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
+#endif
+#if defined(__F16C__)
 #define MANTISSA_HAVE_F16C_REF 1
 #endif
 
@@ -180,6 +183,60 @@ TEST(Precision, EncodeRandomFloatsBitExact) {
   }
   EXPECT_EQ(mismatches16, 0);
   EXPECT_EQ(mismatches_b, 0);
+}
+
+// The branchy fp16 encoder the branch-free one replaced (integer rounding on every path),
+// kept as an independent reference.
+static std::uint16_t fp16_reference_encode(float f) {
+  const std::uint32_t x = float_bits(f);
+  const std::uint32_t sign = (x >> 16) & 0x8000u;
+  std::uint32_t a = x & 0x7fffffffu;
+  if (a > 0x7f800000u) return static_cast<std::uint16_t>(sign | 0x7e00u | ((a >> 13) & 0x3ffu));
+  if (a >= 0x477ff000u) return static_cast<std::uint16_t>(sign | 0x7c00u);
+  if (a >= 0x38800000u) return static_cast<std::uint16_t>(sign | ((a + 0xc8000fffu + ((a >> 13) & 1u)) >> 13));
+  const std::uint32_t shift = 126u - (a >> 23);
+  if (shift > 25u) return static_cast<std::uint16_t>(sign);
+  const std::uint32_t m = (a & 0x7fffffu) | 0x800000u;
+  std::uint32_t r = m >> shift;
+  const std::uint32_t rem = m & ((1u << shift) - 1u), half = 1u << (shift - 1u);
+  if (rem > half || (rem == half && (r & 1u))) ++r;
+  return static_cast<std::uint16_t>(sign | r);
+}
+#if defined(__x86_64__) && defined(__GNUC__)
+__attribute__((target("f16c"))) static std::uint16_t f16c_encode_runtime(float x) {
+  return static_cast<std::uint16_t>(_cvtss_sh(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+}
+#endif
+
+// Every float (2^32 patterns; a stride over them when MANTISSA_PRECISION_SAMPLES is set, as in
+// the sanitizer preset): the branch-free fp16 and bf16 encoders against the branchy reference,
+// against F16C's vcvtps2ph where the CPU has it (chosen at run time, so the portable build checks it
+// too), and the bf16 rule against its NaN-free form.
+TEST(Precision, EncodeEveryFloatBitExact) {
+  std::uint64_t stride = 1;
+  if (const char* env = std::getenv("MANTISSA_PRECISION_SAMPLES"))
+    stride = std::max<std::uint64_t>(1, (1ull << 32) / std::max(1ll, std::atoll(env)));
+#if defined(__x86_64__) && defined(__GNUC__)
+  const bool f16c = __builtin_cpu_supports("f16c");
+#else
+  const bool f16c = false;
+#endif
+  long long bad_ref = 0, bad_f16c = 0, bad_bf16 = 0;
+  for (std::uint64_t u = 0; u < (1ull << 32); u += stride) {
+    const float x = bits_float(static_cast<std::uint32_t>(u));
+    const std::uint16_t h = fp16_bits_from_float(x);
+    bad_ref += h != fp16_reference_encode(x);
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (f16c && !std::isnan(x)) bad_f16c += h != f16c_encode_runtime(x);
+#endif
+    const std::uint32_t b = bf16_bits_from_float(x);
+    const std::uint32_t want_b = std::isnan(x) ? (static_cast<std::uint32_t>(u) >> 16) | 0x40u
+                                               : (static_cast<std::uint32_t>(u) + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    bad_bf16 += b != (want_b & 0xffffu);
+  }
+  EXPECT_EQ(bad_ref, 0);
+  EXPECT_EQ(bad_f16c, 0) << (f16c ? "" : "(no F16C here)");
+  EXPECT_EQ(bad_bf16, 0);
 }
 
 TEST(Precision, TraitsAndNames) {
