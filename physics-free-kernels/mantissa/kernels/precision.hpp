@@ -68,9 +68,13 @@ MANTISSA_HD std::uint16_t fp16_bits_from_float(float f) {
   const std::uint32_t a = x & 0x7fffffffu;
   const std::uint32_t normal = (a + 0xc8000fffu + ((a >> 13) & 1u)) >> 13;  // (wraps for huge a: not selected)
   const std::uint32_t sub = float_bits(bits_float(a) + 0.5f) - 0x3f000000u;
-  std::uint32_t r = a >= 0x38800000u ? normal : sub;
-  r = a >= 0x477ff000u ? 0x7c00u : r;
-  r = a > 0x7f800000u ? (0x7e00u | ((a >> 13) & 0x3ffu)) : r;
+  // (masks rather than ?: so that g++ does not turn the selects back into jumps)
+  const std::uint32_t is_normal = 0u - static_cast<std::uint32_t>(a >= 0x38800000u);
+  const std::uint32_t is_inf = 0u - static_cast<std::uint32_t>(a >= 0x477ff000u);
+  const std::uint32_t is_nan = 0u - static_cast<std::uint32_t>(a > 0x7f800000u);
+  std::uint32_t r = (normal & is_normal) | (sub & ~is_normal);
+  r = (0x7c00u & is_inf) | (r & ~is_inf);
+  r = ((0x7e00u | ((a >> 13) & 0x3ffu)) & is_nan) | (r & ~is_nan);
   return static_cast<std::uint16_t>(sign | r);
 }
 
@@ -93,7 +97,8 @@ MANTISSA_HD float fp16_bits_to_float(std::uint16_t h) {
 MANTISSA_HD std::uint16_t bf16_bits_from_float(float f) {
   const std::uint32_t x = float_bits(f);
   const std::uint32_t rounded = (x + 0x7fffu + ((x >> 16) & 1u)) >> 16;
-  return static_cast<std::uint16_t>((x & 0x7fffffffu) > 0x7f800000u ? (x >> 16) | 0x0040u : rounded);
+  const std::uint32_t is_nan = 0u - static_cast<std::uint32_t>((x & 0x7fffffffu) > 0x7f800000u);
+  return static_cast<std::uint16_t>((((x >> 16) | 0x0040u) & is_nan) | (rounded & ~is_nan));
 }
 MANTISSA_HD float bf16_bits_to_float(std::uint16_t b) { return bits_float(static_cast<std::uint32_t>(b) << 16); }
 
