@@ -112,6 +112,54 @@ KOKKOS_INLINE_FUNCTION float attention_dot(const A* a, const B* b, int n) {
 
 }  // namespace detail
 
+namespace detail {
+
+// Keys are processed in blocks of this many (register tiles across keys); the per-item key
+// buffers are padded with zeros to a multiple of it.
+inline constexpr int attention_key_block = 8;
+
+// s[t] = attention_dot(a, column t of kt, hd) for t in [0, n_pad), n_pad a multiple of
+// attention_key_block: kt is hd rows of ld floats (the keys transposed, column t = key t). Every
+// s[t] is computed with exactly attention_dot's operations (lane r sums d = r mod 8 ascending from
+// 0, lanes combined as ((s0+s4)+(s2+s6))+((s1+s5)+(s3+s7))), but 8 keys at a time: the loops over
+// the block's keys are independent, so the compiler vectorises across keys with no horizontal sum.
+KOKKOS_INLINE_FUNCTION void attention_dots_t(const float* a, const float* kt, int ld, int hd, int n_pad, float* s) {
+  constexpr int B = attention_key_block;
+  for (int t0 = 0; t0 < n_pad; t0 += B) {
+    float lane[8][B];
+    for (int r = 0; r < 8; ++r) {
+      float acc[B];
+      for (int u = 0; u < B; ++u) acc[u] = 0.0f;
+      for (int d = r; d < hd; d += 8) {
+        const float ad = a[d];
+        const float* k = kt + static_cast<std::size_t>(d) * ld + t0;
+        for (int u = 0; u < B; ++u) acc[u] += ad * k[u];
+      }
+      for (int u = 0; u < B; ++u) lane[r][u] = acc[u];
+    }
+    for (int u = 0; u < B; ++u)
+      s[t0 + u] = ((lane[0][u] + lane[4][u]) + (lane[2][u] + lane[6][u])) +
+                  ((lane[1][u] + lane[5][u]) + (lane[3][u] + lane[7][u]));
+  }
+}
+
+// The longest sequence of seq_offsets (0 if none), and that length rounded up to the key block.
+template <class Exec>
+int attention_max_len(const Exec& space, const ConstView1<int>& off) {
+  const int n_seq = static_cast<int>(off.extent(0)) - 1;
+  int max_len = 0;
+  if (n_seq > 0)
+    Kokkos::parallel_reduce(
+        "mantissa::attention::max_len", Kokkos::RangePolicy<Exec>(space, 0, n_seq),
+        KOKKOS_LAMBDA(const int s, int& m) { m = kmax(m, off(s + 1) - off(s)); }, Kokkos::Max<int>(max_len));
+  return max_len;
+}
+inline int attention_pad(int len) {
+  return (len + attention_key_block - 1) / attention_key_block * attention_key_block;
+}
+
+}  // namespace detail
+
 // out[i, h*hd:(h+1)*hd] = sum_{j<=i, same seq} P[h,i,j] v[j, kvh(h)],  P = softmax_j(q_i . k_j * scale)
 // qkv (N, (H+2Hkv)hd), seq_offsets (S+1) -> out (N, H*hd), lse (N, H) fp32 logsumexp of the scaled scores
 template <class T, class Exec>
@@ -121,33 +169,64 @@ void attention_forward(const Exec& space, ConstView2<T> qkv, ConstView1<int> seq
   detail::check_attention_shapes(qkv.extent(1), seq_offsets.extent(0), n_head, n_kv_head, head_dim);
   detail::check_extents("out", out.extent(0), out.extent(1), n, static_cast<std::size_t>(n_head) * head_dim);
   detail::check_extents("lse", lse.extent(0), lse.extent(1), n, static_cast<std::size_t>(n_head));
-  const ConstView2<float> x = widen_to_fp32<T>(space, qkv, "mantissa::attention::qkv_fp32");
-  const int hd = head_dim, group = n_head / n_kv_head;
+  const int n_seq = static_cast<int>(seq_offsets.extent(0)) - 1;
+  if (n == 0 || n_seq <= 0) return;
+  const int ld = detail::attention_pad(detail::attention_max_len(space, seq_offsets));
+  const int hd = head_dim, group = n_head / n_kv_head, heads = n_head;
   const int k_col = n_head * hd, v_col = (n_head + n_kv_head) * hd;
   const float scale = attention_scale(hd);
-  const std::size_t heads = static_cast<std::size_t>(n_head);
+  using policy = Kokkos::TeamPolicy<Exec>;
+  using member = typename policy::member_type;
+  using scratch_view =
+      Kokkos::View<float*, typename Exec::scratch_memory_space, Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
+  // per item: K transposed (hd x ld), V (ld x hd), the row's scores / probabilities (ld), q_i (hd)
+  const std::size_t n_scratch = static_cast<std::size_t>(ld) * (2 * hd + 2) + hd;
+  const std::size_t scratch_bytes = scratch_view::shmem_size(n_scratch);
+  const int level = static_cast<int>(scratch_bytes) <= policy::scratch_size_max(0) ? 0 : 1;
   Kokkos::parallel_for(
-      "mantissa::attention::forward", Kokkos::RangePolicy<Exec>(space, 0, n * heads),
-      KOKKOS_LAMBDA(const std::size_t idx) {
-        const int i = static_cast<int>(idx / heads), h = static_cast<int>(idx % heads);
-        const int start = seq_offsets(detail::attention_sequence_of(seq_offsets, i));
+      "mantissa::attention::forward",
+      policy(space, n_seq * heads, 1).set_scratch_size(level, Kokkos::PerTeam(scratch_bytes)),
+      KOKKOS_LAMBDA(const member& team) {
+        const int s = team.league_rank() / heads, h = team.league_rank() % heads;
+        const int start = seq_offsets(s), len = seq_offsets(s + 1) - start;
+        if (len <= 0) return;
         const int kc = k_col + (h / group) * hd, vc = v_col + (h / group) * hd;
-        const float* q = &x(i, h * hd);
-        float m = detail::attention_dot(q, &x(start, kc), hd) * scale;  // F3: row max
-        for (int j = start + 1; j <= i; ++j) m = kmax(m, detail::attention_dot(q, &x(j, kc), hd) * scale);
-        float acc[attention_max_head_dim];
-        for (int d = 0; d < hd; ++d) acc[d] = 0.0f;
-        float l = 0.0f;
-        for (int j = start; j <= i; ++j) {
-          const float e = kmath::exp(detail::attention_dot(q, &x(j, kc), hd) * scale - m);
-          l += e;                              // F3: unrounded
-          const float p = round_to<T>(e);      // F4
-          const float* v = &x(j, vc);
-          for (int d = 0; d < hd; ++d) acc[d] += p * v[d];  // F5
+        scratch_view buf(team.team_scratch(level), n_scratch);
+        float* const kt = buf.data();                                // [d][t]
+        float* const vr = kt + static_cast<std::size_t>(hd) * ld;    // [t][d]
+        float* const sc = vr + static_cast<std::size_t>(ld) * hd;    // scores, then e
+        float* const pr = sc + ld;                                   // round_T(e)
+        float* const qr = pr + ld;                                   // q_i
+        const int len_pad = detail::attention_pad(len);
+        for (int d = 0; d < hd; ++d) {
+          float* const row = kt + static_cast<std::size_t>(d) * ld;
+          for (int t = 0; t < len; ++t) row[t] = to_float(qkv(start + t, kc + d));  // F1
+          for (int t = len; t < len_pad; ++t) row[t] = 0.0f;
         }
-        const float inv_l = 1.0f / l;
-        for (int d = 0; d < hd; ++d) out(i, h * hd + d) = from_float<T>(acc[d] * inv_l);
-        lse(i, h) = m + kmath::log(l);  // F6
+        for (int t = 0; t < len; ++t)
+          for (int d = 0; d < hd; ++d) vr[t * hd + d] = to_float(qkv(start + t, vc + d));
+        for (int t = 0; t < len; ++t) {
+          const int i = start + t, n_keys = t + 1;
+          for (int d = 0; d < hd; ++d) qr[d] = to_float(qkv(i, h * hd + d));
+          detail::attention_dots_t(qr, kt, ld, hd, detail::attention_pad(n_keys), sc);  // F2
+          for (int u = 0; u < n_keys; ++u) sc[u] *= scale;
+          float m = sc[0];  // F3: row max
+          for (int u = 1; u < n_keys; ++u) m = kmax(m, sc[u]);
+          for (int u = 0; u < n_keys; ++u) sc[u] = kmath::exp(sc[u] - m);
+          float l = 0.0f;
+          for (int u = 0; u < n_keys; ++u) l += sc[u];  // F3: unrounded, keys ascending
+          for (int u = 0; u < n_keys; ++u) pr[u] = round_to<T>(sc[u]);  // F4
+          float acc[attention_max_head_dim];
+          for (int d = 0; d < hd; ++d) acc[d] = 0.0f;
+          for (int u = 0; u < n_keys; ++u) {  // F5, keys ascending
+            const float p = pr[u];
+            const float* const v = vr + u * hd;
+            for (int d = 0; d < hd; ++d) acc[d] += p * v[d];
+          }
+          const float inv_l = 1.0f / l;
+          for (int d = 0; d < hd; ++d) out(i, h * hd + d) = from_float<T>(acc[d] * inv_l);
+          lse(i, h) = m + kmath::log(l);  // F6
+        }
       });
 }
 
@@ -163,10 +242,12 @@ void attention_backward(const Exec& space, ConstView2<T> qkv, ConstView1<int> se
   detail::check_extents("dout", dout.extent(0), dout.extent(1), n, qcols);
   detail::check_extents("lse", lse.extent(0), lse.extent(1), n, static_cast<std::size_t>(n_head));
   detail::check_extents("dqkv", dqkv.extent(0), dqkv.extent(1), n, qkv.extent(1));
-  const int hd = head_dim, group = n_head / n_kv_head;
+  const int n_seq = static_cast<int>(seq_offsets.extent(0)) - 1;
+  if (n == 0 || n_seq <= 0) return;
+  const int hd = head_dim, group = n_head / n_kv_head, kv_heads = n_kv_head;
   const int k_col = n_head * hd, v_col = (n_head + n_kv_head) * hd;
   const float scale = attention_scale(hd);
-  const std::size_t heads = static_cast<std::size_t>(n_head), kv_heads = static_cast<std::size_t>(n_kv_head);
+  const std::size_t heads = static_cast<std::size_t>(n_head);
 
   // B2: D (N, H)
   const View2<float> delta(Kokkos::view_alloc(std::string("mantissa::attention::delta"), Kokkos::WithoutInitializing),
@@ -177,58 +258,97 @@ void attention_backward(const Exec& space, ConstView2<T> qkv, ConstView1<int> se
         const int i = static_cast<int>(idx / heads), h = static_cast<int>(idx % heads);
         delta(i, h) = detail::attention_dot(&dout(i, h * hd), &out(i, h * hd), hd);
       });
-  const ConstView2<float> x = widen_to_fp32<T>(space, qkv, "mantissa::attention::qkv_fp32");
-  const ConstView2<float> g = widen_to_fp32<T>(space, dout, "mantissa::attention::dout_fp32");
 
-  // B4: dq, one thread per (query row i, query head h), looping over the row's keys j <= i.
+  // B1-B6: one team of one thread per (sequence, kv head). It loops over the group's query heads
+  // h, then the queries i ascending, then the keys j = start .. i, and computes P_ij and dS_ij
+  // once per pair: dq_i accumulates over j ascending (B4) and is written when row i is done; dk_j
+  // and dv_j accumulate in per-item fp32 buffers in the order h, then i ascending (B5, B6) and
+  // are written once at the end. No two items write the same element of dqkv.
+  const int ld = detail::attention_pad(detail::attention_max_len(space, seq_offsets));
+  using policy = Kokkos::TeamPolicy<Exec>;
+  using member = typename policy::member_type;
+  using scratch_view =
+      Kokkos::View<float*, typename Exec::scratch_memory_space, Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
+  // per item: K and V transposed (hd x ld each), K, dk, dv (ld x hd each), P, dP, dS, round_T(P)
+  // of the row (ld each), q_i and dout_i (hd each)
+  const std::size_t n_scratch = static_cast<std::size_t>(ld) * (5 * hd + 4) + 2 * static_cast<std::size_t>(hd);
+  const std::size_t scratch_bytes = scratch_view::shmem_size(n_scratch);
+  const int level = static_cast<int>(scratch_bytes) <= policy::scratch_size_max(0) ? 0 : 1;
   Kokkos::parallel_for(
-      "mantissa::attention::backward_dq", Kokkos::RangePolicy<Exec>(space, 0, n * heads),
-      KOKKOS_LAMBDA(const std::size_t idx) {
-        const int i = static_cast<int>(idx / heads), h = static_cast<int>(idx % heads);
-        const int start = seq_offsets(detail::attention_sequence_of(seq_offsets, i));
-        const int kc = k_col + (h / group) * hd, vc = v_col + (h / group) * hd;
-        const float* q = &x(i, h * hd);
-        const float* go = &g(i, h * hd);
-        const float lse_i = lse(i, h), d_i = delta(i, h);
-        float acc[attention_max_head_dim];
-        for (int d = 0; d < hd; ++d) acc[d] = 0.0f;
-        for (int j = start; j <= i; ++j) {
-          const float* k = &x(j, kc);
-          const float p = kmath::exp(detail::attention_dot(q, k, hd) * scale - lse_i);             // B1
-          const float ds = round_to<T>(p * (detail::attention_dot(go, &x(j, vc), hd) - d_i));  // B3
-          for (int d = 0; d < hd; ++d) acc[d] += ds * k[d];
+      "mantissa::attention::backward",
+      policy(space, n_seq * kv_heads, 1).set_scratch_size(level, Kokkos::PerTeam(scratch_bytes)),
+      KOKKOS_LAMBDA(const member& team) {
+        const int s = team.league_rank() / kv_heads, c = team.league_rank() % kv_heads;
+        const int start = seq_offsets(s), len = seq_offsets(s + 1) - start;
+        if (len <= 0) return;
+        const int kc = k_col + c * hd, vc = v_col + c * hd;
+        const std::size_t mat = static_cast<std::size_t>(hd) * ld;
+        scratch_view buf(team.team_scratch(level), n_scratch);
+        float* const kt = buf.data();  // [d][t]
+        float* const vt = kt + mat;    // [d][t]
+        float* const kr = vt + mat;    // [t][d]
+        float* const dk = kr + mat;    // [t][d]
+        float* const dv = dk + mat;    // [t][d]
+        float* const pr = dv + mat;    // P_ij (scores first)
+        float* const dp = pr + ld;     // dP_ij
+        float* const ds = dp + ld;     // dS_ij
+        float* const pt = ds + ld;     // round_T(P_ij)
+        float* const qr = pt + ld;     // q_i
+        float* const gr = qr + hd;     // dout_i
+        const int len_pad = detail::attention_pad(len);
+        for (int d = 0; d < hd; ++d) {
+          float* const krow = kt + static_cast<std::size_t>(d) * ld;
+          float* const vrow = vt + static_cast<std::size_t>(d) * ld;
+          for (int t = 0; t < len; ++t) {
+            krow[t] = to_float(qkv(start + t, kc + d));
+            vrow[t] = to_float(qkv(start + t, vc + d));
+          }
+          for (int t = len; t < len_pad; ++t) krow[t] = vrow[t] = 0.0f;
         }
-        for (int d = 0; d < hd; ++d) dqkv(i, h * hd + d) = from_float<T>(scale * acc[d]);
-      });
-
-  // B5, B6: dk and dv, one thread per (key row j, kv head c), looping over the query heads of
-  // the group and the sequence's queries i >= j.
-  Kokkos::parallel_for(
-      "mantissa::attention::backward_dkv", Kokkos::RangePolicy<Exec>(space, 0, n * kv_heads),
-      KOKKOS_LAMBDA(const std::size_t idx) {
-        const int j = static_cast<int>(idx / kv_heads), c = static_cast<int>(idx % kv_heads);
-        const int end = seq_offsets(detail::attention_sequence_of(seq_offsets, j) + 1);
-        const float* k = &x(j, k_col + c * hd);
-        const float* v = &x(j, v_col + c * hd);
-        float acc_k[attention_max_head_dim], acc_v[attention_max_head_dim];
-        for (int d = 0; d < hd; ++d) acc_k[d] = acc_v[d] = 0.0f;
+        for (int t = 0; t < len; ++t)
+          for (int d = 0; d < hd; ++d) {
+            kr[t * hd + d] = kt[static_cast<std::size_t>(d) * ld + t];
+            dk[t * hd + d] = dv[t * hd + d] = 0.0f;
+          }
         for (int h = c * group; h < (c + 1) * group; ++h) {
-          for (int i = j; i < end; ++i) {
-            const float* q = &x(i, h * hd);
-            const float* go = &g(i, h * hd);
-            const float p = kmath::exp(detail::attention_dot(q, k, hd) * scale - lse(i, h));     // B1
-            const float pt = round_to<T>(p);                                                     // B6
-            const float ds = round_to<T>(p * (detail::attention_dot(go, v, hd) - delta(i, h)));  // B3
+          for (int t = 0; t < len; ++t) {
+            const int i = start + t, n_keys = t + 1, n_pad = detail::attention_pad(n_keys);
             for (int d = 0; d < hd; ++d) {
-              acc_v[d] += pt * go[d];
-              acc_k[d] += ds * q[d];
+              qr[d] = to_float(qkv(i, h * hd + d));
+              gr[d] = to_float(dout(i, h * hd + d));
+            }
+            detail::attention_dots_t(qr, kt, ld, hd, n_pad, pr);  // F2
+            detail::attention_dots_t(gr, vt, ld, hd, n_pad, dp);  // B3: dP
+            const float lse_i = lse(i, h), d_i = delta(i, h);
+            for (int u = 0; u < n_keys; ++u) pr[u] = kmath::exp(pr[u] * scale - lse_i);  // B1
+            for (int u = 0; u < n_keys; ++u) {
+              ds[u] = round_to<T>(pr[u] * (dp[u] - d_i));  // B3
+              pt[u] = round_to<T>(pr[u]);                  // B6
+            }
+            float acc[attention_max_head_dim];
+            for (int d = 0; d < hd; ++d) acc[d] = 0.0f;
+            for (int u = 0; u < n_keys; ++u) {  // B4: keys ascending
+              const float g = ds[u];
+              const float* const k = kr + u * hd;
+              for (int d = 0; d < hd; ++d) acc[d] += g * k[d];
+            }
+            for (int d = 0; d < hd; ++d) dqkv(i, h * hd + d) = from_float<T>(scale * acc[d]);
+            for (int u = 0; u < n_keys; ++u) {  // B5, B6: this query's contribution to every key
+              const float g = ds[u], p = pt[u];
+              float* const dkr = dk + u * hd;
+              float* const dvr = dv + u * hd;
+              for (int d = 0; d < hd; ++d) {
+                dkr[d] += g * qr[d];
+                dvr[d] += p * gr[d];
+              }
             }
           }
         }
-        for (int d = 0; d < hd; ++d) {
-          dqkv(j, k_col + c * hd + d) = from_float<T>(scale * acc_k[d]);
-          dqkv(j, v_col + c * hd + d) = from_float<T>(acc_v[d]);
-        }
+        for (int t = 0; t < len; ++t)
+          for (int d = 0; d < hd; ++d) {
+            dqkv(start + t, kc + d) = from_float<T>(scale * dk[t * hd + d]);
+            dqkv(start + t, vc + d) = from_float<T>(dv[t * hd + d]);
+          }
       });
 }
 
