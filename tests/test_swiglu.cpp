@@ -2,9 +2,13 @@
 // in both tails, where exp(-g) overflows fp32), the double reference backward against central
 // differences, and the fp32 kernels against a directional central difference.
 #include <Kokkos_Core.hpp>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
 #include <utility>
 
 #include "kernel_test_util.hpp"
+#include "mantissa/kernels/exp.hpp"
 #include "mantissa/kernels/swiglu.hpp"
 
 using namespace mantissa;
@@ -166,6 +170,42 @@ TEST(Swiglu, Fp32KernelDirectionalDerivative) {
   const double tol = 1e-3 * std::fabs(predicted) + 2 * 9 * kU32 * abs_l / h;
   std::printf("  directional derivative %.6e, central difference %.6e, tol %.2e\n", predicted, fd, tol);
   expect_close("swiglu fp32 kernel directional derivative", {predicted}, {fd}, {tol});
+}
+
+// exp_fp32 (exp.hpp, the exp of these kernels) against double exp on every 256th float pattern
+// (2^24 inputs over the whole range): within 2 ulp for normal results, +Inf above 88.7228394,
+// +0 below -103.972084, NaN for NaN, and results in the subnormal range within 2^-149 + 2 ulp.
+TEST(ExpFp32, WithinTwoUlpOfDoubleExp) {
+  double worst = 0.0;
+  float worst_x = 0.0f;
+  long long bad = 0;
+  for (std::uint64_t u = 0; u < (1ull << 32); u += 256) {
+    const float x = bits_float(static_cast<std::uint32_t>(u) | static_cast<std::uint32_t>(u >> 24));  // vary low bits
+    const float y = exp_fp32(x);
+    if (std::isnan(x)) {
+      bad += !std::isnan(y);
+      continue;
+    }
+    const double e = std::exp(static_cast<double>(x));
+    if (x > 88.7228394f) {
+      bad += !(std::isinf(y) && y > 0);
+      continue;
+    }
+    if (e < std::ldexp(1.0, -126)) {  // subnormal or zero result
+      bad += !(y >= 0.0f && std::fabs(y - e) <= std::ldexp(1.0, -148));
+      continue;
+    }
+    int ex = 0;
+    std::frexp(e, &ex);
+    const double err = std::fabs(static_cast<double>(y) - e) / std::ldexp(1.0, ex - 24);
+    if (err > worst) worst = err, worst_x = x;
+  }
+  EXPECT_EQ(bad, 0);
+  EXPECT_LE(worst, 2.0) << "at x = " << worst_x;
+  EXPECT_EQ(exp_fp32(0.0f), 1.0f);
+  EXPECT_EQ(exp_fp32(-INFINITY), 0.0f);
+  EXPECT_TRUE(std::isinf(exp_fp32(INFINITY)));
+  std::printf("exp_fp32: worst %.3f ulp (at %.9g) over 2^24 inputs\n", worst, static_cast<double>(worst_x));
 }
 
 TEST(Swiglu, BadShapesThrow) {

@@ -2,9 +2,11 @@
 // SwiGLU of the fused gate/up projection: out = silu(gate) * up, silu(g) = g * sigmoid(g).
 // With s = sigmoid(g) = 1 / (1 + exp(-g)), all in fp32 and each output rounded once to T:
 //   out = g s u,   d gate = dout u s (1 + g (1 - s)),   d up = dout g s.
-// exp(-g) overflowing to +Inf for very negative g gives s = 0 and finite results.
+// exp is exp_fp32 (exp.hpp: vectorisable, the same bits on every backend). exp(-g) overflowing to
+// +Inf for very negative g gives s = 0 and finite results.
 #include <stdexcept>
 
+#include "mantissa/kernels/exp.hpp"
 #include "mantissa/kernels/types.hpp"
 
 namespace mantissa {
@@ -24,7 +26,7 @@ void swiglu_forward(const Exec& space, const ConstView2<T>& gu, const View2<T>& 
         Kokkos::parallel_for(Kokkos::TeamThreadRange(team, f), [&](const int j) {
           const float g = to_float(gu(n, j));
           const float u = to_float(gu(n, f + j));
-          const float s = 1.0f / (1.0f + kmath::exp(-g));
+          const float s = 1.0f / (1.0f + exp_fp32(-g));
           out(n, j) = from_float<T>(g * s * u);
         });
       });
@@ -47,7 +49,7 @@ void swiglu_backward(const Exec& space, const ConstView2<T>& gu, const ConstView
           const float g = to_float(gu(n, j));
           const float u = to_float(gu(n, f + j));
           const float d = to_float(dout(n, j));
-          const float s = 1.0f / (1.0f + kmath::exp(-g));
+          const float s = 1.0f / (1.0f + exp_fp32(-g));
           dgu(n, j) = from_float<T>(d * u * s * (1.0f + g * (1.0f - s)));
           dgu(n, f + j) = from_float<T>(d * g * s);
         });
