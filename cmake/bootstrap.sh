@@ -2,12 +2,15 @@
 # Mantissa's set-up in one place, used by README's two commands and by CI:
 #   bash cmake/bootstrap.sh run    install what is missing, build, run the main job on inputs/quickstart.toml
 #   bash cmake/bootstrap.sh test   install what is missing, build, run the whole test suite (ctest)
+#   bash cmake/bootstrap.sh perf   also install python3-torch, build, run perf/compare_pytorch.py
+#                                  (Mantissa vs the same model in PyTorch; extra arguments go to it)
 # Installing needs root (apt-get); it is skipped, quietly, when every package is already there.
 # MANTISSA_PRESET selects the CMake preset (default: release; debug = ASan + UBSan).
 set -euo pipefail
 
 mode="${1:-}"
-case "$mode" in run|test) ;; *) echo "usage: bash cmake/bootstrap.sh run|test" >&2; exit 2 ;; esac
+case "$mode" in run|test|perf) ;; *) echo "usage: bash cmake/bootstrap.sh run|test|perf [compare_pytorch.py arguments]" >&2; exit 2 ;; esac
+shift
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 preset="${MANTISSA_PRESET:-release}"
 
@@ -19,6 +22,7 @@ packages=(g++ cmake make pkg-config git
   libtomlplusplus-dev libcli11-dev libfmt-dev
   libgtest-dev libbenchmark-dev
   python3-h5py python3-numpy python3-matplotlib)
+[ "$mode" = perf ] && packages+=(python3-torch)  # only the PyTorch comparison needs it (large)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -43,6 +47,9 @@ ranks=$((jobs < 2 ? 1 : 2))
 case "$mode" in
   run)
     exec mpiexec -n "$ranks" "build/$preset/src/mantissa" run -i inputs/quickstart.toml
+    ;;
+  perf)
+    exec /usr/bin/python3 perf/compare_pytorch.py --build-dir "build/$preset" "$@"
     ;;
   test)
     if [ "$preset" = debug ]; then
