@@ -54,6 +54,13 @@
 #include "mantissa/kernels/convert.hpp"
 #include "mantissa/kernels/types.hpp"
 
+// Host x86-64 builds (not a device compiler): the per-item loops also compiled for AVX, chosen at
+// run time.
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(__CUDACC__) && \
+    !defined(__HIPCC__) && !defined(SYCL_LANGUAGE_VERSION)
+#define MANTISSA_ATTENTION_HOST_SIMD 1
+#endif
+
 namespace mantissa {
 
 inline constexpr int attention_max_head_dim = 256;
@@ -158,6 +165,231 @@ inline int attention_pad(int len) {
   return (len + attention_key_block - 1) / attention_key_block * attention_key_block;
 }
 
+#if defined(MANTISSA_ATTENTION_HOST_SIMD)
+// attention_dots_t with GCC vector extensions for AVX: one 8-wide register per lane r holds that
+// lane's partial sums for 8 keys; the same products, sums and lane combination, element by element.
+typedef float attention_v8 __attribute__((vector_size(32)));
+__attribute__((target("avx,f16c"))) inline void attention_dots_t_avx(const float* a, const float* kt, int ld, int hd,
+                                                                     int n_pad, float* s) {
+  static_assert(attention_key_block == 8, "one AVX register of keys");
+  for (int t0 = 0; t0 < n_pad; t0 += 8) {
+    attention_v8 lane[8];
+    for (int r = 0; r < 8; ++r) {
+      attention_v8 acc = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+      for (int d = r; d < hd; d += 8) {
+        attention_v8 k;
+        __builtin_memcpy(&k, kt + static_cast<std::size_t>(d) * ld + t0, sizeof k);
+        acc += a[d] * k;
+      }
+      lane[r] = acc;
+    }
+    const attention_v8 sum = ((lane[0] + lane[4]) + (lane[2] + lane[6])) + ((lane[1] + lane[5]) + (lane[3] + lane[7]));
+    __builtin_memcpy(s + t0, &sum, sizeof sum);
+  }
+}
+#endif
+
+// attention_dots_t, or its AVX twin inside the AVX-compiled items.
+template <bool HostAvx>
+KOKKOS_INLINE_FUNCTION void attention_dots(const float* a, const float* kt, int ld, int hd, int n_pad, float* s) {
+#if defined(MANTISSA_ATTENTION_HOST_SIMD)
+  if constexpr (HostAvx) {
+    attention_dots_t_avx(a, kt, ld, hd, n_pad, s);
+    return;
+  }
+#endif
+  attention_dots_t(a, kt, ld, hd, n_pad, s);
+}
+
+}  // namespace detail
+
+namespace detail {
+
+// The per-item work of attention_forward / attention_backward (below), as functions so that the
+// host can run the same code compiled for AVX. buf is the item's fp32 scratch (sizes below).
+template <class T>
+struct AttentionForwardArgs {
+  ConstView2<T> qkv;
+  ConstView1<int> off;
+  View2<T> out;
+  View2<float> lse;
+  int heads, group, k_col, v_col, ld;
+  float scale;
+};
+// Forward scratch floats: K transposed (hd x ld), V (ld x hd), the row's scores / probabilities (2 ld), q_i (hd).
+inline std::size_t attention_forward_scratch(int ld, int hd) {
+  return static_cast<std::size_t>(ld) * (2 * hd + 2) + static_cast<std::size_t>(hd);
+}
+
+// Sequence s, query head h: every query row of the sequence (F1-F6).
+template <class T, bool HostAvx = false>
+KOKKOS_INLINE_FUNCTION void attention_forward_item(const AttentionForwardArgs<T>& a, int s, int h, float* buf,
+                                                   const int hd) {
+  const int start = a.off(s), len = a.off(s + 1) - start, ld = a.ld;
+  if (len <= 0) return;
+  const int kc = a.k_col + (h / a.group) * hd, vc = a.v_col + (h / a.group) * hd;
+  float* const kt = buf;                                      // [d][t]
+  float* const vr = kt + static_cast<std::size_t>(hd) * ld;   // [t][d]
+  float* const sc = vr + static_cast<std::size_t>(ld) * hd;   // scores, then e
+  float* const pr = sc + ld;                                  // round_T(e)
+  float* const qr = pr + ld;                                  // q_i
+  const int len_pad = attention_pad(len);
+  for (int d = 0; d < hd; ++d) {
+    float* const row = kt + static_cast<std::size_t>(d) * ld;
+    for (int t = 0; t < len; ++t) row[t] = to_float(a.qkv(start + t, kc + d));  // F1
+    for (int t = len; t < len_pad; ++t) row[t] = 0.0f;
+  }
+  for (int t = 0; t < len; ++t)
+    for (int d = 0; d < hd; ++d) vr[t * hd + d] = to_float(a.qkv(start + t, vc + d));
+  for (int t = 0; t < len; ++t) {
+    const int i = start + t, n_keys = t + 1;
+    for (int d = 0; d < hd; ++d) qr[d] = to_float(a.qkv(i, h * hd + d));
+    attention_dots<HostAvx>(qr, kt, ld, hd, attention_pad(n_keys), sc);  // F2
+    for (int u = 0; u < n_keys; ++u) sc[u] *= a.scale;
+    float m = sc[0];  // F3: row max
+    for (int u = 1; u < n_keys; ++u) m = kmax(m, sc[u]);
+    for (int u = 0; u < n_keys; ++u) sc[u] = kmath::exp(sc[u] - m);
+    float l = 0.0f;
+    for (int u = 0; u < n_keys; ++u) l += sc[u];                  // F3: unrounded, keys ascending
+    for (int u = 0; u < n_keys; ++u) pr[u] = round_to<T>(sc[u]);  // F4
+    float acc[attention_max_head_dim];
+    for (int d = 0; d < hd; ++d) acc[d] = 0.0f;
+    for (int u = 0; u < n_keys; ++u) {  // F5, keys ascending
+      const float p = pr[u];
+      const float* const v = vr + u * hd;
+      for (int d = 0; d < hd; ++d) acc[d] += p * v[d];
+    }
+    const float inv_l = 1.0f / l;
+    for (int d = 0; d < hd; ++d) a.out(i, h * hd + d) = from_float<T>(acc[d] * inv_l);
+    a.lse(i, h) = m + kmath::log(l);  // F6
+  }
+}
+
+template <class T>
+struct AttentionBackwardArgs {
+  ConstView2<T> qkv, dout;
+  ConstView1<int> off;
+  ConstView2<float> lse, delta;
+  View2<T> dqkv;
+  int group, k_col, v_col, ld;
+  float scale;
+};
+// Backward scratch floats: K and V transposed (hd x ld each), K, dk, dv (ld x hd each), P, dP, dS,
+// round_T(P) of the row (ld each), q_i and dout_i (hd each).
+inline std::size_t attention_backward_scratch(int ld, int hd) {
+  return static_cast<std::size_t>(ld) * (5 * hd + 4) + 2 * static_cast<std::size_t>(hd);
+}
+
+// Sequence s, kv head c: every query head h of c's group, every query row i ascending, every key
+// j = start .. i; P_ij and dS_ij once per pair (B1-B6).
+template <class T, bool HostAvx = false>
+KOKKOS_INLINE_FUNCTION void attention_backward_item(const AttentionBackwardArgs<T>& a, int s, int c, float* buf,
+                                                    const int hd) {
+  const int start = a.off(s), len = a.off(s + 1) - start, ld = a.ld;
+  if (len <= 0) return;
+  const int kc = a.k_col + c * hd, vc = a.v_col + c * hd;
+  const float scale = a.scale;
+  const std::size_t mat = static_cast<std::size_t>(hd) * ld;
+  float* const kt = buf;       // [d][t]
+  float* const vt = kt + mat;  // [d][t]
+  float* const kr = vt + mat;  // [t][d]
+  float* const dk = kr + mat;  // [t][d]
+  float* const dv = dk + mat;  // [t][d]
+  float* const pr = dv + mat;  // scores, then P_ij
+  float* const dp = pr + ld;   // dP_ij
+  float* const ds = dp + ld;   // dS_ij
+  float* const pt = ds + ld;   // round_T(P_ij)
+  float* const qr = pt + ld;   // q_i
+  float* const gr = qr + hd;   // dout_i
+  const int len_pad = attention_pad(len);
+  for (int d = 0; d < hd; ++d) {
+    float* const krow = kt + static_cast<std::size_t>(d) * ld;
+    float* const vrow = vt + static_cast<std::size_t>(d) * ld;
+    for (int t = 0; t < len; ++t) {
+      krow[t] = to_float(a.qkv(start + t, kc + d));
+      vrow[t] = to_float(a.qkv(start + t, vc + d));
+    }
+    for (int t = len; t < len_pad; ++t) krow[t] = vrow[t] = 0.0f;
+  }
+  for (int t = 0; t < len; ++t)
+    for (int d = 0; d < hd; ++d) {
+      kr[t * hd + d] = kt[static_cast<std::size_t>(d) * ld + t];
+      dk[t * hd + d] = 0.0f;
+      dv[t * hd + d] = 0.0f;
+    }
+  for (int h = c * a.group; h < (c + 1) * a.group; ++h) {
+    for (int t = 0; t < len; ++t) {
+      const int i = start + t, n_keys = t + 1, n_pad = attention_pad(n_keys);
+      for (int d = 0; d < hd; ++d) {
+        qr[d] = to_float(a.qkv(i, h * hd + d));
+        gr[d] = to_float(a.dout(i, h * hd + d));
+      }
+      attention_dots<HostAvx>(qr, kt, ld, hd, n_pad, pr);  // F2
+      attention_dots<HostAvx>(gr, vt, ld, hd, n_pad, dp);  // B3: dP
+      const float lse_i = a.lse(i, h), d_i = a.delta(i, h);
+      for (int u = 0; u < n_keys; ++u) pr[u] = kmath::exp(pr[u] * scale - lse_i);  // B1
+      for (int u = 0; u < n_keys; ++u) {
+        ds[u] = round_to<T>(pr[u] * (dp[u] - d_i));  // B3
+        pt[u] = round_to<T>(pr[u]);                  // B6
+      }
+      float acc[attention_max_head_dim];
+      for (int d = 0; d < hd; ++d) acc[d] = 0.0f;
+      for (int u = 0; u < n_keys; ++u) {  // B4: keys ascending
+        const float g = ds[u];
+        const float* const k = kr + u * hd;
+        for (int d = 0; d < hd; ++d) acc[d] += g * k[d];
+      }
+      for (int d = 0; d < hd; ++d) a.dqkv(i, h * hd + d) = from_float<T>(scale * acc[d]);
+      for (int u = 0; u < n_keys; ++u) {  // B5, B6: this query's contribution to every key
+        const float g = ds[u], p = pt[u];
+        float* const dkr = dk + u * hd;
+        float* const dvr = dv + u * hd;
+        for (int d = 0; d < hd; ++d) {
+          dkr[d] += g * qr[d];
+          dvr[d] += p * gr[d];
+        }
+      }
+    }
+  }
+  for (int t = 0; t < len; ++t)
+    for (int d = 0; d < hd; ++d) {
+      a.dqkv(start + t, kc + d) = from_float<T>(scale * dk[t * hd + d]);
+      a.dqkv(start + t, vc + d) = from_float<T>(dv[t * hd + d]);
+    }
+}
+
+#if defined(MANTISSA_ATTENTION_HOST_SIMD)
+// AVX and F16C usable (CPU and OS), asked once.
+inline bool attention_host_avx() {
+  static const bool ok = __builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c");
+  return ok;
+}
+// The items above compiled for AVX (8-wide vectors; no FMA, so every product and sum is rounded
+// as in the generic build), with head_dim 32 and 64 as compile-time constants.
+template <class T>
+__attribute__((target("avx,f16c"), flatten)) void attention_forward_item_avx(const AttentionForwardArgs<T>& a, int s,
+                                                                             int h, float* buf, int hd) {
+  if (hd == 32)
+    attention_forward_item<T, true>(a, s, h, buf, 32);
+  else if (hd == 64)
+    attention_forward_item<T, true>(a, s, h, buf, 64);
+  else
+    attention_forward_item<T, true>(a, s, h, buf, hd);
+}
+template <class T>
+__attribute__((target("avx,f16c"), flatten)) void attention_backward_item_avx(const AttentionBackwardArgs<T>& a,
+                                                                              int s, int c, float* buf, int hd) {
+  if (hd == 32)
+    attention_backward_item<T, true>(a, s, c, buf, 32);
+  else if (hd == 64)
+    attention_backward_item<T, true>(a, s, c, buf, 64);
+  else
+    attention_backward_item<T, true>(a, s, c, buf, hd);
+}
+#else
+inline bool attention_host_avx() { return false; }
+#endif
+
 }  // namespace detail
 
 // out[i, h*hd:(h+1)*hd] = sum_{j<=i, same seq} P[h,i,j] v[j, kvh(h)],  P = softmax_j(q_i . k_j * scale)
@@ -171,62 +403,35 @@ void attention_forward(const Exec& space, ConstView2<T> qkv, ConstView1<int> seq
   detail::check_extents("lse", lse.extent(0), lse.extent(1), n, static_cast<std::size_t>(n_head));
   const int n_seq = static_cast<int>(seq_offsets.extent(0)) - 1;
   if (n == 0 || n_seq <= 0) return;
+  const int hd = head_dim, heads = n_head;
   const int ld = detail::attention_pad(detail::attention_max_len(space, seq_offsets));
-  const int hd = head_dim, group = n_head / n_kv_head, heads = n_head;
-  const int k_col = n_head * hd, v_col = (n_head + n_kv_head) * hd;
-  const float scale = attention_scale(hd);
+  const detail::AttentionForwardArgs<T> args{qkv, seq_offsets, out, lse, heads, n_head / n_kv_head, n_head * hd,
+                                             (n_head + n_kv_head) * hd, ld, attention_scale(hd)};
   using policy = Kokkos::TeamPolicy<Exec>;
   using member = typename policy::member_type;
   using scratch_view =
       Kokkos::View<float*, typename Exec::scratch_memory_space, Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
-  // per item: K transposed (hd x ld), V (ld x hd), the row's scores / probabilities (ld), q_i (hd)
-  const std::size_t n_scratch = static_cast<std::size_t>(ld) * (2 * hd + 2) + hd;
+  const std::size_t n_scratch = detail::attention_forward_scratch(ld, hd);
   const std::size_t scratch_bytes = scratch_view::shmem_size(n_scratch);
   const int level = static_cast<int>(scratch_bytes) <= policy::scratch_size_max(0) ? 0 : 1;
+  constexpr bool host = std::is_same<typename Exec::memory_space, Kokkos::HostSpace>::value;
+  const bool avx = host && detail::attention_host_avx();
+  (void)avx;
   Kokkos::parallel_for(
       "mantissa::attention::forward",
       policy(space, n_seq * heads, 1).set_scratch_size(level, Kokkos::PerTeam(scratch_bytes)),
       KOKKOS_LAMBDA(const member& team) {
         const int s = team.league_rank() / heads, h = team.league_rank() % heads;
-        const int start = seq_offsets(s), len = seq_offsets(s + 1) - start;
-        if (len <= 0) return;
-        const int kc = k_col + (h / group) * hd, vc = v_col + (h / group) * hd;
         scratch_view buf(team.team_scratch(level), n_scratch);
-        float* const kt = buf.data();                                // [d][t]
-        float* const vr = kt + static_cast<std::size_t>(hd) * ld;    // [t][d]
-        float* const sc = vr + static_cast<std::size_t>(ld) * hd;    // scores, then e
-        float* const pr = sc + ld;                                   // round_T(e)
-        float* const qr = pr + ld;                                   // q_i
-        const int len_pad = detail::attention_pad(len);
-        for (int d = 0; d < hd; ++d) {
-          float* const row = kt + static_cast<std::size_t>(d) * ld;
-          for (int t = 0; t < len; ++t) row[t] = to_float(qkv(start + t, kc + d));  // F1
-          for (int t = len; t < len_pad; ++t) row[t] = 0.0f;
-        }
-        for (int t = 0; t < len; ++t)
-          for (int d = 0; d < hd; ++d) vr[t * hd + d] = to_float(qkv(start + t, vc + d));
-        for (int t = 0; t < len; ++t) {
-          const int i = start + t, n_keys = t + 1;
-          for (int d = 0; d < hd; ++d) qr[d] = to_float(qkv(i, h * hd + d));
-          detail::attention_dots_t(qr, kt, ld, hd, detail::attention_pad(n_keys), sc);  // F2
-          for (int u = 0; u < n_keys; ++u) sc[u] *= scale;
-          float m = sc[0];  // F3: row max
-          for (int u = 1; u < n_keys; ++u) m = kmax(m, sc[u]);
-          for (int u = 0; u < n_keys; ++u) sc[u] = kmath::exp(sc[u] - m);
-          float l = 0.0f;
-          for (int u = 0; u < n_keys; ++u) l += sc[u];  // F3: unrounded, keys ascending
-          for (int u = 0; u < n_keys; ++u) pr[u] = round_to<T>(sc[u]);  // F4
-          float acc[attention_max_head_dim];
-          for (int d = 0; d < hd; ++d) acc[d] = 0.0f;
-          for (int u = 0; u < n_keys; ++u) {  // F5, keys ascending
-            const float p = pr[u];
-            const float* const v = vr + u * hd;
-            for (int d = 0; d < hd; ++d) acc[d] += p * v[d];
+#if defined(MANTISSA_ATTENTION_HOST_SIMD)
+        if constexpr (host) {
+          if (avx) {
+            detail::attention_forward_item_avx(args, s, h, buf.data(), hd);
+            return;
           }
-          const float inv_l = 1.0f / l;
-          for (int d = 0; d < hd; ++d) out(i, h * hd + d) = from_float<T>(acc[d] * inv_l);
-          lse(i, h) = m + kmath::log(l);  // F6
         }
+#endif
+        detail::attention_forward_item(args, s, h, buf.data(), hd);
       });
 }
 
@@ -244,9 +449,7 @@ void attention_backward(const Exec& space, ConstView2<T> qkv, ConstView1<int> se
   detail::check_extents("dqkv", dqkv.extent(0), dqkv.extent(1), n, qkv.extent(1));
   const int n_seq = static_cast<int>(seq_offsets.extent(0)) - 1;
   if (n == 0 || n_seq <= 0) return;
-  const int hd = head_dim, group = n_head / n_kv_head, kv_heads = n_kv_head;
-  const int k_col = n_head * hd, v_col = (n_head + n_kv_head) * hd;
-  const float scale = attention_scale(hd);
+  const int hd = head_dim, kv_heads = n_kv_head;
   const std::size_t heads = static_cast<std::size_t>(n_head);
 
   // B2: D (N, H)
@@ -259,96 +462,35 @@ void attention_backward(const Exec& space, ConstView2<T> qkv, ConstView1<int> se
         delta(i, h) = detail::attention_dot(&dout(i, h * hd), &out(i, h * hd), hd);
       });
 
-  // B1-B6: one team of one thread per (sequence, kv head). It loops over the group's query heads
-  // h, then the queries i ascending, then the keys j = start .. i, and computes P_ij and dS_ij
-  // once per pair: dq_i accumulates over j ascending (B4) and is written when row i is done; dk_j
-  // and dv_j accumulate in per-item fp32 buffers in the order h, then i ascending (B5, B6) and
-  // are written once at the end. No two items write the same element of dqkv.
+  // B1-B6: one team of one thread per (sequence, kv head), attention_backward_item.
   const int ld = detail::attention_pad(detail::attention_max_len(space, seq_offsets));
+  const detail::AttentionBackwardArgs<T> args{qkv, dout, seq_offsets, lse, delta, dqkv, n_head / n_kv_head,
+                                              n_head * hd, (n_head + n_kv_head) * hd, ld, attention_scale(hd)};
   using policy = Kokkos::TeamPolicy<Exec>;
   using member = typename policy::member_type;
   using scratch_view =
       Kokkos::View<float*, typename Exec::scratch_memory_space, Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
-  // per item: K and V transposed (hd x ld each), K, dk, dv (ld x hd each), P, dP, dS, round_T(P)
-  // of the row (ld each), q_i and dout_i (hd each)
-  const std::size_t n_scratch = static_cast<std::size_t>(ld) * (5 * hd + 4) + 2 * static_cast<std::size_t>(hd);
+  const std::size_t n_scratch = detail::attention_backward_scratch(ld, hd);
   const std::size_t scratch_bytes = scratch_view::shmem_size(n_scratch);
   const int level = static_cast<int>(scratch_bytes) <= policy::scratch_size_max(0) ? 0 : 1;
+  constexpr bool host = std::is_same<typename Exec::memory_space, Kokkos::HostSpace>::value;
+  const bool avx = host && detail::attention_host_avx();
+  (void)avx;
   Kokkos::parallel_for(
       "mantissa::attention::backward",
       policy(space, n_seq * kv_heads, 1).set_scratch_size(level, Kokkos::PerTeam(scratch_bytes)),
       KOKKOS_LAMBDA(const member& team) {
         const int s = team.league_rank() / kv_heads, c = team.league_rank() % kv_heads;
-        const int start = seq_offsets(s), len = seq_offsets(s + 1) - start;
-        if (len <= 0) return;
-        const int kc = k_col + c * hd, vc = v_col + c * hd;
-        const std::size_t mat = static_cast<std::size_t>(hd) * ld;
         scratch_view buf(team.team_scratch(level), n_scratch);
-        float* const kt = buf.data();  // [d][t]
-        float* const vt = kt + mat;    // [d][t]
-        float* const kr = vt + mat;    // [t][d]
-        float* const dk = kr + mat;    // [t][d]
-        float* const dv = dk + mat;    // [t][d]
-        float* const pr = dv + mat;    // P_ij (scores first)
-        float* const dp = pr + ld;     // dP_ij
-        float* const ds = dp + ld;     // dS_ij
-        float* const pt = ds + ld;     // round_T(P_ij)
-        float* const qr = pt + ld;     // q_i
-        float* const gr = qr + hd;     // dout_i
-        const int len_pad = detail::attention_pad(len);
-        for (int d = 0; d < hd; ++d) {
-          float* const krow = kt + static_cast<std::size_t>(d) * ld;
-          float* const vrow = vt + static_cast<std::size_t>(d) * ld;
-          for (int t = 0; t < len; ++t) {
-            krow[t] = to_float(qkv(start + t, kc + d));
-            vrow[t] = to_float(qkv(start + t, vc + d));
-          }
-          for (int t = len; t < len_pad; ++t) krow[t] = vrow[t] = 0.0f;
-        }
-        for (int t = 0; t < len; ++t)
-          for (int d = 0; d < hd; ++d) {
-            kr[t * hd + d] = kt[static_cast<std::size_t>(d) * ld + t];
-            dk[t * hd + d] = dv[t * hd + d] = 0.0f;
-          }
-        for (int h = c * group; h < (c + 1) * group; ++h) {
-          for (int t = 0; t < len; ++t) {
-            const int i = start + t, n_keys = t + 1, n_pad = detail::attention_pad(n_keys);
-            for (int d = 0; d < hd; ++d) {
-              qr[d] = to_float(qkv(i, h * hd + d));
-              gr[d] = to_float(dout(i, h * hd + d));
-            }
-            detail::attention_dots_t(qr, kt, ld, hd, n_pad, pr);  // F2
-            detail::attention_dots_t(gr, vt, ld, hd, n_pad, dp);  // B3: dP
-            const float lse_i = lse(i, h), d_i = delta(i, h);
-            for (int u = 0; u < n_keys; ++u) pr[u] = kmath::exp(pr[u] * scale - lse_i);  // B1
-            for (int u = 0; u < n_keys; ++u) {
-              ds[u] = round_to<T>(pr[u] * (dp[u] - d_i));  // B3
-              pt[u] = round_to<T>(pr[u]);                  // B6
-            }
-            float acc[attention_max_head_dim];
-            for (int d = 0; d < hd; ++d) acc[d] = 0.0f;
-            for (int u = 0; u < n_keys; ++u) {  // B4: keys ascending
-              const float g = ds[u];
-              const float* const k = kr + u * hd;
-              for (int d = 0; d < hd; ++d) acc[d] += g * k[d];
-            }
-            for (int d = 0; d < hd; ++d) dqkv(i, h * hd + d) = from_float<T>(scale * acc[d]);
-            for (int u = 0; u < n_keys; ++u) {  // B5, B6: this query's contribution to every key
-              const float g = ds[u], p = pt[u];
-              float* const dkr = dk + u * hd;
-              float* const dvr = dv + u * hd;
-              for (int d = 0; d < hd; ++d) {
-                dkr[d] += g * qr[d];
-                dvr[d] += p * gr[d];
-              }
-            }
+#if defined(MANTISSA_ATTENTION_HOST_SIMD)
+        if constexpr (host) {
+          if (avx) {
+            detail::attention_backward_item_avx(args, s, c, buf.data(), hd);
+            return;
           }
         }
-        for (int t = 0; t < len; ++t)
-          for (int d = 0; d < hd; ++d) {
-            dqkv(start + t, kc + d) = from_float<T>(scale * dk[t * hd + d]);
-            dqkv(start + t, vc + d) = from_float<T>(dv[t * hd + d]);
-          }
+#endif
+        detail::attention_backward_item(args, s, c, buf.data(), hd);
       });
 }
 
