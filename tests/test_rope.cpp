@@ -190,6 +190,36 @@ TEST(Rope, Fp32KernelDirectionalDerivative) {
   expect_close("rope fp32 kernel directional derivative", {predicted}, {fd}, {tol});
 }
 
+// The engines pass a RopeTable (cos/sin computed once): the same bits as computing them per call,
+// also for rows whose position lies past the table (they compute their own), forward and backward.
+TYPED_TEST(Rope, TableGivesTheSameBits) {
+  using T = TypeParam;
+  const RopeShape s{4, 2, 16, 10000.0f};
+  const std::vector<int> pos = packed_positions();  // 0..11 and 500..505: the table below holds 0..502
+  const int n_rows = static_cast<int>(pos.size());
+  auto P = make_int_view("pos", pos);
+  const RopeTable table = rope_table(ExecSpace(), 503, s.head_dim, s.theta);
+  for (int dir : {1, -1}) {
+    const auto x = random_values<T>(static_cast<std::size_t>(n_rows) * s.width(), -2.0, 2.0, 60 + dir);
+    auto A = make_view2<T>("qkv_a", x, n_rows, s.width());
+    auto B = make_view2<T>("qkv_b", x, n_rows, s.width());
+    if (dir > 0) {
+      rope_forward<T>(ExecSpace(), A, P, s.n_head, s.n_kv_head, s.head_dim, s.theta);
+      rope_forward<T>(ExecSpace(), B, P, s.n_head, s.n_kv_head, s.head_dim, s.theta, table);
+    } else {
+      rope_backward<T>(ExecSpace(), A, P, s.n_head, s.n_kv_head, s.head_dim, s.theta);
+      rope_backward<T>(ExecSpace(), B, P, s.n_head, s.n_kv_head, s.head_dim, s.theta, table);
+    }
+    const auto a = to_host(A), b = to_host(B);
+    ASSERT_EQ(a.size(), b.size());
+    for (std::size_t i = 0; i < a.size(); ++i) ASSERT_EQ(float_bits(static_cast<float>(a[i])), float_bits(static_cast<float>(b[i]))) << i;
+  }
+  View2<T> X("qkv", 3, s.width());
+  View1<int> Q("pos", 3);
+  EXPECT_THROW(rope_forward<T>(ExecSpace(), X, Q, s.n_head, s.n_kv_head, s.head_dim, 500000.0f, table),
+               std::invalid_argument);  // built for another theta
+}
+
 TEST(Rope, BadShapesThrow) {
   View2<float> X("qkv", 3, 4 * 16);
   View1<int> P("pos", 3);

@@ -32,7 +32,8 @@ class Engine final : public TrainingEngine {
  public:
   Engine(const config::ModelConfig& cfg, const ParamTable& table)
       : cfg_(cfg), table_(table), acts_(cfg.n_layer),
-        w_(Kokkos::view_alloc("mantissa::model::weights", Kokkos::WithoutInitializing), table.total()) {}
+        w_(Kokkos::view_alloc("mantissa::model::weights", Kokkos::WithoutInitializing), table.total()),
+        rope_(rope_table(ExecSpace(), cfg.max_seq, cfg.head_dim(), static_cast<float>(cfg.rope_theta))) {}
 
   Precision precision() const override { return precision_traits<T>::precision; }
 
@@ -89,7 +90,7 @@ class Engine final : public TrainingEngine {
       View2<float> lse = a.lse.get(N, H);
       rmsnorm_forward<T>(space_, x_in, weight1(s.attn_norm), eps(), h1, rstd1);
       gemm<T, T, T>(space_, 'N', 'T', 1.0f, h1, weight2(s.wqkv), 0.0f, qkv);
-      rope_forward<T>(space_, qkv, b.d_pos, H, Hkv, hd, theta());
+      rope_forward<T>(space_, qkv, b.d_pos, H, Hkv, hd, theta(), rope_);
       attention_forward<T>(space_, qkv, b.d_seq_offsets, H, Hkv, hd, att, lse);
       View2<T> o = tmp_.get(N, D);
       gemm<T, T, T>(space_, 'N', 'T', 1.0f, att, weight2(s.wo), 0.0f, o);
@@ -145,7 +146,7 @@ class Engine final : public TrainingEngine {
       View2<float> lse = a.lse.get(N, H);
       rmsnorm_forward<T>(space_, x_in, weight1(s.attn_norm), eps(), h1, rstd1);
       linear_decode<T>(space_, h1, weight2(s.wqkv), none, qkv, split_k_);
-      rope_forward<T>(space_, qkv, b.d_pos, H, Hkv, hd, theta());
+      rope_forward<T>(space_, qkv, b.d_pos, H, Hkv, hd, theta(), rope_);
       kv_cache_append<T>(space_, qkv, slot, b.d_pos, H, Hkv, hd, cache_k_, cache_v_);
       attention_decode<T>(space_, qkv, cache_k_, cache_v_, slot, len, H, Hkv, hd, kv_split_, att, lse);
       View2<T> x_mid = a.x_mid.get(N, D), h2 = a.h2.get(N, D), gu = a.gu.get(N, 2 * F), sw = a.s.get(N, F);
@@ -229,7 +230,7 @@ class Engine final : public TrainingEngine {
       gemm<T, T, T>(space_, 'N', 'N', 1.0f, dx, weight2(s.wo), 0.0f, da);
       gemm<T, T, float>(space_, 'T', 'N', 1.0f, dx, att, 1.0f, grad2(grads, s.wo));
       attention_backward<T>(space_, qkv, b.d_seq_offsets, H, Hkv, hd, att, da, lse, dqkv);
-      rope_backward<T>(space_, dqkv, b.d_pos, H, Hkv, hd, theta());
+      rope_backward<T>(space_, dqkv, b.d_pos, H, Hkv, hd, theta(), rope_);
       gemm<T, T, T>(space_, 'N', 'N', 1.0f, dqkv, weight2(s.wqkv), 0.0f, dh);
       gemm<T, T, float>(space_, 'T', 'N', 1.0f, dqkv, h1, 1.0f, grad2(grads, s.wqkv));
       rmsnorm_backward<T>(space_, x_in, weight1(s.attn_norm), rstd1, dh, dx, grad1(grads, s.attn_norm), true);
@@ -250,6 +251,7 @@ class Engine final : public TrainingEngine {
   ExecSpace space_;
   std::vector<LayerActs<T>> acts_;
   View1<T> w_;
+  RopeTable rope_;  // cos/sin of positions < max_seq
   std::size_t n_ = 0;
   Rows<T> tmp_, x_last_, hf_, logits_, d_logits_, d_h_, d_x_, d_s_, d_gu_, d_att_, d_qkv_;
   Rows<float> rstdf_, logp_, entropy_, lse_logits_;

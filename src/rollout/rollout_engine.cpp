@@ -33,7 +33,8 @@ class Engine final : public RolloutEngine {
  public:
   Engine(const config::ModelConfig& m, const config::RolloutConfig& r, const model::ParamTable& table, int eos)
       : m_(m), r_(r), table_(table), eos_(eos),
-        w_(Kokkos::view_alloc("mantissa::rollout::weights", Kokkos::WithoutInitializing), table.total()) {
+        w_(Kokkos::view_alloc("mantissa::rollout::weights", Kokkos::WithoutInitializing), table.total()),
+        rope_(rope_table(ExecSpace(), m.max_seq, m.head_dim(), static_cast<float>(m.rope_theta))) {
     params_.temperature = static_cast<float>(r.temperature);
     params_.top_p = static_cast<float>(r.top_p);
     params_.top_k = r.top_k;
@@ -112,7 +113,7 @@ class Engine final : public RolloutEngine {
         const LayerSlices& ls = table_.layers()[l];
         rmsnorm_forward<T>(space_, x, weight1(ls.attn_norm), eps(), h, rstd);
         linear_decode<T>(space_, h, weight2(ls.wqkv), none, qkv, r_.split_k);
-        rope_forward<T>(space_, qkv, ps, H, Hkv, hd, static_cast<float>(m_.rope_theta));
+        rope_forward<T>(space_, qkv, ps, H, Hkv, hd, static_cast<float>(m_.rope_theta), rope_);
         kv_cache_append<T>(space_, qkv, slot, ps, H, Hkv, hd, cache_k_[l], cache_v_[l]);
         attention_decode<T>(space_, qkv, cache_k_[l], cache_v_[l], slot, len, H, Hkv, hd, r_.kv_split, att, lse);
         linear_decode<T>(space_, att, weight2(ls.wo), x, x2, r_.split_k);  // residual fused
@@ -177,6 +178,7 @@ class Engine final : public RolloutEngine {
   int eos_;
   ExecSpace space_;
   View1<T> w_;
+  RopeTable rope_;  // cos/sin of positions < max_seq
   std::vector<View3<T>> cache_k_, cache_v_;  // per layer: [slot, position, n_kv_head * head_dim]
   SamplingParams params_;
   View1<int> d_tok_, d_pos_, d_slot_, d_len_, d_next_pos_;
