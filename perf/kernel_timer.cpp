@@ -8,7 +8,9 @@
 //
 // The table (stderr, from each process; under MPI prefix it with the rank yourself or run 1 rank):
 // label, calls, total seconds, microseconds per call, share of all kernel time, and regions
-// (inclusive, nested) below. MANTISSA_KERNEL_TIMER_TOP=N limits the rows (default 30).
+// (inclusive, nested) below; then Kokkos-allocated memory: the peak of all live View allocations
+// and, per label, the largest total of its live allocations (what the activations, KV cache,
+// weights and work buffers hold, in each precision). MANTISSA_KERNEL_TIMER_TOP=N limits the rows (default 30).
 // Kernels are timed from begin to end callback: exact for host backends (Serial, OpenMP: the call
 // returns when the kernel is done); on CUDA set CUDA_LAUNCH_BLOCKING=1, or the times are launch
 // times. Nothing here is Mantissa-specific beyond the table's wording; no Kokkos headers needed.
@@ -30,8 +32,15 @@ struct Stat {
   double seconds = 0.0;
 };
 
+struct Mem {
+  std::uint64_t live = 0, peak = 0;
+};
+
 struct State {
   std::unordered_map<std::string, Stat> kernels, regions;
+  std::unordered_map<std::string, Mem> memory;  // per allocation label
+  std::unordered_map<const void*, std::pair<std::string, std::uint64_t>> allocations;
+  std::uint64_t live_bytes = 0, peak_bytes = 0;
   std::vector<std::pair<std::string, Clock::time_point>> open_kernels;  // indexed by kernel id
   std::vector<std::pair<std::string, Clock::time_point>> region_stack;
   Clock::time_point start = Clock::now();
@@ -90,6 +99,33 @@ void kokkosp_finalize_library() {
     std::fprintf(stderr, "\n");
     print_table("region (inclusive; share of the wall time)", s.regions, wall, top);
   }
+  std::vector<std::pair<std::string, Mem>> mem(s.memory.begin(), s.memory.end());
+  std::sort(mem.begin(), mem.end(), [](const auto& a, const auto& b) { return a.second.peak > b.second.peak; });
+  std::fprintf(stderr, "\nKokkos allocations: peak %.2f MiB live at once\n%-52s %12s\n", s.peak_bytes / 1048576.0,
+               "allocation label (largest live total)", "MiB");
+  for (std::size_t i = 0; i < mem.size() && i < top; ++i)
+    std::fprintf(stderr, "%-52s %12.3f\n", mem[i].first.c_str(), mem[i].second.peak / 1048576.0);
+}
+
+struct SpaceHandle {
+  char name[64];
+};
+void kokkosp_allocate_data(const SpaceHandle, const char* label, const void* const ptr, const std::uint64_t size) {
+  State& s = state();
+  s.allocations[ptr] = {label, size};
+  Mem& m = s.memory[label];
+  m.live += size;
+  m.peak = std::max(m.peak, m.live);
+  s.live_bytes += size;
+  s.peak_bytes = std::max(s.peak_bytes, s.live_bytes);
+}
+void kokkosp_deallocate_data(const SpaceHandle, const char*, const void* const ptr, const std::uint64_t) {
+  State& s = state();
+  const auto it = s.allocations.find(ptr);
+  if (it == s.allocations.end()) return;
+  s.memory[it->second.first].live -= it->second.second;
+  s.live_bytes -= it->second.second;
+  s.allocations.erase(it);
 }
 
 void kokkosp_begin_parallel_for(const char* name, const std::uint32_t, std::uint64_t* id) { begin_kernel(name, id); }
