@@ -424,8 +424,8 @@ def main():
                          "oneDNN. The bf16/fp16 rows are measured against that fallback (the issue's target); the "
                          "(info) rows compare the same Mantissa runs with PyTorch fp32.")
     if "sample" in kinds:
-        notes.append("Sampling: PyTorch prefills the 16-token prompts in one forward call; Mantissa's rollout engine "
-                     "prefills them one position per step through its decode kernels (bench_rollout). Both count "
+        notes.append("Sampling: both prefill the 16-token prompts in one forward call (Mantissa: all but the last "
+                     "prompt token, through its decode kernels, bench_rollout). Both count "
                      "only the 64 x 128 new tokens; both also compute each sampled token's fp32 log-probability.")
     if notes:
         print("\nNotes:")

@@ -1,5 +1,6 @@
 #include "rollout/rollout_engine.hpp"
 
+#include <algorithm>
 #include <stdexcept>
 
 #include "mantissa/kernels/decode.hpp"
@@ -15,6 +16,9 @@
 namespace mantissa::rollout {
 
 namespace {
+
+// Rows of prompt positions one batched-prefill call may hold in all (bounds the activations).
+constexpr int max_prefill_rows = 4096;
 
 using model::LayerSlices;
 using model::Rows;
@@ -78,14 +82,25 @@ class Engine final : public RolloutEngine {
     while (true) {
       rows.clear();
       h_tok.clear(), h_pos.clear(), h_slot.clear(), h_len.clear(), h_seq.clear();
+      // One row per active sequence; a sequence still in its prompt contributes the rest of the
+      // prompt but its last token at once (up to prefill_rows_per_seq rows): a batched prefill, the
+      // same bits as one position per step (the decode kernels are batch-invariant, D3, and each
+      // row's attention reads only positions < its len, all appended before the attention call).
+      int active = 0;
+      for (int b = 0; b < B; ++b) active += !done[b];
+      const int prefill_rows_per_seq = std::max(1, max_prefill_rows / std::max(1, active));
       for (int b = 0; b < B; ++b) {
         if (done[b]) continue;
-        rows.push_back(b);
-        h_tok.push_back(cur[b]);
-        h_pos.push_back(pos[b]);
-        h_slot.push_back(b);
-        h_len.push_back(pos[b] + 1);
-        h_seq.push_back(seq_ids[b]);
+        const int plen = static_cast<int>(prompts[b].size());
+        const int last = pos[b] + 1 < plen ? std::min(plen - 2, pos[b] + prefill_rows_per_seq - 1) : pos[b];
+        for (int p = pos[b]; p <= last; ++p) {
+          rows.push_back(b);
+          h_tok.push_back(p == pos[b] ? cur[b] : prompts[b][p]);
+          h_pos.push_back(p);
+          h_slot.push_back(b);
+          h_len.push_back(p + 1);
+          h_seq.push_back(seq_ids[b]);
+        }
       }
       const int R = static_cast<int>(rows.size());
       if (R == 0) break;
@@ -142,9 +157,9 @@ class Engine final : public RolloutEngine {
       for (int i = 0; i < R; ++i) {
         const int b = rows[i];
         const int plen = static_cast<int>(prompts[b].size());
-        if (pos[b] + 1 < plen) {  // still prefilling: the next token is the prompt's
-          cur[b] = prompts[b][pos[b] + 1];
-          ++pos[b];
+        if (h_pos[i] + 1 < plen) {  // a prompt position: the next token is the prompt's
+          pos[b] = h_pos[i] + 1;
+          cur[b] = prompts[b][pos[b]];
           continue;
         }
         const int t = h_sampled(i);

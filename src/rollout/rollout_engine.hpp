@@ -3,8 +3,10 @@
 // (physics-free-kernels/mantissa/kernels/decode.hpp lists how they differ from the training engine),
 // temperature/top-p/top-k sampling with a counter-based RNG keyed by (seed, step, sequence id,
 // position), and the fp32 log-prob of every sampled token under the distribution sampled from.
-// Prompts are prefilled through the same decode kernels, one position per step, so a sequence's
-// cache holds exactly what its decode steps computed.
+// Prompts are prefilled through the same decode kernels: all of a prompt but its last token in one
+// call (batched prefill, at most 4096 rows per call), which gives the same bits as one position per
+// step because the decode kernels are batch-invariant; so a sequence's cache holds exactly what
+// its decode steps would have computed.
 #include <cstdint>
 #include <memory>
 #include <vector>
