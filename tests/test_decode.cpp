@@ -8,7 +8,8 @@
 //    emulation of D4-D8, batch invariance, and against the training engine's attention_forward
 //    on the same packed sequences: the differences are within the bound implied by the two sets
 //    of rounding points, they are observable for bf16/fp16, and lse agrees bit for bit when one
-//    chunk covers the row (D5);
+//    chunk covers the row (D5); every code path (host_avx's 8-key tiles, generic) gives the same
+//    bits (head_dim 5 .. 256, multiples of 8 and not, special values included);
 //  - bad arguments are rejected.
 // There are no backward passes here: the decode kernels are inference only.
 #include <gtest/gtest.h>
@@ -592,7 +593,8 @@ struct DecodeOut {
 };
 // attention_decode for the rows `which` of the problem (all rows when empty); outputs start as NaN.
 template <class T>
-DecodeOut run_decode(const DecodeProblem& pb, const DeviceCache<T>& cache, int kv_split, std::vector<int> which = {}) {
+DecodeOut run_decode(const DecodeProblem& pb, const DeviceCache<T>& cache, int kv_split, std::vector<int> which = {},
+                     detail::AttentionPath path = detail::AttentionPath::automatic) {
   if (which.empty()) {
     which.resize(pb.rows());
     std::iota(which.begin(), which.end(), 0);
@@ -603,10 +605,26 @@ DecodeOut run_decode(const DecodeProblem& pb, const DeviceCache<T>& cache, int k
   View2<float> lse("mantissa::test::lse", R, pb.n_head);
   Kokkos::deep_copy(out, from_float<T>(std::numeric_limits<float>::quiet_NaN()));
   Kokkos::deep_copy(lse, std::numeric_limits<float>::quiet_NaN());
-  attention_decode<T>(ExecSpace(), qkv, cache.k, cache.v, make_int_view("mantissa::test::slot", take(pb.slot, which)),
-                      make_int_view("mantissa::test::len", take(pb.len, which)), pb.n_head, pb.n_kv_head, pb.head_dim,
-                      kv_split, out, lse);
+  const View1<int> slot = make_int_view("mantissa::test::slot", take(pb.slot, which));
+  const View1<int> len = make_int_view("mantissa::test::len", take(pb.len, which));
+  if (path == detail::AttentionPath::automatic)
+    attention_decode<T>(ExecSpace(), qkv, cache.k, cache.v, slot, len, pb.n_head, pb.n_kv_head, pb.head_dim, kv_split,
+                        out, lse);
+  else
+    detail::attention_decode_path<T>(ExecSpace(), qkv, cache.k, cache.v, slot, len, pb.n_head, pb.n_kv_head,
+                                     pb.head_dim, kv_split, out, lse, path);
   return {to_host(out), to_host(lse)};
+}
+
+// The code paths of attention_decode that can run in this build on this machine (automatic first).
+std::vector<std::pair<detail::AttentionPath, const char*>> attention_paths() {
+  std::vector<std::pair<detail::AttentionPath, const char*>> all = {{detail::AttentionPath::automatic, "automatic"},
+                                                                    {detail::AttentionPath::generic, "generic"},
+                                                                    {detail::AttentionPath::host_avx, "host_avx"}},
+                                                                   out;
+  for (const auto& p : all)
+    if (detail::decode_attention_path_available<ExecSpace>(p.first)) out.push_back(p);
+  return out;
 }
 
 // Checks |got - ref| <= 2 bound (first-order bound, twice for the second-order remainder); prints
@@ -691,6 +709,88 @@ TYPED_TEST(Decode, AttentionOverOnePositionReturnsItsValue) {
       // lse = m + log(1) = the fp32 score: fp32 dot of hd terms, the scale and its rounding
       EXPECT_NEAR(k.lse[r * H + h], dot * scale, (hd + 2) * kU32 * mag * scale) << "row " << r << " head " << h;
     }
+}
+
+// Every code path of attention_decode (host_avx: 8-key register tiles, F16C; generic: one key
+// at a time) gives the same bits, and (host, no FMA) those of the emulation of D4-D8: head_dim
+// multiples of 8 and not (zero-padded last step), GQA and MHA, lens that end inside a key tile,
+// kv_split 1 .. one chunk. In FMA-contracting builds the fp32 generic path is left out (see
+// LinearCodePathsAgreeBitForBit).
+TYPED_TEST(Decode, AttentionCodePathsAgreeBitForBit) {
+  using T = TypeParam;
+  const auto paths = attention_paths();
+  std::string names;
+  for (const auto& p : paths) names += std::string(" ") + p.second;
+  std::printf("  attention_decode code paths run here:%s\n", names.c_str());
+  const std::vector<AttnCase> cases = {{"gqa4/2_hd32", 4, 2, 32}, {"mha2/2_hd64", 2, 2, 64},  {"gqa4/1_hd12", 4, 1, 12},
+                                       {"mha3/3_hd5", 3, 3, 5},   {"gqa2/1_hd40", 2, 1, 40},  {"mha1/1_hd256", 1, 1, 256},
+                                       {"mha2/2_hd8", 2, 2, 8},   {"gqa4/2_hd20", 4, 2, 20}};
+  for (const AttnCase& c : cases) {
+    const DecodeProblem pb = random_problem<T>(c, 1000 + c.head_dim);
+    const DeviceCache<T> cache = device_cache<T>(pb);
+    for (int kv_split : {1, 3, 8, 16, 1 << 20}) {
+      SCOPED_TRACE(std::string(c.name) + " kv_split " + std::to_string(kv_split));
+      std::vector<std::uint32_t> ref_out, ref_lse;
+      if (kExactEmulation) {
+        std::vector<float> out, lse;
+        emulate_attention_decode<T>(pb, kv_split, DecodeVariant{}, out, lse);
+        ref_out = bits(out);
+        ref_lse = bits(lse);
+      }
+      for (const auto& [path, name] : paths) {
+        if (kContracting && std::is_same<T, float>::value && path == detail::AttentionPath::generic) continue;
+        const DecodeOut k = run_decode<T>(pb, cache, kv_split, {}, path);
+        ASSERT_FALSE(any_nan(k.out) || any_nan(k.lse)) << name;
+        if (ref_out.empty()) {
+          ref_out = bits(k.out);
+          ref_lse = bits(k.lse);
+        }
+        EXPECT_EQ(count_differences(bits(k.out), ref_out), 0u) << name << " out";
+        EXPECT_EQ(count_differences(bits(k.lse), ref_lse), 0u) << name << " lse";
+      }
+    }
+  }
+}
+
+// Special values in q, K and V (+-Inf, NaNs, signed zeros, subnormals of T, the largest finite
+// T): every code path gives a NaN where another does and the same bits everywhere else.
+TYPED_TEST(Decode, AttentionCodePathsAgreeOnSpecialValues) {
+  using T = TypeParam;
+  const auto make = [](double f) { return from_float<T>(static_cast<float>(f)); };
+  const double max = precision_traits<T>::max,
+               sub = std::ldexp(precision_traits<T>::min_normal, -precision_traits<T>::mantissa_bits);
+  const std::vector<double> special = {INFINITY, -INFINITY, NAN, 0.0, -0.0, max, -max, sub, -sub};
+  for (const AttnCase& c : {AttnCase{"gqa4/2_hd32", 4, 2, 32}, AttnCase{"mha2/2_hd12", 2, 2, 12}}) {
+    DecodeProblem pb = random_problem<T>(c, 1100 + c.head_dim);
+    std::mt19937 rng(11);
+    const auto sprinkle = [&](std::vector<double>& v, double p) {
+      for (double& x : v)
+        if (std::uniform_real_distribution<double>(0, 1)(rng) < p) x = to_float(make(special[rng() % special.size()]));
+    };
+    sprinkle(pb.cache_k, 0.0005);
+    sprinkle(pb.cache_v, 0.0005);
+    sprinkle(pb.qkv, 0.0005);
+    const DeviceCache<T> cache = device_cache<T>(pb);
+    for (int kv_split : {4, 16}) {
+      std::vector<std::uint32_t> ref;
+      for (const auto& [path, name] : attention_paths()) {
+        if (kContracting && std::is_same<T, float>::value && path == detail::AttentionPath::generic) continue;
+        const DecodeOut k = run_decode<T>(pb, cache, kv_split, {}, path);
+        std::vector<double> all = k.out;
+        all.insert(all.end(), k.lse.begin(), k.lse.end());
+        std::vector<std::uint32_t> b(all.size());
+        for (std::size_t i = 0; i < all.size(); ++i)
+          b[i] = std::isnan(all[i]) ? 0x7fc00000u : float_bits(static_cast<float>(all[i]));
+        if (ref.empty()) {
+          ref = b;
+          const auto nans = static_cast<std::size_t>(std::count(b.begin(), b.end(), 0x7fc00000u));
+          EXPECT_GT(nans, 0u) << c.name << ": no NaN output";
+          EXPECT_LT(nans, b.size() / 2) << c.name << ": special values everywhere";
+        }
+        EXPECT_EQ(count_differences(b, ref), 0u) << c.name << " " << name << " kv_split " << kv_split;
+      }
+    }
+  }
 }
 
 // Batch invariance (D9): one row per call, subsets and permutations of the rows: same bits.

@@ -84,9 +84,10 @@
 // Work space per call: linear_decode none (it widens x and W to fp32 in small panels on each work
 // item's stack on host CPUs, or as it loads them on devices). attention_decode an fp32 score
 // buffer of R * n_head * max(len) (each (row, head) writes its scores once and reads them per
-// chunk, instead of recomputing the dot products); allocating it costs well under a microsecond
-// on a host (glibc reuses the block), and keeping the scores on each thread's stack instead was
-// measured ~5% slower for the kernel, so it stays.
+// chunk, instead of recomputing the dot products; the host path then overwrites them with the
+// chunk's e_j); allocating it costs well under a microsecond on a host (glibc reuses the block),
+// and keeping the scores on each thread's stack instead was measured ~5% slower for the kernel
+// (generic path), so it stays.
 //
 // Code paths of linear_decode (all compute the same operations per element, D1-D3; see
 // "linear_decode on host CPUs" below): x86-64 host builds run register-blocked SIMD tiles (AVX +
@@ -94,6 +95,17 @@
 // one thread per (row, block of decode_linear_block columns) with the scalar 8-lane loop
 // (detail::decode_split_k_dot). On a GPU that is the same per-element sequence with another
 // tiling; nvcc's default FMA contraction then changes the bits as stated above.
+//
+// Code paths of attention_decode (the same operations per element, D4-D8; see "attention_decode
+// on host CPUs" below): x86-64 host builds whose CPU has AVX + F16C compute the scores of 8 keys
+// per register tile (8 lanes per key, reduced together by the same shuffle tree as linear_decode)
+// and P V over 8-float vectors of the head, the K/V rows widened exactly (F16C for fp16); every
+// other build, or a CPU without them, runs the generic path: one thread per (row, head), one key
+// at a time (detail::decode_dot). The exponentials and the logarithm are the same kmath calls,
+// one per position and per chunk, in both.
+//
+// kv_cache_append on host builds copies one qkv row per iteration (contiguous loops); on devices
+// one element per thread. Both are exact copies.
 #include <climits>
 #include <cstddef>
 #include <cstdint>
@@ -104,7 +116,8 @@
 #include "mantissa/kernels/attention.hpp"
 #include "mantissa/kernels/types.hpp"
 
-// Host x86-64 builds (not a device compiler): linear_decode's register-blocked SIMD path.
+// Host x86-64 builds (not a device compiler): the register-blocked SIMD paths of linear_decode and
+// attention_decode.
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(__CUDACC__) && \
     !defined(__HIPCC__) && !defined(SYCL_LANGUAGE_VERSION)
 #define MANTISSA_DECODE_HOST_SIMD 1
@@ -288,6 +301,9 @@ namespace detail {
 // Which code computes linear_decode (all give the same bits). automatic: host_avx or host_sse2 on
 // x86-64 host builds (by CPU), generic elsewhere. Tests name the others to compare them.
 enum class LinearPath { automatic, generic, host_sse2, host_avx };
+// The same for attention_decode: automatic = host_avx on x86-64 host builds whose CPU has AVX and
+// F16C, generic otherwise.
+enum class AttentionPath { automatic, generic, host_avx };
 
 #if defined(MANTISSA_DECODE_HOST_SIMD)
 
@@ -558,6 +574,190 @@ void decode_linear_item_sse2(const DecodeLinearArgs<T>& a, std::size_t item) {
   decode_linear_item<T, DecodeIsaSse2>(a, item);
 }
 
+// ---- attention_decode on host CPUs (AVX + F16C): the same operations per element ----
+//
+// One work item per (row, head), as on the generic path, with the same fp32 operations (D4-D8):
+//  - Scores (D4): 8 keys at a time. Key e of the tile has its own 8-lane accumulator (one vector:
+//    lane l sums q[d] * k[d] for d = l mod 8 ascending, a product then a sum, as decode_dot),
+//    and decode_reduce combines the 8 keys' lanes at once, per key exactly as
+//    ((s0+s4)+(s2+s6))+((s1+s5)+(s3+s7)); then the product with scale. A head_dim that is not a
+//    multiple of 8 ends with one step on zero-padded q and k (a padded lane adds 0*0 = +0, which
+//    changes no lane, see the linear path above). The keys past len in the last tile repeat a
+//    valid key and their scores are dropped. K is widened exactly (fp32 read in place, bf16 by
+//    a 16-bit shift, fp16 by F16C's vcvtph2ps, which quiets signalling NaNs only).
+//  - m and each chunk's mc: the same scalar kmax loops over the stored scores. The chunk's
+//    e_j = kmath::exp(s_j - mc) (the same function, one call per position) and lc (j ascending)
+//    as before; e_j then replaces s_j in the buffer.
+//  - P V (D5, D6): oc[d] = 0 + e_j v_j[d] + ... (j ascending), 8 consecutive d per vector, up to
+//    4 vectors (32 d) per pass over the chunk's V rows; then o[d] = o[d] + oc[d] w.
+//  - out = round_T(o / l) (vector division; fp16 by vcvtps2ph, round to nearest even, as in
+//    linear_decode), lse = m + kmath::log(l).
+// Nothing here depends on the other rows of the call: batch-invariant as D9 states.
+
+// Everything one work item of the host attention_decode needs (raw host pointers, strides).
+template <class T>
+struct DecodeAttentionArgs {
+  const T* qkv;
+  std::size_t ldq;
+  const T* ck;
+  const T* cv;
+  std::size_t ld_slot, ld_pos;  // cache strides (k and v alike)
+  const int* slot;
+  const int* len;
+  T* out;
+  std::size_t ldo;
+  float* lse;
+  std::size_t ldl;
+  float* scores;
+  std::size_t stride;  // floats of the score buffer per (row, head)
+  int heads, group, hd, kv_split;
+  float scale;
+};
+
+// v = the 8 values at p as floats, exactly (fp16: F16C; bf16: the bits shifted up by 16).
+MANTISSA_DECODE_AVX MANTISSA_DECODE_ALWAYS_INLINE void decode_widen8(dec_v8& v, const float* p) { decode_loadu(v, p); }
+MANTISSA_DECODE_AVX MANTISSA_DECODE_ALWAYS_INLINE void decode_widen8(dec_v8& v, const fp16_t* p) {
+  v = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+MANTISSA_DECODE_AVX MANTISSA_DECODE_ALWAYS_INLINE void decode_widen8(dec_v8& v, const bf16_t* p) {
+  const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p)), z = _mm_setzero_si128();
+  v = _mm256_castsi256_ps(
+      _mm256_insertf128_si256(_mm256_castsi128_si256(_mm_unpacklo_epi16(z, x)), _mm_unpackhi_epi16(z, x), 1));
+}
+// The first n < 8 values at p (decode_load, exact), the other lanes +0.
+template <class T>
+MANTISSA_DECODE_AVX MANTISSA_DECODE_ALWAYS_INLINE void decode_widen_tail(dec_v8& v, const T* p, int n) {
+  float t[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+  for (int i = 0; i < n; ++i) t[i] = decode_load(p[i]);
+  decode_loadu(v, t);
+}
+
+// o[g] += (sum_{j in [c0, c1)} e[j] v_j[8g .. 8g+8)) * w for g < G (G vectors of head elements
+// starting at vb; Tail: the last of them has only `tail` elements), v_j = vb + j * ld.
+template <int G, bool Tail, class T>
+MANTISSA_DECODE_AVX MANTISSA_DECODE_ALWAYS_INLINE void decode_attention_pv(const T* vb, std::size_t ld, int c0, int c1,
+                                                                           const float* e, float w, int tail,
+                                                                           dec_v8* o) {
+  dec_v8 acc[G];
+  for (int g = 0; g < G; ++g) acc[g] = dec_v8{};
+  for (int j = c0; j < c1; ++j) {
+    const dec_v8 ev = _mm256_set1_ps(e[j]);
+    const T* vp = vb + j * ld;
+    for (int g = 0; g < G; ++g) {
+      dec_v8 v;
+      if (Tail && g == G - 1) decode_widen_tail(v, vp + 8 * g, tail);
+      else decode_widen8(v, vp + 8 * g);
+      acc[g] += ev * v;  // oc[d] = oc[d] + e_j v_j[d]   (D6: e not rounded to T)
+    }
+  }
+  const dec_v8 wv = _mm256_set1_ps(w);
+  for (int g = 0; g < G; ++g) o[g] += acc[g] * wv;  // o[d] = o[d] + oc[d] w   (D5)
+}
+
+template <class T>
+MANTISSA_DECODE_AVX void decode_attention_item_avx(const DecodeAttentionArgs<T>& a, std::size_t idx) {
+  constexpr int MV = attention_max_head_dim / 8;
+  const std::size_t r = idx / a.heads;
+  const int h = static_cast<int>(idx % a.heads);
+  const int hd = a.hd, n_pos = a.len[r], nf = hd / 8, tail = hd % 8, nv = nf + (tail != 0);
+  const std::size_t ldp = a.ld_pos;
+  const std::size_t base = static_cast<std::size_t>(a.slot[r]) * a.ld_slot + static_cast<std::size_t>(h / a.group) * hd;
+  const T* kb = a.ck + base;
+  const T* vb = a.cv + base;
+
+  dec_v8 q[MV];  // F1: q read exactly
+  const T* qp = a.qkv + r * a.ldq + static_cast<std::size_t>(h) * hd;
+  for (int t = 0; t < nf; ++t) decode_widen8(q[t], qp + 8 * t);
+  if (tail != 0) decode_widen_tail(q[nf], qp + 8 * nf, tail);
+
+  // D4: the scores, 8 keys per register tile.
+  float* sc = a.scores + idx * a.stride;
+  const dec_v8 scale = _mm256_set1_ps(a.scale);
+  for (int j = 0; j < n_pos; j += 8) {
+    const int nk = n_pos - j < 8 ? n_pos - j : 8;
+    const T* kp[8];
+    for (int e = 0; e < 8; ++e) kp[e] = kb + static_cast<std::size_t>(j + (e < nk ? e : 0)) * ldp;
+    for (int e = 0; e < 8; ++e)
+      if (j + decode_prefetch_ahead + e < n_pos) decode_prefetch(kp[0] + (decode_prefetch_ahead + e) * ldp, hd);
+    dec_v8 s[8];
+    for (int e = 0; e < 8; ++e) s[e] = dec_v8{};
+    for (int t = 0; t < nf; ++t) {
+      const dec_v8 qv = q[t];
+      for (int e = 0; e < 8; ++e) {
+        dec_v8 kv;
+        decode_widen8(kv, kp[e] + 8 * t);
+        s[e] += qv * kv;  // lane += q * k
+      }
+    }
+    if (tail != 0)
+      for (int e = 0; e < 8; ++e) {
+        dec_v8 kv;
+        decode_widen_tail(kv, kp[e] + 8 * nf, tail);
+        s[e] += q[nf] * kv;
+      }
+    dec_v8 p;
+    decode_reduce(s, p);
+    p *= scale;  // s_j = dot * scale
+    if (nk == 8) {
+      decode_storeu(sc + j, p);
+    } else {
+      float t8[8];
+      decode_storeu(t8, p);
+      for (int e = 0; e < nk; ++e) sc[j + e] = t8[e];
+    }
+  }
+  float m = sc[0];
+  for (int j = 1; j < n_pos; ++j) m = kmax(m, sc[j]);
+
+  dec_v8 o[MV];
+  for (int t = 0; t < nv; ++t) o[t] = dec_v8{};
+  float l = 0.0f;
+  for (int c0 = 0; c0 < n_pos;) {  // D5: chunks of kv_split positions, in order
+    const int c1 = n_pos - c0 <= a.kv_split ? n_pos : c0 + a.kv_split;
+    float mc = sc[c0];
+    for (int j = c0 + 1; j < c1; ++j) mc = kmax(mc, sc[j]);
+    float lc = 0.0f;
+    for (int j = c0; j < c1; ++j) {
+      const float e = kmath::exp(sc[j] - mc);
+      lc += e;
+      sc[j] = e;
+    }
+    for (int j = c0 + decode_prefetch_ahead; j < c1 + decode_prefetch_ahead && j < n_pos; ++j)
+      decode_prefetch(vb + j * ldp, hd);
+    const float w = kmath::exp(mc - m);
+    l += lc * w;
+    int t = 0;
+    for (; t + 4 <= nf; t += 4) decode_attention_pv<4, false>(vb + 8 * t, ldp, c0, c1, sc, w, 0, o + t);
+    for (; t < nf; ++t) decode_attention_pv<1, false>(vb + 8 * t, ldp, c0, c1, sc, w, 0, o + t);
+    if (tail != 0) decode_attention_pv<1, true>(vb + 8 * nf, ldp, c0, c1, sc, w, tail, o + nf);
+    c0 = c1;
+  }
+
+  // D7, D8
+  T* op = a.out + r * a.ldo + static_cast<std::size_t>(h) * hd;
+  const dec_v8 lv = _mm256_set1_ps(l);
+  for (int t = 0; t < nv; ++t) {
+    const dec_v8 y = o[t] / lv;
+    const int n = t < nf ? 8 : tail;
+    if constexpr (std::is_same<T, float>::value) {
+      if (n == 8) {
+        decode_storeu(op + 8 * t, y);
+        continue;
+      }
+    } else if constexpr (std::is_same<T, fp16_t>::value) {
+      if (n == 8) {
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(op + 8 * t),
+                         _mm256_cvtps_ph(y, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+        continue;
+      }
+    }
+    float t8[8];
+    decode_storeu(t8, y);
+    for (int i = 0; i < n; ++i) op[8 * t + i] = from_float<T>(t8[i]);
+  }
+  a.lse[r * a.ldl + h] = m + kmath::log(l);
+}
+
 // AVX and F16C usable (CPU and OS), asked once.
 inline bool decode_host_avx() {
   static const bool ok = __builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c");
@@ -579,6 +779,18 @@ bool decode_linear_path_available(LinearPath path) {
   return true;
 #else
   return path == LinearPath::automatic || path == LinearPath::generic;
+#endif
+}
+
+template <class Exec>
+bool decode_attention_path_available(AttentionPath path) {
+#if defined(MANTISSA_DECODE_HOST_SIMD)
+  constexpr bool host = std::is_same<typename Exec::memory_space, Kokkos::HostSpace>::value &&
+                        std::is_same<MemSpace, Kokkos::HostSpace>::value;
+  if (path == AttentionPath::host_avx) return host && decode_host_avx();
+  return true;
+#else
+  return path != AttentionPath::host_avx;
 #endif
 }
 
@@ -699,6 +911,19 @@ void kv_cache_append(const Exec& space, ConstView2<T> qkv, ConstView1<int> slot,
                                  ") or pos outside [0, " + std::to_string(max_seq) + ")");
   const std::size_t cols = static_cast<std::size_t>(n_kv_head) * head_dim;
   const std::size_t k_col = static_cast<std::size_t>(n_head) * head_dim, v_col = k_col + cols;
+  if constexpr (std::is_same<typename Exec::memory_space, Kokkos::HostSpace>::value &&
+                std::is_same<MemSpace, Kokkos::HostSpace>::value) {
+    // Host: one row per iteration, contiguous copies (no index arithmetic per element).
+    Kokkos::parallel_for(
+        "mantissa::decode::append", Kokkos::RangePolicy<Exec>(space, 0, rows), KOKKOS_LAMBDA(const std::size_t r) {
+          const T* src = &qkv(r, 0);
+          T* kd = &cache_k(slot(r), pos(r), 0);
+          T* vd = &cache_v(slot(r), pos(r), 0);
+          for (std::size_t c = 0; c < cols; ++c) kd[c] = src[k_col + c];
+          for (std::size_t c = 0; c < cols; ++c) vd[c] = src[v_col + c];
+        });
+    return;
+  }
   Kokkos::parallel_for(
       "mantissa::decode::append", Kokkos::RangePolicy<Exec>(space, 0, rows * cols),
       KOKKOS_LAMBDA(const std::size_t e) {
@@ -708,28 +933,29 @@ void kv_cache_append(const Exec& space, ConstView2<T> qkv, ConstView1<int> slot,
       });
 }
 
-// out[r, h*hd:(h+1)*hd] = sum_{j<len[r]} P[r,h,j] v[slot[r], j, kvh(h)],  P = softmax_j(q . k_j * scale)
-// computed as D4-D8 (flash-decoding over chunks of kv_split positions, fp32 P, one rounding).
-// qkv (R, (H+2Hkv)hd) (the q part is read; RoPE applied), cache_k/cache_v [slots, max_seq, Hkv*hd],
-// slot (R), len (R) with 1 <= len[r] <= max_seq -> out (R, H*hd), lse (R, H) fp32 = m + log(l)
+namespace detail {
+
+// attention_decode (below) with the code path named (tests: every path gives the same bits).
+// Throws std::invalid_argument for a path that cannot run here (decode_attention_path_available).
 template <class T, class Exec>
-void attention_decode(const Exec& space, ConstView2<T> qkv, ConstView3<T> cache_k, ConstView3<T> cache_v,
-                      ConstView1<int> slot, ConstView1<int> len, int n_head, int n_kv_head, int head_dim, int kv_split,
-                      View2<T> out, View2<float> lse) {
+void attention_decode_path(const Exec& space, ConstView2<T> qkv, ConstView3<T> cache_k, ConstView3<T> cache_v,
+                           ConstView1<int> slot, ConstView1<int> len, int n_head, int n_kv_head, int head_dim,
+                           int kv_split, View2<T> out, View2<float> lse, AttentionPath path) {
   const char* who = "attention_decode";
   const std::size_t rows = qkv.extent(0);
-  detail::decode_check_heads(who, qkv.extent(1), n_head, n_kv_head, head_dim);
-  detail::decode_check_cache<T>(who, cache_k, cache_v, n_kv_head, head_dim);
-  if (kv_split < 1) detail::decode_fail(who, "kv_split must be >= 1, got " + std::to_string(kv_split));
+  decode_check_heads(who, qkv.extent(1), n_head, n_kv_head, head_dim);
+  decode_check_cache<T>(who, cache_k, cache_v, n_kv_head, head_dim);
+  if (kv_split < 1) decode_fail(who, "kv_split must be >= 1, got " + std::to_string(kv_split));
   if (slot.extent(0) != rows || len.extent(0) != rows)
-    detail::decode_fail(who, "slot and len need one entry per qkv row (" + std::to_string(rows) + ")");
+    decode_fail(who, "slot and len need one entry per qkv row (" + std::to_string(rows) + ")");
   const std::size_t heads = static_cast<std::size_t>(n_head);
   if (out.extent(0) != rows || out.extent(1) != heads * head_dim)
-    detail::decode_fail(who, "out is " + detail::decode_extents(out.extent(0), out.extent(1)) + ", expected " +
-                                 detail::decode_extents(rows, heads * head_dim));
+    decode_fail(who, "out is " + decode_extents(out.extent(0), out.extent(1)) + ", expected " +
+                         decode_extents(rows, heads * head_dim));
   if (lse.extent(0) != rows || lse.extent(1) != heads)
-    detail::decode_fail(who, "lse is " + detail::decode_extents(lse.extent(0), lse.extent(1)) + ", expected " +
-                                 detail::decode_extents(rows, heads));
+    decode_fail(who, "lse is " + decode_extents(lse.extent(0), lse.extent(1)) + ", expected " +
+                         decode_extents(rows, heads));
+  if (!decode_attention_path_available<Exec>(path)) decode_fail(who, "the requested code path cannot run here");
   if (rows == 0) return;
 
   // Range check of slot and len, and the longest len (the size of the score buffer): an invalid
@@ -744,8 +970,8 @@ void attention_decode(const Exec& space, ConstView2<T> qkv, ConstView3<T> cache_
       },
       Kokkos::Max<int>(longest));
   if (longest > max_seq)
-    detail::decode_fail(who, "some rows have slot outside [0, " + std::to_string(n_slots) + ") or len outside [1, " +
-                                 std::to_string(max_seq) + "]");
+    decode_fail(who, "some rows have slot outside [0, " + std::to_string(n_slots) + ") or len outside [1, " +
+                         std::to_string(max_seq) + "]");
 
   // The fp32 scores of every (row, head), computed once (D4) and read by the chunk loop.
   const std::size_t stride = static_cast<std::size_t>(longest);
@@ -753,6 +979,22 @@ void attention_decode(const Exec& space, ConstView2<T> qkv, ConstView3<T> cache_
                             rows * heads * stride);
   const int hd = head_dim, group = n_head / n_kv_head;
   const float scale = attention_scale(hd);
+#if defined(MANTISSA_DECODE_HOST_SIMD)
+  if constexpr (std::is_same<typename Exec::memory_space, Kokkos::HostSpace>::value &&
+                std::is_same<MemSpace, Kokkos::HostSpace>::value) {
+    if (path == AttentionPath::host_avx || (path == AttentionPath::automatic && decode_host_avx())) {
+      const DecodeAttentionArgs<T> a{qkv.data(),      qkv.stride(0),    cache_k.data(), cache_v.data(),
+                                     cache_k.stride(0), cache_k.stride(1), slot.data(),    len.data(),
+                                     out.data(),       out.stride(0),    lse.data(),     lse.stride(0),
+                                     scores.data(),    stride,           n_head,         group,
+                                     hd,               kv_split,         scale};
+      Kokkos::parallel_for(
+          "mantissa::decode::attention", Kokkos::RangePolicy<Exec>(space, 0, rows * heads),
+          KOKKOS_LAMBDA(const std::size_t idx) { decode_attention_item_avx<T>(a, idx); });
+      return;
+    }
+  }
+#endif
   Kokkos::parallel_for(
       "mantissa::decode::attention", Kokkos::RangePolicy<Exec>(space, 0, rows * heads),
       KOKKOS_LAMBDA(const std::size_t idx) {
@@ -760,12 +1002,12 @@ void attention_decode(const Exec& space, ConstView2<T> qkv, ConstView3<T> cache_
         const int h = static_cast<int>(idx % heads);
         const int s = slot(r), n_pos = len(r), kc = (h / group) * hd;
         float q[attention_max_head_dim];
-        for (int d = 0; d < hd; ++d) q[d] = detail::decode_load(qkv(r, h * hd + d));  // F1
+        for (int d = 0; d < hd; ++d) q[d] = decode_load(qkv(r, h * hd + d));  // F1
         float* sc = scores.data() + idx * stride;
         float m = 0.0f;
         for (int j = 0; j < n_pos; ++j) {
-          if (j + decode_prefetch_ahead < n_pos) detail::decode_prefetch(&cache_k(s, j + decode_prefetch_ahead, kc), hd);
-          sc[j] = detail::decode_dot(q, &cache_k(s, j, kc), hd) * scale;  // D4 (= F2)
+          if (j + decode_prefetch_ahead < n_pos) decode_prefetch(&cache_k(s, j + decode_prefetch_ahead, kc), hd);
+          sc[j] = decode_dot(q, &cache_k(s, j, kc), hd) * scale;  // D4 (= F2)
           m = j == 0 ? sc[j] : kmax(m, sc[j]);
         }
         float o[attention_max_head_dim], oc[attention_max_head_dim];
@@ -780,9 +1022,9 @@ void attention_decode(const Exec& space, ConstView2<T> qkv, ConstView3<T> cache_
           for (int j = c0; j < c1; ++j) {
             const float e = kmath::exp(sc[j] - mc);
             lc += e;
-            if (j + decode_prefetch_ahead < n_pos) detail::decode_prefetch(&cache_v(s, j + decode_prefetch_ahead, kc), hd);
+            if (j + decode_prefetch_ahead < n_pos) decode_prefetch(&cache_v(s, j + decode_prefetch_ahead, kc), hd);
             const T* v = &cache_v(s, j, kc);
-            for (int d = 0; d < hd; ++d) oc[d] += e * detail::decode_load(v[d]);  // D6: e not rounded to T
+            for (int d = 0; d < hd; ++d) oc[d] += e * decode_load(v[d]);  // D6: e not rounded to T
           }
           const float w = kmath::exp(mc - m);
           l += lc * w;
@@ -792,6 +1034,20 @@ void attention_decode(const Exec& space, ConstView2<T> qkv, ConstView3<T> cache_
         for (int d = 0; d < hd; ++d) out(r, h * hd + d) = from_float<T>(o[d] / l);  // D7
         lse(r, h) = m + kmath::log(l);                                              // D8
       });
+}
+
+}  // namespace detail
+
+// out[r, h*hd:(h+1)*hd] = sum_{j<len[r]} P[r,h,j] v[slot[r], j, kvh(h)],  P = softmax_j(q . k_j * scale)
+// computed as D4-D8 (flash-decoding over chunks of kv_split positions, fp32 P, one rounding).
+// qkv (R, (H+2Hkv)hd) (the q part is read; RoPE applied), cache_k/cache_v [slots, max_seq, Hkv*hd],
+// slot (R), len (R) with 1 <= len[r] <= max_seq -> out (R, H*hd), lse (R, H) fp32 = m + log(l)
+template <class T, class Exec>
+void attention_decode(const Exec& space, ConstView2<T> qkv, ConstView3<T> cache_k, ConstView3<T> cache_v,
+                      ConstView1<int> slot, ConstView1<int> len, int n_head, int n_kv_head, int head_dim, int kv_split,
+                      View2<T> out, View2<float> lse) {
+  detail::attention_decode_path<T>(space, qkv, cache_k, cache_v, slot, len, n_head, n_kv_head, head_dim, kv_split, out,
+                                   lse, detail::AttentionPath::automatic);
 }
 
 #define MANTISSA_DECODE_DECLARE(EXTERN, T)                                                                            \
