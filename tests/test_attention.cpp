@@ -41,6 +41,8 @@ const std::vector<Case>& cases() {
       {"gqa_hd8", {5, 1, 17, 0, 9, 3}, 4, 2, 8},  {"gqa_hd16", {12, 1, 30, 7}, 4, 2, 16},
       {"mha_hd8", {1, 9, 21, 4}, 4, 4, 8},        {"mha_hd16", {6, 1, 25, 14}, 4, 4, 16},
       {"mqa_long_hd16", {130, 1, 40}, 4, 1, 16}, {"gqa3_hd12", {3, 1, 11, 2}, 6, 2, 12},
+      {"mha_hd32", {9, 1, 20}, 2, 2, 32},         {"gqa_hd64", {11, 1, 6}, 4, 2, 64},
+      {"mha_hd5", {6, 1, 3}, 2, 2, 5},
   };
   return c;
 }
@@ -465,22 +467,27 @@ TYPED_TEST(Attention, FollowsTheDocumentedRoundingPointsBitForBit) {
   GTEST_SKIP() << "built with FMA contraction (e.g. -march=native): the plain-float emulation differs; the bound "
                   "tests apply";
 #endif
-  for (const Case& c : cases()) {
-    SCOPED_TRACE(c.name);
-    const AttnShape sh = make_shape(c.lengths, c.n_head, c.n_kv_head, c.head_dim);
-    const std::vector<double> qkv = random_qkv<T>(sh, 81);
-    const std::vector<double> dout = random_values<T>(static_cast<std::size_t>(sh.n()) * sh.qcols(), -1, 1, 82);
-    const KernelRun<T> k = run_kernels<T>(sh, qkv, dout);
-    const std::vector<std::uint32_t> out = bits_of(k.out), lse = bits_of(k.lse), dqkv = bits_of(k.dqkv);
-    const Emulated<T> e = emulate<T>(sh, qkv, dout, RoundingPoints{});
-    EXPECT_TRUE(out == e.out) << "out";
-    EXPECT_TRUE(lse == e.lse) << "lse";
-    EXPECT_TRUE(dqkv == e.dqkv) << "dqkv";
-    if (std::is_same<T, float>::value) continue;  // round_T is the identity: nothing to switch off
-    // Negative controls: each rounding point, switched off, is visible in the bits.
-    EXPECT_FALSE(emulate<T>(sh, qkv, dout, RoundingPoints{false, true, true}).out == out) << "F4 not observable";
-    EXPECT_FALSE(emulate<T>(sh, qkv, dout, RoundingPoints{true, false, true}).dqkv == dqkv) << "B3 not observable";
-    EXPECT_FALSE(emulate<T>(sh, qkv, dout, RoundingPoints{true, true, false}).dqkv == dqkv) << "B6 not observable";
+  // Both host code paths: the AVX-compiled items (where the CPU has AVX) and the generic ones.
+  for (const bool avx : {true, false}) {
+    for (const Case& c : cases()) {
+      SCOPED_TRACE(std::string(c.name) + (avx ? " (AVX path where available)" : " (generic path)"));
+      const AttnShape sh = make_shape(c.lengths, c.n_head, c.n_kv_head, c.head_dim);
+      const std::vector<double> qkv = random_qkv<T>(sh, 81);
+      const std::vector<double> dout = random_values<T>(static_cast<std::size_t>(sh.n()) * sh.qcols(), -1, 1, 82);
+      detail::attention_allow_host_avx() = avx;
+      const KernelRun<T> k = run_kernels<T>(sh, qkv, dout);
+      detail::attention_allow_host_avx() = true;
+      const std::vector<std::uint32_t> out = bits_of(k.out), lse = bits_of(k.lse), dqkv = bits_of(k.dqkv);
+      const Emulated<T> e = emulate<T>(sh, qkv, dout, RoundingPoints{});
+      EXPECT_TRUE(out == e.out) << "out";
+      EXPECT_TRUE(lse == e.lse) << "lse";
+      EXPECT_TRUE(dqkv == e.dqkv) << "dqkv";
+      if (std::is_same<T, float>::value) continue;  // round_T is the identity: nothing to switch off
+      // Negative controls: each rounding point, switched off, is visible in the bits.
+      EXPECT_FALSE(emulate<T>(sh, qkv, dout, RoundingPoints{false, true, true}).out == out) << "F4 not observable";
+      EXPECT_FALSE(emulate<T>(sh, qkv, dout, RoundingPoints{true, false, true}).dqkv == dqkv) << "B3 not observable";
+      EXPECT_FALSE(emulate<T>(sh, qkv, dout, RoundingPoints{true, true, false}).dqkv == dqkv) << "B6 not observable";
+    }
   }
 }
 

@@ -16,10 +16,12 @@
 // round-to-nearest-even to T and is the identity for T = float. fp32 products and sums may be
 // contracted into FMAs by the compiler (nvcc does; g++ does whenever the target has FMA, e.g. -march=native).
 // Forward, query row i of head h, keys j = start(i) .. i, all in fp32 unless said otherwise:
-//   F1  q, k, v are values of T, read exactly (the kernel widens them to fp32 once).
+//   F1  q, k, v are values of T, read exactly (each item converts its sequence's k and v to fp32 once).
 //   F2  s_ij = (sum_{d<hd} q_id k_jd) * scale, scale = fp32(1/sqrt(hd)). Every dot product of
 //       length hd here (q.k, dout.v, dout.out) sums 8 interleaved fp32 partial sums
-//       (detail::attention_dot), so that the CPU vectorises it.
+//       (detail::attention_dot: lane r takes d = r mod 8 ascending, lanes combined as
+//       ((s0+s4)+(s2+s6))+((s1+s5)+(s3+s7))). The kernels compute 8 keys at a time with exactly
+//       these operations per key (detail::attention_dots_t, vectorised across keys).
 //   F3  m_i = max_j s_ij; e_ij = exp(s_ij - m_i); l_i = sum_j e_ij of the UNROUNDED e (j ascending).
 //       exp is the fp32 kmath::exp (FA2 uses exp2 of log2(e)-prescaled scores: same math, other bits).
 //   F4  p_ij = round_T(e_ij): the unnormalised probabilities are rounded to T before they
@@ -28,6 +30,7 @@
 //   F6  lse_i = m_i + log(l_i), kept in fp32 (output `lse`, saved for the backward).
 //   This is FA2 with the whole row in one key block: FA2 rescales with a running max between
 //   key blocks of 64-128, here m_i is the row's final max, so results depend on no block size.
+//   Each s_ij is computed once (kept in a per-row buffer for the max and the exp).
 // Backward (FA2 style: P recomputed from the saved fp32 lse, no N x N matrix anywhere):
 //   B1  P_ij = exp(s_ij - lse_i) in fp32 (s_ij as F2), normalised, NOT rounded.
 //   B2  D_i = sum_d dout_id out_id over the T values of dout and out (same dot product as dP,
@@ -39,12 +42,20 @@
 //   B6  dv_j = round_T(sum_{h in group} sum_{i>=j} round_T(P_ij) dout_i)  (P rounded to T, as FA2's dV GEMM)
 //   GQA: dk/dv of a kv head sum the contributions of all its query heads in fp32, then round
 //   once (FA2 rounds per query head and sums the rounded values outside the kernel).
+//   P_ij, dP_ij and dS_ij are computed once per (i, j, h) and feed dq_i, dk_j and dv_j.
 //   dqkv is written, not accumulated; every element of it is written.
 //
-// Parallelism: forward and dq over (token, query head); dk/dv over (token, kv head), each
-// thread loops over its row's keys (or queries) and owns its outputs: no atomics, no races.
+// Parallelism: one work item (a Kokkos team of one thread) per (sequence, query head) in the
+// forward and per (sequence, kv head) in the backward. The backward item loops over the group's
+// query heads h, then the queries i ascending, then the keys j = start .. i; it writes dq_i when
+// row i is done and dk_j, dv_j (fp32 accumulators in its scratch) at the end. Each item owns its
+// outputs: no atomics, no races. On x86-64 hosts with AVX (asked at run time) the items run
+// compiled for AVX (target "avx,f16c", never FMA: the same products and sums, rounded the same
+// way, as the generic build; test_attention checks both against one host emulation bit for bit).
 // head_dim <= attention_max_head_dim (per-thread fp32 accumulators of that length).
-// Temporaries per call: for 16-bit T an fp32 copy of qkv (and of dout in the backward); D (N, H).
+// Temporaries per call: D (N, H) fp32 in the backward; Kokkos team scratch per item, reused
+// between calls by the backend (L = longest sequence rounded up to 8 keys):
+// forward L (2 hd + 2) + hd floats, backward L (5 hd + 4) + 2 hd floats. No fp32 copy of qkv or dout.
 #include <cmath>
 #include <cstddef>
 #include <stdexcept>
@@ -358,11 +369,17 @@ KOKKOS_INLINE_FUNCTION void attention_backward_item(const AttentionBackwardArgs<
     }
 }
 
+// Tests set it to false to run the generic items on an AVX host (both paths give the same bits).
+inline bool& attention_allow_host_avx() {
+  static bool allow = true;
+  return allow;
+}
+
 #if defined(MANTISSA_ATTENTION_HOST_SIMD)
-// AVX and F16C usable (CPU and OS), asked once.
+// AVX and F16C usable (CPU and OS, asked once) and allowed.
 inline bool attention_host_avx() {
   static const bool ok = __builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c");
-  return ok;
+  return ok && attention_allow_host_avx();
 }
 // The items above compiled for AVX (8-wide vectors; no FMA, so every product and sum is rounded
 // as in the generic build), with head_dim 32 and 64 as compile-time constants.
