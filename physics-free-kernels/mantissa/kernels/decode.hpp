@@ -481,17 +481,19 @@ struct DecodeLinearArgs {
   std::size_t ldr;
   T* y;
   std::size_t ldy;
-  std::size_t rows, nout, panels;
+  std::size_t rows, nout, panels, groups;
   int k, split_k;
 };
 
-// Work item `item` = (row group item / panels, column panel item % panels).
+// Work item `item` = (column panel item / groups, row group item % groups): consecutive items share
+// their W panel (read from memory once, then from L1), and the x rows of a call (at most a few
+// tens of KiB in decode) stay in L1/L2, which matters once attention has swept the caches.
 template <class T, class Isa>
 MANTISSA_DECODE_ALWAYS_INLINE void decode_linear_item(const DecodeLinearArgs<T>& a, std::size_t item) {
   constexpr int RG = decode_item_rows, CP = decode_item_cols, KB = decode_k_block, E = Isa::E;
   constexpr int NC2 = E / 2, NC1 = E;  // columns of the 2-row and of the 1-row register tiles
   static_assert(CP % 8 == 0 && KB % 8 == 0, "panels hold whole 8-lane vectors");
-  const std::size_t r0 = (item / a.panels) * RG, c0 = (item % a.panels) * CP;
+  const std::size_t r0 = (item % a.groups) * RG, c0 = (item / a.groups) * CP;
   const int rg = a.rows - r0 < static_cast<std::size_t>(RG) ? static_cast<int>(a.rows - r0) : RG;
   const int cp = a.nout - c0 < static_cast<std::size_t>(CP) ? static_cast<int>(a.nout - c0) : CP;
   const int cpad = (cp + 7) / 8 * 8;  // columns computed (cp..cpad: zero W rows, dropped)
@@ -837,6 +839,7 @@ void linear_decode_path(const Exec& space, ConstView2<T> x, ConstView2<T> W, Con
                                   rows,
                                   nout,
                                   panels,
+                                  groups,
                                   k,
                                   split_k};
       const Kokkos::RangePolicy<Exec> items(space, 0, groups * panels);
