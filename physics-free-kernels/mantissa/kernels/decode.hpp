@@ -546,18 +546,28 @@ MANTISSA_DECODE_ALWAYS_INLINE void decode_linear_item(const DecodeLinearArgs<T>&
         decode_tile<Isa, 1, NC1>(xp + r * ldx, ldx, wp + c * ldw, ldw, seg, nseg, acc + t * E, lanes + t * E * 8);
   }
   // v = acc (+ residual) in fp32, rows of the panel side by side (the residual is read here,
-  // before y is written); then y = round_T(v), one rounding (D2), a row of the panel at a time
+  // before y is written); then y = round_T(v), one rounding (D2), a row of the panel at a time.
+  // The tiles' accumulators are copied out as whole row pieces (columns cp..cpad are padding,
+  // never stored to y) and the residual add and the rounding run as plain loops over a row, which
+  // the compiler vectorises: same operations per element.
   float* v = xb;  // (the x panel is no longer needed)
-  const auto put = [&](int row, int col, float value) {
-    if (col < cp) v[row * CP + col] = a.res ? value + to_float(a.res[(r0 + row) * a.ldr + c0 + col]) : value;
-  };
   int t = 0, r = 0;
   for (; r + 2 <= rg; r += 2)
     for (int c = 0; c < cpad; c += NC2, ++t)
-      for (int e = 0; e < E; ++e) put(r + e / NC2, c + e % NC2, acc[t * E + e]);
+      for (int e = 0; e < NC2; ++e) {
+        v[r * CP + c + e] = acc[t * E + e];
+        v[(r + 1) * CP + c + e] = acc[t * E + NC2 + e];
+      }
   if (r < rg)
     for (int c = 0; c < cpad; c += NC1, ++t)
-      for (int e = 0; e < E; ++e) put(r, c + e, acc[t * E + e]);
+      for (int e = 0; e < NC1; ++e) v[r * CP + c + e] = acc[t * E + e];
+  if (a.res) {
+    for (int i = 0; i < rg; ++i) {
+      const T* res = a.res + (r0 + i) * a.ldr + c0;
+      float* vi = v + i * CP;
+      for (int j = 0; j < cp; ++j) vi[j] = vi[j] + decode_load(res[j]);
+    }
+  }
   T* y = a.y + r0 * a.ldy + c0;
   if constexpr (std::is_same<Isa, DecodeIsaAvx>::value && std::is_same<T, fp16_t>::value) {
     decode_round_f16c(v, CP, rg, cp, y, a.ldy);
