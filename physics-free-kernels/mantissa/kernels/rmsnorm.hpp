@@ -58,28 +58,39 @@ void rmsnorm_backward(const Exec& space, const ConstView2<T>& x, const ConstView
   using member = typename policy::member_type;
   using scratch_view =
       Kokkos::View<float*, typename Exec::scratch_memory_space, Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
-  const std::size_t scratch_bytes = scratch_view::shmem_size(dim);
+  // Per team: dw_part, and fp32 copies of w and of the current row's x and dy (converted once per
+  // element in loops that vectorise, instead of inside the serial dot product; same values, same
+  // operations, so the same bits).
+  const std::size_t scratch_bytes = 4 * scratch_view::shmem_size(dim);
   const int level = static_cast<int>(scratch_bytes) <= policy::scratch_size_max(0) ? 0 : 1;
   const int league = (n_rows + rows_per_team - 1) / rows_per_team;
   const auto team_policy = policy(space, league, Kokkos::AUTO).set_scratch_size(level, Kokkos::PerTeam(scratch_bytes));
   Kokkos::parallel_for(
       "mantissa::rmsnorm::backward", team_policy, KOKKOS_LAMBDA(const member& team) {
-        scratch_view dw_part(team.team_scratch(level), dim);
-        Kokkos::parallel_for(Kokkos::TeamThreadRange(team, dim), [&](const int j) { dw_part(j) = 0.0f; });
-        team.team_barrier();
+        scratch_view dw_part(team.team_scratch(level), dim), wf(team.team_scratch(level), dim);
+        scratch_view xf(team.team_scratch(level), dim), gf(team.team_scratch(level), dim);
+        Kokkos::parallel_for(Kokkos::TeamThreadRange(team, dim), [&](const int j) {
+          dw_part(j) = 0.0f;
+          wf(j) = to_float(w(j));
+        });
         const int n_begin = team.league_rank() * rows_per_team;
         const int n_end = kmin(n_begin + rows_per_team, n_rows);
         for (int n = n_begin; n < n_end; ++n) {
+          team.team_barrier();  // (the previous row's readers are done)
+          Kokkos::parallel_for(Kokkos::TeamThreadRange(team, dim), [&](const int j) {
+            xf(j) = to_float(x(n, j));
+            gf(j) = to_float(dy(n, j));
+          });
+          team.team_barrier();
           const float r = rstd(n);
           float dot = 0.0f;
           Kokkos::parallel_reduce(
-              Kokkos::TeamThreadRange(team, dim),
-              [&](const int j, float& acc) { acc += to_float(dy(n, j)) * to_float(w(j)) * to_float(x(n, j)); }, dot);
+              Kokkos::TeamThreadRange(team, dim), [&](const int j, float& acc) { acc += gf(j) * wf(j) * xf(j); }, dot);
           const float c = r * r * r * dot / static_cast<float>(dim);
           Kokkos::parallel_for(Kokkos::TeamThreadRange(team, dim), [&](const int j) {
-            const float xj = to_float(x(n, j));
-            const float g = to_float(dy(n, j));
-            const float grad = r * to_float(w(j)) * g - c * xj;
+            const float xj = xf(j);
+            const float g = gf(j);
+            const float grad = r * wf(j) * g - c * xj;
             dx(n, j) = from_float<T>(accumulate_dx ? to_float(dx(n, j)) + grad : grad);
             dw_part(j) += g * xj * r;  // the same thread owns column j in every row: no race
           });
