@@ -6,7 +6,7 @@
 //   out_i = x_i cos - x_{i+hd/2} sin,   out_{i+hd/2} = x_{i+hd/2} cos + x_i sin,  each rounded once to T.
 // The backward pass applies the inverse rotation (the transpose) to the gradient in place.
 // qkv rows hold [q: n_head heads | k: n_kv_head heads | v: n_kv_head heads]; v is untouched.
-// One work item per (row, i): cos/sin are computed once and applied to all q and k heads.
+// One work item per (row, rotated head), looping over the head's pairs.
 // RopeTable: cos/sin of every (position < max_pos, pair i) computed once (rope_table), with the
 // same fp32 expressions, so a kernel that reads it gives the same bits as one that computes them;
 // the engines build one at construction and pass it to every call (no pow/cos/sin per call).
@@ -32,7 +32,7 @@ KOKKOS_INLINE_FUNCTION float rope_angle(int p, int i, int head_dim, float theta)
   return static_cast<float>(p) * inv_freq;
 }
 
-// Rotates pair (i, i + hd/2) of every rotated head of row n by sign * angle(pos[n], i).
+// Rotates the pairs (i, i + hd/2) of one rotated head of row n by sign * angle(pos[n], i).
 template <class T>
 struct RopeRotate {
   View2<T> qkv;
@@ -43,28 +43,29 @@ struct RopeRotate {
   float sign;  // +1 forward, -1 backward (inverse rotation)
   ConstView2<float> table;  // RopeTable::cs or empty
 
+  // Work item (row n, rotated head h): the pairs i < hd/2 of that head, contiguous, so that the
+  // loop over i vectorises on a CPU (with the table, cos/sin are contiguous rows too).
   KOKKOS_INLINE_FUNCTION void operator()(const std::int64_t idx) const {
     const int half = head_dim / 2;
-    const int n = static_cast<int>(idx / half);
-    const int i = static_cast<int>(idx % half);
+    const int n = static_cast<int>(idx / n_rot_heads);
+    const int h = static_cast<int>(idx % n_rot_heads);
     const int p = pos(n);
-    float c, s;
+    T* row = &qkv(n, h * head_dim);
     if (p >= 0 && static_cast<std::size_t>(p) < table.extent(0)) {
-      c = table(p, i);
-      s = sign * table(p, half + i);
+      const float* cs = &table(p, 0);
+      for (int i = 0; i < half; ++i) rotate(row, i, half, cs[i], sign * cs[half + i]);
     } else {
-      const float angle = rope_angle(p, i, head_dim, theta);
-      c = kmath::cos(angle);
-      s = sign * kmath::sin(angle);
+      for (int i = 0; i < half; ++i) {
+        const float angle = rope_angle(p, i, head_dim, theta);
+        rotate(row, i, half, kmath::cos(angle), sign * kmath::sin(angle));
+      }
     }
-    for (int h = 0; h < n_rot_heads; ++h) {
-      const int j1 = h * head_dim + i;
-      const int j2 = j1 + half;
-      const float x1 = to_float(qkv(n, j1));
-      const float x2 = to_float(qkv(n, j2));
-      qkv(n, j1) = from_float<T>(x1 * c - x2 * s);
-      qkv(n, j2) = from_float<T>(x2 * c + x1 * s);
-    }
+  }
+  KOKKOS_INLINE_FUNCTION static void rotate(T* row, int i, int half, float c, float s) {
+    const float x1 = to_float(row[i]);
+    const float x2 = to_float(row[i + half]);
+    row[i] = from_float<T>(x1 * c - x2 * s);
+    row[i + half] = from_float<T>(x2 * c + x1 * s);
   }
 };
 
@@ -108,7 +109,7 @@ void rope_forward(const Exec& space, const View2<T>& qkv, const ConstView1<int>&
                   int head_dim, float theta, const RopeTable& table = RopeTable{}) {
   const auto f = detail::make_rope_rotate<T>("mantissa::rope_forward", qkv, pos, n_head, n_kv_head, head_dim, theta,
                                              1.0f, table);
-  const std::int64_t work = static_cast<std::int64_t>(qkv.extent(0)) * (head_dim / 2);
+  const std::int64_t work = static_cast<std::int64_t>(qkv.extent(0)) * (n_head + n_kv_head);
   Kokkos::parallel_for("mantissa::rope::forward",
                        Kokkos::RangePolicy<Exec, Kokkos::IndexType<std::int64_t>>(space, 0, work), f);
 }
@@ -119,7 +120,7 @@ void rope_backward(const Exec& space, const View2<T>& dqkv, const ConstView1<int
                    int head_dim, float theta, const RopeTable& table = RopeTable{}) {
   const auto f = detail::make_rope_rotate<T>("mantissa::rope_backward", dqkv, pos, n_head, n_kv_head, head_dim, theta,
                                              -1.0f, table);
-  const std::int64_t work = static_cast<std::int64_t>(dqkv.extent(0)) * (head_dim / 2);
+  const std::int64_t work = static_cast<std::int64_t>(dqkv.extent(0)) * (n_head + n_kv_head);
   Kokkos::parallel_for("mantissa::rope::backward",
                        Kokkos::RangePolicy<Exec, Kokkos::IndexType<std::int64_t>>(space, 0, work), f);
 }
