@@ -165,12 +165,12 @@ void emulate_attention_decode(const DecodeProblem& pb, int kv_split, DecodeVaria
         float lc = 0.0f;
         std::fill(oc.begin(), oc.end(), 0.0f);
         for (int j = c0; j < c1; ++j) {
-          const float e = std::exp(sc[j] - mc);
+          const float e = exp_fp32(sc[j] - mc);
           lc += e;
           const float p = var.round_p ? round_to<T>(e) : e;
           for (int d = 0; d < hd; ++d) oc[d] += p * static_cast<float>(pb.v(s, j, kc + d));
         }
-        const float wgt = std::exp(mc - m);
+        const float wgt = exp_fp32(mc - m);
         l += lc * wgt;
         for (int d = 0; d < hd; ++d) o[d] += oc[d] * wgt;
       }

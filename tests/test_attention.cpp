@@ -400,7 +400,7 @@ Emulated<T> emulate(const AttnShape& sh, const std::vector<double>& qkv_d, const
       std::vector<float> acc(hd, 0.0f);
       float l = 0.0f;
       for (int j = start; j <= i; ++j) {
-        const float e = std::exp(dot(q, &x[j * W + kc]) * scale - m);
+        const float e = exp_fp32(dot(q, &x[j * W + kc]) * scale - m);
         l += e;
         const float p = rnd(rp.p_forward, e);  // F4
         for (int d = 0; d < hd; ++d) acc[d] += p * x[j * W + vc + d];
@@ -421,7 +421,7 @@ Emulated<T> emulate(const AttnShape& sh, const std::vector<double>& qkv_d, const
       const int kc = sh.k_col(h / G), vc = sh.v_col(h / G);
       std::vector<float> acc(hd, 0.0f);
       for (int j = start; j <= i; ++j) {
-        const float p = std::exp(dot(q, &x[j * W + kc]) * scale - lse[i * H + h]);           // B1
+        const float p = exp_fp32(dot(q, &x[j * W + kc]) * scale - lse[i * H + h]);           // B1
         const float ds = rnd(rp.ds, p * (dot(go, &x[j * W + vc]) - D[i * H + h]));           // B3
         for (int d = 0; d < hd; ++d) acc[d] += ds * x[j * W + kc + d];
       }
@@ -438,7 +438,7 @@ Emulated<T> emulate(const AttnShape& sh, const std::vector<double>& qkv_d, const
         for (int i = j; i < end; ++i) {
           const float* q = &x[i * W + h * hd];
           const float* go = &g[i * HD + h * hd];
-          const float p = std::exp(dot(q, k) * scale - lse[i * H + h]);
+          const float p = exp_fp32(dot(q, k) * scale - lse[i * H + h]);
           const float pt = rnd(rp.p_backward, p);
           const float ds = rnd(rp.ds, p * (dot(go, v) - D[i * H + h]));
           for (int d = 0; d < hd; ++d) {

@@ -23,7 +23,8 @@
 //       ((s0+s4)+(s2+s6))+((s1+s5)+(s3+s7))). The kernels compute 8 keys at a time with exactly
 //       these operations per key (detail::attention_dots_t, vectorised across keys).
 //   F3  m_i = max_j s_ij; e_ij = exp(s_ij - m_i); l_i = sum_j e_ij of the UNROUNDED e (j ascending).
-//       exp is the fp32 kmath::exp (FA2 uses exp2 of log2(e)-prescaled scores: same math, other bits).
+//       exp is exp_fp32 (exp.hpp: <= 1 ulp, vectorisable, the same bits on every backend; FA2 uses
+//       exp2 of log2(e)-prescaled scores: same math, other bits).
 //   F4  p_ij = round_T(e_ij): the unnormalised probabilities are rounded to T before they
 //       multiply V (FA2's conversion of the P tile to T in front of the P V tensor-core GEMM).
 //   F5  o_i = sum_j p_ij v_j (j ascending); out_i = round_T(o_i * (1 / l_i)): ONE rounding.
@@ -63,6 +64,7 @@
 #include <type_traits>
 
 #include "mantissa/kernels/convert.hpp"
+#include "mantissa/kernels/exp.hpp"
 #include "mantissa/kernels/types.hpp"
 
 // Host x86-64 builds (not a device compiler): the per-item loops also compiled for AVX, chosen at
@@ -259,7 +261,7 @@ KOKKOS_INLINE_FUNCTION void attention_forward_item(const AttentionForwardArgs<T>
     for (int u = 0; u < n_keys; ++u) sc[u] *= a.scale;
     float m = sc[0];  // F3: row max
     for (int u = 1; u < n_keys; ++u) m = kmax(m, sc[u]);
-    for (int u = 0; u < n_keys; ++u) sc[u] = kmath::exp(sc[u] - m);
+    for (int u = 0; u < n_keys; ++u) sc[u] = exp_fp32(sc[u] - m);
     float l = 0.0f;
     for (int u = 0; u < n_keys; ++u) l += sc[u];                  // F3: unrounded, keys ascending
     for (int u = 0; u < n_keys; ++u) pr[u] = round_to<T>(sc[u]);  // F4
@@ -338,7 +340,7 @@ KOKKOS_INLINE_FUNCTION void attention_backward_item(const AttentionBackwardArgs<
       attention_dots<HostAvx>(qr, kt, ld, hd, n_pad, pr);  // F2
       attention_dots<HostAvx>(gr, vt, ld, hd, n_pad, dp);  // B3: dP
       const float lse_i = a.lse(i, h), d_i = a.delta(i, h);
-      for (int u = 0; u < n_keys; ++u) pr[u] = kmath::exp(pr[u] * scale - lse_i);  // B1
+      for (int u = 0; u < n_keys; ++u) pr[u] = exp_fp32(pr[u] * scale - lse_i);  // B1
       for (int u = 0; u < n_keys; ++u) {
         ds[u] = round_to<T>(pr[u] * (dp[u] - d_i));  // B3
         pt[u] = round_to<T>(pr[u]);                  // B6

@@ -598,7 +598,7 @@ void decode_linear_item_sse2(const DecodeLinearArgs<T>& a, std::size_t item) {
 //    valid key and their scores are dropped. K is widened exactly (fp32 read in place, bf16 by
 //    a 16-bit shift, fp16 by F16C's vcvtph2ps, which quiets signalling NaNs only).
 //  - m and each chunk's mc: the same scalar kmax loops over the stored scores. The chunk's
-//    e_j = kmath::exp(s_j - mc) (the same function, one call per position) and lc (j ascending)
+//    e_j = exp_fp32(s_j - mc) (the same function, one call per position) and lc (j ascending)
 //    as before; e_j then replaces s_j in the buffer.
 //  - P V (D5, D6): oc[d] = 0 + e_j v_j[d] + ... (j ascending), 8 consecutive d per vector, up to
 //    4 vectors (32 d) per pass over the chunk's V rows; then o[d] = o[d] + oc[d] w.
@@ -730,13 +730,13 @@ MANTISSA_DECODE_AVX void decode_attention_item_avx(const DecodeAttentionArgs<T>&
     for (int j = c0 + 1; j < c1; ++j) mc = kmax(mc, sc[j]);
     float lc = 0.0f;
     for (int j = c0; j < c1; ++j) {
-      const float e = kmath::exp(sc[j] - mc);
+      const float e = exp_fp32(sc[j] - mc);
       lc += e;
       sc[j] = e;
     }
     for (int j = c0 + decode_prefetch_ahead; j < c1 + decode_prefetch_ahead && j < n_pos; ++j)
       decode_prefetch(vb + j * ldp, hd);
-    const float w = kmath::exp(mc - m);
+    const float w = exp_fp32(mc - m);
     l += lc * w;
     int t = 0;
     for (; t + 4 <= nf; t += 4) decode_attention_pv<4, false>(vb + 8 * t, ldp, c0, c1, sc, w, 0, o + t);
@@ -1033,13 +1033,13 @@ void attention_decode_path(const Exec& space, ConstView2<T> qkv, ConstView3<T> c
           float lc = 0.0f;
           for (int d = 0; d < hd; ++d) oc[d] = 0.0f;
           for (int j = c0; j < c1; ++j) {
-            const float e = kmath::exp(sc[j] - mc);
+            const float e = exp_fp32(sc[j] - mc);
             lc += e;
             if (j + decode_prefetch_ahead < n_pos) decode_prefetch(&cache_v(s, j + decode_prefetch_ahead, kc), hd);
             const T* v = &cache_v(s, j, kc);
             for (int d = 0; d < hd; ++d) oc[d] += e * decode_load(v[d]);  // D6: e not rounded to T
           }
-          const float w = kmath::exp(mc - m);
+          const float w = exp_fp32(mc - m);
           l += lc * w;
           for (int d = 0; d < hd; ++d) o[d] += oc[d] * w;
           c0 = c1;
