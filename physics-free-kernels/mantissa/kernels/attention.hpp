@@ -23,7 +23,7 @@
 //       ((s0+s4)+(s2+s6))+((s1+s5)+(s3+s7))). The kernels compute 8 keys at a time with exactly
 //       these operations per key (detail::attention_dots_t, vectorised across keys).
 //   F3  m_i = max_j s_ij; e_ij = exp(s_ij - m_i); l_i = sum_j e_ij of the UNROUNDED e (j ascending).
-//       exp is exp_fp32 (exp.hpp: <= 1 ulp, vectorisable, the same bits on every backend; FA2 uses
+//       exp is exp_fp32 (exp.hpp: <= 1 ulp, vectorisable, portable bits; FA2 uses
 //       exp2 of log2(e)-prescaled scores: same math, other bits).
 //   F4  p_ij = round_T(e_ij): the unnormalised probabilities are rounded to T before they
 //       multiply V (FA2's conversion of the P tile to T in front of the P V tensor-core GEMM).

@@ -2,7 +2,7 @@
 // SwiGLU of the fused gate/up projection: out = silu(gate) * up, silu(g) = g * sigmoid(g).
 // With s = sigmoid(g) = 1 / (1 + exp(-g)), all in fp32 and each output rounded once to T:
 //   out = g s u,   d gate = dout u s (1 + g (1 - s)),   d up = dout g s.
-// exp is exp_fp32 (exp.hpp: vectorisable, the same bits on every backend). exp(-g) overflowing to
+// exp is exp_fp32 (exp.hpp: vectorisable, portable bits). exp(-g) overflowing to
 // +Inf for very negative g gives s = 0 and finite results.
 #include <stdexcept>
 
