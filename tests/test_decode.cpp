@@ -124,7 +124,7 @@ TEST(DecodeLoad, Fp16LoadIsExactOnAllInputs) {
   }
 }
 
-#if defined(MANTISSA_DECODE_HOST_SIMD)
+#if defined(MANTISSA_HOST_SIMD)
 // The F16C conversions of the host AVX path of linear_decode: widening (vcvtph2ps) equals
 // to_float on all 2^16 fp16 inputs, except that a signalling NaN comes out quiet with its payload
 // (which no product can tell apart: x86 returns the quieted NaN operand either way); rounding
@@ -132,7 +132,7 @@ TEST(DecodeLoad, Fp16LoadIsExactOnAllInputs) {
 // every fp16 value and midpoint (the full 2^32 sweep was run once: no difference). Both with
 // lengths that leave a scalar tail.
 TEST(DecodeLoad, F16cConversionsEqualTheSoftwareOnes) {
-  if (!detail::decode_host_avx()) GTEST_SKIP() << "this CPU has no AVX + F16C";
+  if (!host_avx_f16c()) GTEST_SKIP() << "this CPU has no AVX + F16C";
   constexpr int kb = decode_k_block, len = kb - 3;  // 125 per row: 15 vectors and a tail of 5
   const int rows = (65536 + len - 1) / len;
   std::vector<fp16_t> h(static_cast<std::size_t>(rows) * len, fp16_t{0});

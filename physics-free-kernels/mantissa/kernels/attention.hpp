@@ -67,12 +67,9 @@
 #include "mantissa/kernels/exp.hpp"
 #include "mantissa/kernels/types.hpp"
 
-// Host x86-64 builds (not a device compiler): the per-item loops also compiled for AVX, chosen at
-// run time.
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(__CUDACC__) && \
-    !defined(__HIPCC__) && !defined(SYCL_LANGUAGE_VERSION)
-#define MANTISSA_ATTENTION_HOST_SIMD 1
-#endif
+// Host x86-64 builds (MANTISSA_HOST_SIMD, host_simd.hpp): the per-item loops also compiled for AVX,
+// chosen at run time.
+#include "mantissa/kernels/host_simd.hpp"
 
 namespace mantissa {
 
@@ -178,7 +175,7 @@ inline int attention_pad(int len) {
   return (len + attention_key_block - 1) / attention_key_block * attention_key_block;
 }
 
-#if defined(MANTISSA_ATTENTION_HOST_SIMD)
+#if defined(MANTISSA_HOST_SIMD)
 // attention_dots_t with GCC vector extensions for AVX: one 8-wide register per lane r holds that
 // lane's partial sums for 8 keys; the same products, sums and lane combination, element by element.
 typedef float attention_v8 __attribute__((vector_size(32)));
@@ -205,7 +202,7 @@ __attribute__((target("avx,f16c"))) inline void attention_dots_t_avx(const float
 // attention_dots_t, or its AVX twin inside the AVX-compiled items.
 template <bool HostAvx>
 KOKKOS_INLINE_FUNCTION void attention_dots(const float* a, const float* kt, int ld, int hd, int n_pad, float* s) {
-#if defined(MANTISSA_ATTENTION_HOST_SIMD)
+#if defined(MANTISSA_HOST_SIMD)
   if constexpr (HostAvx) {
     attention_dots_t_avx(a, kt, ld, hd, n_pad, s);
     return;
@@ -377,12 +374,9 @@ inline bool& attention_allow_host_avx() {
   return allow;
 }
 
-#if defined(MANTISSA_ATTENTION_HOST_SIMD)
-// AVX and F16C usable (CPU and OS, asked once) and allowed.
-inline bool attention_host_avx() {
-  static const bool ok = __builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c");
-  return ok && attention_allow_host_avx();
-}
+#if defined(MANTISSA_HOST_SIMD)
+// AVX and F16C usable (host_avx_f16c) and allowed.
+inline bool attention_host_avx() { return host_avx_f16c() && attention_allow_host_avx(); }
 // The items above compiled for AVX (8-wide vectors; no FMA, so every product and sum is rounded
 // as in the generic build), with head_dim 32 and 64 as compile-time constants.
 template <class T>
@@ -442,7 +436,7 @@ void attention_forward(const Exec& space, ConstView2<T> qkv, ConstView1<int> seq
       KOKKOS_LAMBDA(const member& team) {
         const int s = team.league_rank() / heads, h = team.league_rank() % heads;
         scratch_view buf(team.team_scratch(level), n_scratch);
-#if defined(MANTISSA_ATTENTION_HOST_SIMD)
+#if defined(MANTISSA_HOST_SIMD)
         if constexpr (host) {
           if (avx) {
             detail::attention_forward_item_avx(args, s, h, buf.data(), hd);
@@ -501,7 +495,7 @@ void attention_backward(const Exec& space, ConstView2<T> qkv, ConstView1<int> se
       KOKKOS_LAMBDA(const member& team) {
         const int s = team.league_rank() / kv_heads, c = team.league_rank() % kv_heads;
         scratch_view buf(team.team_scratch(level), n_scratch);
-#if defined(MANTISSA_ATTENTION_HOST_SIMD)
+#if defined(MANTISSA_HOST_SIMD)
         if constexpr (host) {
           if (avx) {
             detail::attention_backward_item_avx(args, s, c, buf.data(), hd);

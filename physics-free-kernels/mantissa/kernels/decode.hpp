@@ -116,13 +116,9 @@
 #include "mantissa/kernels/attention.hpp"
 #include "mantissa/kernels/types.hpp"
 
-// Host x86-64 builds (not a device compiler): the register-blocked SIMD paths of linear_decode and
-// attention_decode.
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(__CUDACC__) && \
-    !defined(__HIPCC__) && !defined(SYCL_LANGUAGE_VERSION)
-#define MANTISSA_DECODE_HOST_SIMD 1
-#include <immintrin.h>
-#endif
+// Host x86-64 builds (MANTISSA_HOST_SIMD, host_simd.hpp): the register-blocked SIMD paths of
+// linear_decode and attention_decode.
+#include "mantissa/kernels/host_simd.hpp"
 
 namespace mantissa {
 
@@ -287,7 +283,7 @@ KOKKOS_INLINE_FUNCTION void decode_prefetch(const T* p, int n) {
 //    build for an FMA target (-march=native) the compiler may contract s + x*w into fma(x, w, s)
 //    on both paths alike (see "FMA contraction" above).
 // No allocation: the panels (~25 KiB) live on the work item's stack.
-// (MANTISSA_DECODE_HOST_SIMD: defined at the top of this file.)
+// (MANTISSA_HOST_SIMD: defined at the top of this file.)
 
 }  // namespace detail
 
@@ -305,7 +301,7 @@ enum class LinearPath { automatic, generic, host_sse2, host_avx };
 // F16C, generic otherwise.
 enum class AttentionPath { automatic, generic, host_avx };
 
-#if defined(MANTISSA_DECODE_HOST_SIMD)
+#if defined(MANTISSA_HOST_SIMD)
 
 #define MANTISSA_DECODE_ALWAYS_INLINE inline __attribute__((always_inline))
 #define MANTISSA_DECODE_AVX __attribute__((target("avx,f16c")))
@@ -439,27 +435,17 @@ MANTISSA_DECODE_ALWAYS_INLINE void decode_stage(const T* src, std::size_t ld, in
     for (; (i & 7) != 0; ++i) dst[i] = 0.0f;
   }
 }
-// The same for fp16 with F16C (vcvtph2ps: exact; signalling NaNs come out quiet, see above). A
-// call per segment, not inlined: an always_inline callee must not need more than its caller.
+// The same for fp16 with F16C (f16c_widen_row, host_simd.hpp). A call per segment, not inlined: an
+// always_inline callee must not need more than its caller.
 MANTISSA_DECODE_AVX inline void decode_stage_f16c(const fp16_t* src, std::size_t ld, int n, float* dst, int len) {
   for (int r = 0; r < n; ++r, src += ld, dst += decode_k_block) {
-    int i = 0;
-    for (; i + 8 <= len; i += 8)
-      _mm256_store_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i))));
-    for (; i < len; ++i) dst[i] = _cvtsh_ss(src[i].bits);
-    for (; (i & 7) != 0; ++i) dst[i] = 0.0f;
+    f16c_widen_row(src, dst, len);
+    for (int i = len; (i & 7) != 0; ++i) dst[i] = 0.0f;
   }
 }
-// y[i*ldy + j] = fp16 of v[i*ldv + j] (round to nearest even: vcvtps2ph equals
-// fp16_bits_from_float on all 2^32 inputs, NaNs included), i < n, j < m.
+// y[i*ldy + j] = fp16 of v[i*ldv + j] (f16c_round_row: round to nearest even), i < n, j < m.
 MANTISSA_DECODE_AVX inline void decode_round_f16c(const float* v, int ldv, int n, int m, fp16_t* y, std::size_t ldy) {
-  for (int i = 0; i < n; ++i, v += ldv, y += ldy) {
-    int j = 0;
-    for (; j + 8 <= m; j += 8)
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(y + j),
-                       _mm256_cvtps_ph(_mm256_loadu_ps(v + j), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-    for (; j < m; ++j) y[j].bits = _cvtss_sh(v[j], _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  }
+  for (int i = 0; i < n; ++i, v += ldv, y += ldy) f16c_round_row(v, y, m);
 }
 template <class Isa, class T>
 MANTISSA_DECODE_ALWAYS_INLINE void decode_stage_isa(const T* src, std::size_t ld, int n, float* dst, int len) {
@@ -770,24 +756,16 @@ MANTISSA_DECODE_AVX void decode_attention_item_avx(const DecodeAttentionArgs<T>&
   a.lse[r * a.ldl + h] = m + kmath::log(l);
 }
 
-// AVX and F16C usable (CPU and OS), asked once.
-inline bool decode_host_avx() {
-  static const bool ok = __builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c");
-  return ok;
-}
-
-#else
-inline bool decode_host_avx() { return false; }
-#endif  // MANTISSA_DECODE_HOST_SIMD
+#endif  // MANTISSA_HOST_SIMD
 
 // Whether `path` can run here (automatic and generic always can).
 template <class Exec>
 bool decode_linear_path_available(LinearPath path) {
-#if defined(MANTISSA_DECODE_HOST_SIMD)
+#if defined(MANTISSA_HOST_SIMD)
   constexpr bool host = std::is_same<typename Exec::memory_space, Kokkos::HostSpace>::value &&
                         std::is_same<MemSpace, Kokkos::HostSpace>::value;
   if (path == LinearPath::host_sse2) return host;
-  if (path == LinearPath::host_avx) return host && decode_host_avx();
+  if (path == LinearPath::host_avx) return host && host_avx_f16c();
   return true;
 #else
   return path == LinearPath::automatic || path == LinearPath::generic;
@@ -796,10 +774,10 @@ bool decode_linear_path_available(LinearPath path) {
 
 template <class Exec>
 bool decode_attention_path_available(AttentionPath path) {
-#if defined(MANTISSA_DECODE_HOST_SIMD)
+#if defined(MANTISSA_HOST_SIMD)
   constexpr bool host = std::is_same<typename Exec::memory_space, Kokkos::HostSpace>::value &&
                         std::is_same<MemSpace, Kokkos::HostSpace>::value;
-  if (path == AttentionPath::host_avx) return host && decode_host_avx();
+  if (path == AttentionPath::host_avx) return host && host_avx_f16c();
   return true;
 #else
   return path != AttentionPath::host_avx;
@@ -831,11 +809,11 @@ void linear_decode_path(const Exec& space, ConstView2<T> x, ConstView2<T> W, Con
   if (!decode_linear_path_available<Exec>(path)) decode_fail(who, "the requested code path cannot run here");
   if (rows == 0 || nout == 0) return;
   const int k = static_cast<int>(kdim);
-#if defined(MANTISSA_DECODE_HOST_SIMD)
+#if defined(MANTISSA_HOST_SIMD)
   if constexpr (std::is_same<typename Exec::memory_space, Kokkos::HostSpace>::value &&
                 std::is_same<MemSpace, Kokkos::HostSpace>::value) {
     if (path != LinearPath::generic) {
-      const bool avx = path == LinearPath::host_avx || (path == LinearPath::automatic && decode_host_avx());
+      const bool avx = path == LinearPath::host_avx || (path == LinearPath::automatic && host_avx_f16c());
       const std::size_t panels = (nout + decode_item_cols - 1) / decode_item_cols;
       const std::size_t groups = (rows + decode_item_rows - 1) / decode_item_rows;
       const DecodeLinearArgs<T> a{x.data(),
@@ -992,10 +970,10 @@ void attention_decode_path(const Exec& space, ConstView2<T> qkv, ConstView3<T> c
                             rows * heads * stride);
   const int hd = head_dim, group = n_head / n_kv_head;
   const float scale = attention_scale(hd);
-#if defined(MANTISSA_DECODE_HOST_SIMD)
+#if defined(MANTISSA_HOST_SIMD)
   if constexpr (std::is_same<typename Exec::memory_space, Kokkos::HostSpace>::value &&
                 std::is_same<MemSpace, Kokkos::HostSpace>::value) {
-    if (path == AttentionPath::host_avx || (path == AttentionPath::automatic && decode_host_avx())) {
+    if (path == AttentionPath::host_avx || (path == AttentionPath::automatic && host_avx_f16c())) {
       const DecodeAttentionArgs<T> a{qkv.data(),      qkv.stride(0),    cache_k.data(), cache_v.data(),
                                      cache_k.stride(0), cache_k.stride(1), slot.data(),    len.data(),
                                      out.data(),       out.stride(0),    lse.data(),     lse.stride(0),

@@ -12,12 +12,12 @@
 #include <cublas_v2.h>
 #endif
 
-// Host-only builds on x86-64: fp16 rows convert with F16C (checked at run time) instead of the
-// branchy scalar conversion, which made the fp16 route ~3x slower than bf16 on small shapes.
-#if defined(__x86_64__) && !defined(KOKKOS_ENABLE_CUDA) && !defined(KOKKOS_ENABLE_HIP) && \
+// Host-only builds on x86-64: fp16 rows convert with F16C (checked at run time, host_simd.hpp) instead
+// of the scalar conversion, which made the fp16 route ~3x slower than bf16 on small shapes.
+#include "mantissa/kernels/host_simd.hpp"
+#if defined(MANTISSA_HOST_SIMD) && !defined(KOKKOS_ENABLE_CUDA) && !defined(KOKKOS_ENABLE_HIP) && \
     !defined(KOKKOS_ENABLE_SYCL) && !defined(KOKKOS_ENABLE_OPENMPTARGET)
 #define MANTISSA_GEMM_HOST_F16C 1
-#include <immintrin.h>
 #endif
 
 namespace mantissa {
@@ -58,27 +58,6 @@ WorkView2 work_matrix(View1<float>& buffer, const char* label, std::size_t rows,
   return WorkView2(buffer.data(), rows, cols);
 }
 
-#if defined(MANTISSA_GEMM_HOST_F16C)
-// One row through F16C (vcvtph2ps / vcvtps2ph, round to nearest even): bit-exact with to_float and
-// from_float<fp16_t> (test_precision checks every pattern against F16C), 8 values per instruction.
-__attribute__((target("avx,f16c"))) void f16c_widen_row(const fp16_t* src, float* dst, int n) {
-  int j = 0;
-  for (; j + 8 <= n; j += 8)
-    _mm256_storeu_ps(dst + j, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + j))));
-  for (; j < n; ++j) dst[j] = to_float(src[j]);
-}
-__attribute__((target("avx,f16c"))) void f16c_round_row(const float* src, fp16_t* dst, int n) {
-  int j = 0;
-  for (; j + 8 <= n; j += 8)
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + j),
-                     _mm256_cvtps_ph(_mm256_loadu_ps(src + j), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-  for (; j < n; ++j) dst[j] = from_float<fp16_t>(src[j]);
-}
-bool host_has_f16c() {
-  static const bool has = __builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c");
-  return has;
-}
-#endif
 
 // dst = to_float(src)                                                 src (R,C) -> dst (R,C) fp32
 template <class T, class Exec>
@@ -87,7 +66,7 @@ void widen(const Exec& space, const ConstView2<T>& src, const WorkView2& dst) {
   const int cols = static_cast<int>(src.extent(1));
 #if defined(MANTISSA_GEMM_HOST_F16C)
   if constexpr (std::is_same<T, fp16_t>::value) {
-    if (host_has_f16c()) {
+    if (host_avx_f16c()) {
       Kokkos::parallel_for("mantissa::gemm::widen", Kokkos::RangePolicy<Exec>(space, 0, rows),
                            [=](const int i) { f16c_widen_row(&src(i, 0), &dst(i, 0), cols); });
       return;
@@ -111,7 +90,7 @@ void round_result(const Exec& space, const WorkView2& src, const View2<T>& dst) 
   const int cols = static_cast<int>(dst.extent(1));
 #if defined(MANTISSA_GEMM_HOST_F16C)
   if constexpr (std::is_same<T, fp16_t>::value) {
-    if (host_has_f16c()) {
+    if (host_avx_f16c()) {
       Kokkos::parallel_for("mantissa::gemm::round", Kokkos::RangePolicy<Exec>(space, 0, rows),
                            [=](const int i) { f16c_round_row(&src(i, 0), &dst(i, 0), cols); });
       return;
