@@ -4,6 +4,8 @@
 #include <filesystem>
 
 #include "app/app.hpp"
+#include "app/exit.hpp"
+#include "app/health.hpp"
 #include "app/jobs.hpp"
 #include "app/stop.hpp"
 #include "io/hdf5.hpp"
@@ -90,12 +92,9 @@ SftSummary run_sft(AppContext& ctx, const std::string& run_dir) {
     }
     series = std::make_unique<io::Series>(*metrics_file, "/sft");
     eval_series = std::make_unique<io::Series>(*metrics_file, "/sft_eval");
-    // A resumed warm start continues its series after the checkpoint's step.
-    series->truncate_to(static_cast<hsize_t>(s0));
-    const std::vector<double> eval_steps = eval_series->column("step");
-    hsize_t keep = 0;
-    while (s0 > 0 && keep < eval_steps.size() && eval_steps[keep] <= static_cast<double>(s0)) ++keep;
-    eval_series->truncate_to(keep);
+    // A resumed warm start continues its series after the checkpoint's step (a fresh one: no-op).
+    series->resume_after(s0);
+    eval_series->resume_after(s0);
   }
   say(ctx, "sft: {} parameters, storage {}, {} rank(s), {} steps of {} problems ({} task)\n",
       trainer.table().total(), ctx.cfg.precision.storage, ctx.nranks, sc.steps, sc.batch_size, ctx.cfg.task.family);
@@ -105,8 +104,8 @@ SftSummary run_sft(AppContext& ctx, const std::string& run_dir) {
     say(ctx, "sft eval  step {:>6}  held-out exact match {:6.1f}%  token accuracy {:6.2f}%  loss {:.4f} ({} problems)\n",
         step, 100.0 * e.exact_match, 100.0 * e.token_accuracy, e.loss, e.problems);
     if (eval_series) {
-      eval_series->append({{"step", static_cast<double>(step)}, {"exact_match", e.exact_match},
-                           {"token_accuracy", e.token_accuracy}, {"loss", e.loss}});
+      eval_series->append(finite_row({{"step", static_cast<double>(step)}, {"exact_match", e.exact_match},
+                                      {"token_accuracy", e.token_accuracy}, {"loss", e.loss}}));
       eval_series->flush();
     }
     return e;
@@ -114,6 +113,7 @@ SftSummary run_sft(AppContext& ctx, const std::string& run_dir) {
   SftSummary summary;
   if (s0 == 0) summary.initial = eval_and_log(trainer.step());
   const auto t0 = std::chrono::steady_clock::now();
+  SkipWatch skips("the warm start");
   double window_tokens = 0.0, loss = 0.0, slowest = 0.0;
   auto window_start = t0;
   for (long long i = s0; i < sc.steps; ++i) {
@@ -123,10 +123,16 @@ SftSummary run_sft(AppContext& ctx, const std::string& run_dir) {
     window_tokens += static_cast<double>(r.tokens);
     loss = r.loss;
     if (series) {
-      series->append({{"step", static_cast<double>(step)}, {"loss", r.loss}, {"grad_norm", r.opt.grad_norm},
-                      {"loss_scale", r.opt.loss_scale}, {"skipped", r.opt.skipped ? 1.0 : 0.0},
-                      {"nonfinite", static_cast<double>(r.opt.nonfinite)}, {"lr", r.opt.lr},
-                      {"tokens", static_cast<double>(r.tokens)}});
+      series->append(finite_row({{"step", static_cast<double>(step)}, {"loss", r.loss}, {"grad_norm", r.opt.grad_norm},
+                                 {"loss_scale", r.opt.loss_scale}, {"skipped", r.opt.skipped ? 1.0 : 0.0},
+                                 {"nonfinite", static_cast<double>(r.opt.nonfinite)}, {"lr", r.opt.lr},
+                                 {"tokens", static_cast<double>(r.tokens)}}));
+    }
+    try {
+      skips.record(ctx, trainer.optimizer().attempted, trainer.optimizer().scaler.skipped());
+    } catch (const Diverged&) {
+      if (series) series->flush();
+      throw;
     }
     if ((i + 1) % sc.log_every == 0 || i + 1 == sc.steps) {
       const auto now = std::chrono::steady_clock::now();
@@ -144,13 +150,16 @@ SftSummary run_sft(AppContext& ctx, const std::string& run_dir) {
     if (!last && sc.eval_every > 0 && step % sc.eval_every == 0) eval_and_log(step);
     const std::string ckpt = (fs::path(ckpt_dir) / fmt::format("sft_step{:06d}.h5", step)).string();
     const bool periodic = !last && sc.checkpoint_every > 0 && step % sc.checkpoint_every == 0;
-    if (periodic) trainer.save(ckpt, ctx.resolved_deck);
+    if (periodic) {
+      if (series) series->flush();  // the series reaches the checkpoint's step before the checkpoint exists
+      trainer.save(ckpt, ctx.resolved_deck);
+    }
     slowest = std::max(slowest, std::chrono::duration<double>(std::chrono::steady_clock::now() - ts).count());
     if (last) break;
     const std::string why = stop_reason(ctx, slowest, step);
     if (!why.empty()) {
-      if (!periodic) trainer.save(ckpt, ctx.resolved_deck);
       if (series) series->flush();
+      if (!periodic) trainer.save(ckpt, ctx.resolved_deck);
       throw Interrupted(resume_hint(ctx, why, ckpt));
     }
   }

@@ -9,17 +9,16 @@
 #include <string>
 
 #include "app/app.hpp"
+#include "app/exit.hpp"  // kExitResumable
 
 namespace mantissa::app {
-
-// The exit status of a job that stopped early with a valid checkpoint: rerun with --restart.
-inline constexpr int kExitResumable = 3;
 
 struct Interrupted : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-// SIGTERM and SIGUSR1 set a flag (async-signal-safe); nothing else changes. Called once by main.
+// SIGTERM, SIGINT, SIGUSR1 and SIGUSR2 set a flag (async-signal-safe); a second one ends the process
+// at once. Called once by main.
 void install_stop_handlers();
 
 // Collective over ctx.comm: a non-empty reason on every rank when any rank got a stop signal, or
