@@ -1,7 +1,10 @@
 // `mantissa sft`: the supervised warm start, with progress, held-out evaluation, metrics and
 // checkpoints in the run directory.
 #include <chrono>
+#include <cmath>
 #include <filesystem>
+#include <fstream>
+#include <Kokkos_Core.hpp>
 
 #include "app/app.hpp"
 #include "app/exit.hpp"
@@ -10,11 +13,76 @@
 #include "app/stop.hpp"
 #include "io/hdf5.hpp"
 #include "model/checkpoint.hpp"
+#include "model/params.hpp"
 #include "model/sft.hpp"
 #include "tasks/tasks.hpp"
 #include "tasks/tokenizer.hpp"
 
 namespace mantissa::app {
+
+namespace {
+
+// Bytes this rank certainly needs (a lower bound: the largest items only), so that a deck that
+// cannot fit is refused before any work rather than failing after minutes with files written.
+struct MemoryNeed {
+  double weights = 0, activations = 0, rollout = 0;
+  double total() const { return weights + activations + rollout; }
+};
+
+MemoryNeed estimate_memory(const config::Config& c, int nranks) {
+  const model::ParamTable table(c.model);
+  const double P = static_cast<double>(table.total()), d = c.model.d_model, ff = c.model.d_ff,
+               L = c.model.n_layer, V = c.model.vocab, S = c.model.max_seq;
+  const double kv = static_cast<double>(c.model.n_kv_head) * c.model.head_dim();
+  MemoryNeed m;
+  m.weights = 16.0 * P;  // fp32 master, gradients and both Adam moments
+  // Training: per token at least the saved inputs of every layer's GEMMs in fp32-sized work
+  // buffers and the logits row; tokens of the largest forward (an SFT batch or an RL mini-batch).
+  const double sft_tokens = static_cast<double>(c.sft.batch_size) * S;
+  // Each rank samples and trains on its share of the prompts; the SFT batch is per rank too.
+  const double rl_rows = std::ceil(static_cast<double>(c.rl.prompts_per_step) / nranks) * c.rl.samples_per_prompt;
+  const double rl_tokens = rl_rows / std::max(1, c.rl.updates_per_step) * S;
+  const double per_token = 4.0 * (L * (4.0 * d + 2.0 * ff) + V);
+  m.activations = per_token * std::max(sft_tokens, rl_tokens);
+  // Rollout: the KV cache of every row and, for the exact KL, one vocabulary row per generated token.
+  const double new_tokens = c.rollout.max_new_tokens > 0 ? std::min<double>(c.rollout.max_new_tokens, S) : S;
+  m.rollout = rl_rows * S * L * 2.0 * kv * 2.0 + (c.rl.exact_kl ? rl_rows * new_tokens * V * 4.0 * 2.0 : 0.0);
+  return m;
+}
+
+// MemAvailable of /proc/meminfo in bytes, or 0 when unknown.
+double available_memory() {
+  std::ifstream in("/proc/meminfo");
+  std::string key;
+  double kib = 0;
+  while (in >> key >> kib) {
+    if (key == "MemAvailable:") return kib * 1024.0;
+    in.ignore(1 << 10, '\n');
+  }
+  return 0.0;
+}
+
+void check_memory(const AppContext& ctx) {
+  if (!Kokkos::SpaceAccessibility<Kokkos::HostSpace, MemSpace>::accessible) return;  // device memory: not here
+  const double avail = available_memory();
+  if (avail <= 0) return;
+  MPI_Comm node;  // ranks on this node share its memory
+  MPI_Comm_split_type(ctx.comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node);
+  int local = 1;
+  MPI_Comm_size(node, &local);
+  MPI_Comm_free(&node);
+  const MemoryNeed need = estimate_memory(ctx.cfg, ctx.nranks);
+  if (need.total() * local <= avail) return;
+  const auto gib = [](double b) { return b / (1024.0 * 1024.0 * 1024.0); };
+  throw InputError(fmt::format(
+      "the deck needs at least {:.1f} GiB per rank (weights and optimizer {:.1f}, training activations {:.1f}, "
+      "rollout KV cache and exact-KL rows {:.1f}) x {} rank(s) on this node, but only {:.1f} GiB is available; "
+      "reduce [model] sizes, max_seq, batch sizes or [rollout] max_new_tokens, set [rl] exact_kl = false, or use "
+      "more nodes",
+      gib(need.total()), gib(need.weights), gib(need.activations), gib(need.rollout), local, gib(avail)));
+}
+
+}  // namespace
 
 void resolve_model_for_tasks(AppContext& ctx) {
   config::ModelConfig& m = ctx.cfg.model;
@@ -30,6 +98,7 @@ void resolve_model_for_tasks(AppContext& ctx) {
                                  "to {} tokens",
                                  ctx.deck.where("model", "max_seq"), m.max_seq, need));
   }
+  check_memory(ctx);
 }
 
 void model_from_checkpoint(AppContext& ctx, const char* block, const char* key, const std::string& path,

@@ -80,6 +80,9 @@ void init_exit_handling() {
   if (g_exit_comm == MPI_COMM_NULL) MPI_Comm_dup(MPI_COMM_WORLD, &g_exit_comm);
   std::set_terminate(on_terminate);
   std::signal(SIGABRT, on_abort_signal);
+  // A file-size limit (ulimit -f, a quota) then fails the write with EFBIG, an I/O error like a full
+  // disk, instead of killing the process.
+  std::signal(SIGXFSZ, SIG_IGN);
 }
 
 int finish_collectively(const Failure& outcome, bool printed, double grace_seconds) {

@@ -41,6 +41,10 @@ std::string stop_reason(const AppContext& ctx, double step_seconds, long long st
   if (local == 0) {
     if (const char* s = std::getenv("MANTISSA_STOP_AT_STEP"); s && std::atoll(s) == step) local = 1;
   }
+  // Fault injection: this rank fails on its own here, as a rank whose node breaks would.
+  if (const char* s = std::getenv("MANTISSA_FAIL_AT_STEP"); s && std::atoll(s) == step) {
+    throw std::runtime_error(fmt::format("injected failure after step {} (MANTISSA_FAIL_AT_STEP)", step));
+  }
   int any = 0;
   MPI_Allreduce(&local, &any, 1, MPI_INT, MPI_MAX, ctx.comm);
   switch (any) {

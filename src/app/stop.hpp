@@ -24,7 +24,8 @@ void install_stop_handlers();
 // Collective over ctx.comm: a non-empty reason on every rank when any rank got a stop signal, or
 // when another step of up to `step_seconds` (plus a margin for the checkpoint) would cross
 // [run] wall_time measured from the job's start. The environment variable MANTISSA_STOP_AT_STEP=n
-// (fault injection for tests and restart drills) stops after the stage's step n.
+// (fault injection for tests and restart drills) stops after the stage's step n;
+// MANTISSA_FAIL_AT_STEP=n makes the ranks that have it fail there alone (an internal error, status 1).
 std::string stop_reason(const AppContext& ctx, double step_seconds, long long step);
 
 // The message of an interrupted job: what stopped it, where the checkpoint is, how to resume.
