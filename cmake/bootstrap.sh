@@ -46,7 +46,8 @@ cmake --build --preset "$preset" -j "$jobs"
 ranks=$((jobs < 2 ? 1 : 2))
 case "$mode" in
   run)
-    exec mpiexec -n "$ranks" "build/$preset/src/mantissa" run -i inputs/quickstart.toml
+    # mantissa-mpiexec: mpiexec whose SIGTERM/Ctrl-C becomes a clean stop with a checkpoint (status 3)
+    exec "build/$preset/src/mantissa-mpiexec" -n "$ranks" "build/$preset/src/mantissa" run -i inputs/quickstart.toml
     ;;
   perf)
     exec /usr/bin/python3 perf/compare_pytorch.py --build-dir "build/$preset" "$@"

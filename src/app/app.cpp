@@ -54,12 +54,15 @@ namespace {
 
 std::FILE* g_run_log = nullptr;
 
+// The first line of a run directory's deck.toml: how many ranks the run was started on.
+constexpr const char* kJobLine = "# mantissa job: ranks = ";
+
 // The resolved deck's lines that decide results: [run] wall_time and overwrite may change on a restart.
 std::vector<std::string> result_lines(const std::string& deck) {
   std::vector<std::string> out;
   std::istringstream in(deck);
   for (std::string line; std::getline(in, line);) {
-    if (line.rfind("wall_time", 0) == 0 || line.rfind("overwrite", 0) == 0) continue;
+    if (line.rfind("wall_time", 0) == 0 || line.rfind("overwrite", 0) == 0 || line.rfind(kJobLine, 0) == 0) continue;
     out.push_back(line);
   }
   return out;
@@ -159,7 +162,18 @@ std::string prepare_run_dir(const AppContext& ctx, bool keep_files) {
           }
         }
       }
-      if (status == 0) remove_stale_temporaries(dir);
+      if (status == 0) {
+        remove_stale_temporaries(dir);
+        const std::string text = old.str();
+        if (text.rfind(kJobLine, 0) == 0) {
+          const int started = std::atoi(text.c_str() + std::strlen(kJobLine));
+          if (started != ctx.nranks)
+            std::fprintf(stdout,
+                         "warning: the run in %s was started on %d rank(s) and continues on %d: it goes on correctly, "
+                         "but not bit for bit as an uninterrupted run (the gradient sum's order changes)\n",
+                         dir.string().c_str(), started, ctx.nranks);
+        }
+      }
     } else if (fs::exists(dir, ec) && !fs::is_empty(dir, ec) && !ctx.cfg.run.overwrite) {
       status = 1;
       message = fmt::format(
@@ -181,7 +195,7 @@ std::string prepare_run_dir(const AppContext& ctx, bool keep_files) {
           message = fmt::format("cannot create run directory {}: {}", dir.string(), ec.message());
         } else {
           std::ofstream out(dir / "deck.toml");
-          out << ctx.resolved_deck;
+          out << kJobLine << ctx.nranks << "\n" << ctx.resolved_deck;
           out.close();
           if (!out) {
             status = 1;
@@ -200,6 +214,45 @@ std::string prepare_run_dir(const AppContext& ctx, bool keep_files) {
                                 ctx.restart.empty() ? "" : " --restart");
   }
   return dir.string();
+}
+
+namespace {
+// Reads every float64 dataset below group (the series columns): throws IoError on damage.
+void read_back(const io::File& f, const std::string& group) {
+  for (const std::string& name : f.list(group)) {
+    const std::string path = group == "/" ? "/" + name : group + "/" + name;
+    if (f.is_group(path)) {
+      read_back(f, path);
+    } else if (f.is_dataset(path)) {
+      std::vector<double> v;
+      f.read(path, v);
+    }
+  }
+}
+}  // namespace
+
+std::unique_ptr<io::File> open_metrics(const AppContext& ctx, const std::string& run_dir, bool fresh) {
+  namespace fs = std::filesystem;
+  const std::string path = (fs::path(run_dir) / "metrics.h5").string();
+  if (!fresh && fs::exists(path)) {
+    try {
+      auto f = std::make_unique<io::File>(io::File::open_rw(path));
+      for (const char* g : {"/sft", "/sft_eval", "/rl"})  // the series groups (float64 columns)
+        if (f->exists(g)) read_back(*f, g);
+      return f;
+    } catch (const io::IoError& e) {
+      std::string aside;
+      for (int n = 1; aside.empty() || fs::exists(aside); ++n) aside = fmt::format("{}.damaged.{}", path, n);
+      std::error_code ec;
+      fs::rename(path, aside, ec);
+      if (ec) throw io::IoError(fmt::format("{} cannot be read ({}) nor moved aside: {}", path, e.what(), ec.message()));
+      say(ctx, "warning: {} cannot be read ({}); moved to {} and a new one started: the rows before this restart "
+          "are in the moved file\n", path, e.what(), aside);
+    }
+  }
+  auto f = std::make_unique<io::File>(io::File::create(path));
+  f->write_string("/provenance/deck", ctx.resolved_deck);
+  return f;
 }
 
 std::vector<std::string> step_checkpoints(const std::string& dir, const std::string& prefix) {

@@ -4,12 +4,14 @@
 #include <mpi.h>
 
 #include <chrono>
+#include <memory>
 #include <cstdio>
 #include <string>
 #include <vector>
 
 #include "config/config.hpp"
 #include "config/deck.hpp"
+#include "io/hdf5.hpp"
 
 namespace mantissa::app {
 
@@ -71,6 +73,11 @@ inline InputError key_error(const AppContext& ctx, const char* block, const char
 // error). Returns the directory. Collective over ctx.comm. The first call of a process opens
 // <run_dir>/log.txt (appending: a restart continues it) for everything say() prints.
 std::string prepare_run_dir(const AppContext& ctx, bool keep_files = false);
+// The run's metrics.h5 for appending (rank 0): a new one (with the deck as provenance) when `fresh`
+// or absent; else the existing one after reading every series column back. A file that cannot be
+// opened or read (a disk filled during a write, a damaged file) is renamed to metrics.h5.damaged.<n>
+// with a warning, and a new one started, so that a restart always goes on.
+std::unique_ptr<io::File> open_metrics(const AppContext& ctx, const std::string& run_dir, bool fresh);
 // Checkpoints <dir>/<prefix>_step<digits>.h5, newest (largest step) first.
 std::vector<std::string> step_checkpoints(const std::string& dir, const std::string& prefix);
 // Prints the built-in timing report (rank 0) and stores it as <run_dir>/timing.txt.

@@ -47,7 +47,10 @@ RlSummary read_rl_summary(io::File& file, const std::string& pname, const std::s
   RlSummary sum;
   sum.precision = pname;
   sum.checkpoint = checkpoint;
-  const auto col = [&](const char* name) { return steps.column(name); };
+  const std::vector<std::string> have = steps.columns();
+  const auto col = [&](const char* name) {  // a run of 0 steps has no columns
+    return std::find(have.begin(), have.end(), name) != have.end() ? steps.column(name) : std::vector<double>{};
+  };
   const std::vector<double> reward = col("reward_mean"), seq_lr = col("mm_seq_logratio_mean");
   const std::size_t n = reward.size(), w = std::max<std::size_t>(1, std::min<std::size_t>(5, n / 4 + 1));
   sum.steps = static_cast<long long>(n);
@@ -70,7 +73,10 @@ RlSummary read_rl_summary(io::File& file, const std::string& pname, const std::s
   sum.phases.update = total("time_update");
   sum.phases.comm = total("time_comm");
   sum.seconds = sum.phases.total();
-  const std::vector<double> pass = evals.column("pass_at_1");
+  const std::vector<std::string> have_eval = evals.columns();
+  const std::vector<double> pass = std::find(have_eval.begin(), have_eval.end(), "pass_at_1") != have_eval.end()
+                                       ? evals.column("pass_at_1")
+                                       : std::vector<double>{};
   sum.eval_initial = pass.empty() ? 0.0 : pass.front();
   sum.eval_final = pass.empty() ? 0.0 : pass.back();
   return sum;
@@ -122,12 +128,7 @@ std::vector<RlSummary> run_rl(AppContext& ctx, const std::string& run_dir, const
   std::unique_ptr<io::File> file;
   if (ctx.rank == 0) {
     fs::create_directories(ckpt_dir);
-    if ((fresh_metrics && !restarting) || !fs::exists(h5)) {
-      file = std::make_unique<io::File>(io::File::create(h5));
-      file->write_string("/provenance/deck", ctx.resolved_deck);
-    } else {
-      file = std::make_unique<io::File>(io::File::open_rw(h5));
-    }
+    file = open_metrics(ctx, run_dir, /*fresh=*/fresh_metrics && !restarting);
   }
   std::vector<RlSummary> out;
   for (const std::string& pname : precisions) {
@@ -300,6 +301,7 @@ void print_rl_summary(const AppContext& ctx, const std::vector<RlSummary>& runs)
 
 int cmd_rl(AppContext& ctx) {
   const auto t0 = std::chrono::steady_clock::now();
+  if (ctx.cfg.rl.steps == 0) throw key_error(ctx, "rl", "steps", "is 0: mantissa rl would have nothing to do");
   const std::string& base = ctx.cfg.rl.init_checkpoint;
   model_from_checkpoint(ctx, "rl", "init_checkpoint", base,
                         "required by mantissa rl (the base policy, e.g. the sft_final.h5 of a mantissa sft run); "

@@ -109,6 +109,21 @@ void model_from_checkpoint(AppContext& ctx, const char* block, const char* key, 
   } catch (const model::CheckpointError& e) {
     throw key_error(ctx, block, key, e.what());
   }
+  if (std::string(block) == "rl" && std::string(key) == "init_checkpoint") {
+    // The RL stage starts from a base policy; an RL checkpoint carries its own step counters.
+    std::string stage;
+    try {
+      stage = io::File::open_read(path).read_attr<std::string>("/", "stage");
+    } catch (const io::IoError& e) {
+      throw key_error(ctx, block, key, e.what());
+    }
+    if (stage != "sft") {
+      throw key_error(ctx, block, key,
+                      fmt::format("{} is a checkpoint of the '{}' stage, not a base policy: name a warm start's "
+                                  "checkpoint (sft_final.h5), or continue that run with --restart",
+                                  path, stage));
+    }
+  }
   resolve_model_for_tasks(ctx);
 }
 
@@ -151,14 +166,7 @@ SftSummary run_sft(AppContext& ctx, const std::string& run_dir) {
   std::unique_ptr<io::Series> series, eval_series;
   if (ctx.rank == 0) {
     fs::create_directories(ckpt_dir);
-    const std::string path = (fs::path(run_dir) / "metrics.h5").string();
-    if (ctx.restart.empty() || !fs::exists(path)) {
-      // A reused run directory (run.overwrite) gets a fresh series: appending would mix two runs' rows.
-      metrics_file = std::make_unique<io::File>(io::File::create(path));
-      metrics_file->write_string("/provenance/deck", ctx.resolved_deck);
-    } else {
-      metrics_file = std::make_unique<io::File>(io::File::open_rw(path));
-    }
+    metrics_file = open_metrics(ctx, run_dir, /*fresh=*/ctx.restart.empty());
     series = std::make_unique<io::Series>(*metrics_file, "/sft");
     eval_series = std::make_unique<io::Series>(*metrics_file, "/sft_eval");
     // A resumed warm start continues its series after the checkpoint's step (a fresh one: no-op).

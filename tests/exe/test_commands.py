@@ -1,0 +1,107 @@
+"""Every command of the executable run as a user runs it, on fresh run directories: exit status 0,
+every documented output present and readable with h5py, no NaN or Inf in any metric, and a
+--restart of a finished run that changes nothing. The README's "Using it" commands run as written.
+These tests fail if the main job breaks for a newcomer, as the fresh-run crash of issue 12 did."""
+import os
+import re
+import tempfile
+import unittest
+
+from exe_util import EXE, LAUNCHER, QUICKSTART, SOURCE, check_h5, main, out_dir, run, snapshot
+
+TINY_SFT = ["--set", "sft.steps=60", "--set", "sft.eval_every=30", "--set", "sft.log_every=20"]
+
+
+class Commands(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory(prefix="mantissa-exe-")
+        cls.dir = cls.tmp.name
+        # One tiny base policy for the stage tests (a fresh `sft`: the command that crashed).
+        cls.sft = run(["sft", "-i", QUICKSTART, "--set", out_dir(cls.dir), "--set", 'run.name="sft"'] + TINY_SFT,
+                      ranks=2)
+        cls.base = os.path.join(cls.dir, "sft", "sft_final.h5")
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.tmp.cleanup()
+
+    def test_sft_fresh(self):
+        self.assertEqual(self.sft.status, 0, self.sft)
+        d = os.path.join(self.dir, "sft")
+        for f in ("deck.toml", "log.txt", "timing.txt"):
+            self.assertTrue(os.path.isfile(os.path.join(d, f)), f)
+        check_h5(self, os.path.join(d, "metrics.h5"))
+        check_h5(self, self.base)
+        self.assertIn("sft done", self.sft.output)
+
+    def test_curate_rl_probe_study(self):
+        self.assertEqual(self.sft.status, 0, self.sft)
+        common = ["--set", out_dir(self.dir)]
+        r = run(["curate", "-i", QUICKSTART, "--set", 'run.name="curate"', "--set", f'curate.checkpoint="{self.base}"',
+                 "--set", "curate.candidates=64", "--set", "curate.samples=8", "--set", "curate.min_pass=0.0",
+                 "--set", "curate.max_pass=1.0"] + common, ranks=2)
+        self.assertEqual(r.status, 0, r)
+        task_set = os.path.join(self.dir, "curate", "task_set.h5")
+        check_h5(self, task_set)
+        r = run(["rl", "-i", QUICKSTART, "--set", 'run.name="rl"', "--set", f'rl.init_checkpoint="{self.base}"',
+                 "--set", f'rl.task_set="{task_set}"', "--set", "rl.steps=4", "--set", "rl.prompts_per_step=4",
+                 "--set", "rl.updates_per_step=2"] + common, ranks=2)
+        self.assertEqual(r.status, 0, r)
+        d = os.path.join(self.dir, "rl")
+        check_h5(self, os.path.join(d, "metrics.h5"))
+        for p in ("fp16", "bf16"):
+            check_h5(self, os.path.join(d, f"rl_{p}_final.h5"))
+        self.assertIn("RL summary", r.output)
+        r = run(["probe", "-i", QUICKSTART, "--set", 'run.name="probe"', "--set", f'probe.checkpoint="{self.base}"',
+                 "--set", "probe.problems=8"] + common, ranks=2)
+        self.assertEqual(r.status, 0, r)
+        check_h5(self, os.path.join(self.dir, "probe", "probe.h5"), must_be_finite=False)  # -inf log-probs are data
+        r = run(["study", "-i", QUICKSTART, "--set", 'run.name="study"', "--set", f'rl.init_checkpoint="{self.base}"',
+                 "--set", "rl.steps=3", "--set", "rl.prompts_per_step=4", "--set", "rl.updates_per_step=2",
+                 "--set", 'study.precisions=["fp16","bf16"]', "--set", 'study.losses=["pg_seq_is"]'] + common, ranks=2)
+        self.assertEqual(r.status, 0, r)
+        check_h5(self, os.path.join(self.dir, "study", "study.h5"))
+
+    def test_run_quickstart_and_restart_changes_nothing(self):
+        # The README's first command, on 2 ranks through the launcher it uses.
+        cmd = [LAUNCHER, "-n", "2", EXE, "run", "-i", QUICKSTART, "--set", out_dir(self.dir)]
+        r = run(" ".join(f"'{c}'" for c in cmd), shell=True)
+        self.assertEqual(r.status, 0, r)
+        d = os.path.join(self.dir, "quickstart")
+        for f in ("deck.toml", "log.txt", "timing.txt", "rl_curves.png"):
+            self.assertTrue(os.path.isfile(os.path.join(d, f)), f)
+        for f in ("metrics.h5", "sft_final.h5", "task_set.h5", "rl_fp16_final.h5", "rl_bf16_final.h5"):
+            check_h5(self, os.path.join(d, f))
+        self.assertIn("RL summary", r.output)
+        before = snapshot(d, skip=("log.txt", "timing.txt", "rl_curves.png"))
+        r = run(["run", "-i", os.path.join(d, "deck.toml"), "--restart"], ranks=2)
+        self.assertEqual(r.status, 0, r)
+        self.assertIn("completed before the restart", r.output)
+        self.assertEqual(snapshot(d, skip=("log.txt", "timing.txt", "rl_curves.png")), before,
+                         "a --restart of a finished run changed its files")
+
+
+class ReadmeCommands(unittest.TestCase):
+    def test_using_it_runs_as_written(self):
+        """Every command line of README's "Using it" section, verbatim, from a copy of the repository
+        root's layout (build/, inputs/, src/ linked), so its runs/ stay out of the checkout."""
+        text = open(os.path.join(SOURCE, "README.md")).read()
+        section = text.split("\n## Using it\n", 1)[1].split("\n## ", 1)[0]
+        lines = [l[4:] for l in section.splitlines() if l.startswith("    ") and l.strip()]
+        self.assertGreater(len(lines), 5, "README's Using it section has no commands")
+        build_dir = os.path.dirname(os.path.dirname(os.path.dirname(EXE)))  # <root>/build/<preset>/src/mantissa
+        with tempfile.TemporaryDirectory(prefix="mantissa-readme-") as tmp:
+            os.symlink(build_dir, os.path.join(tmp, "build"))
+            for name in ("inputs", "src"):
+                os.symlink(os.path.join(SOURCE, name), os.path.join(tmp, name))
+            for line in lines:
+                r = run(line, cwd=tmp, shell=True)
+                self.assertEqual(r.status, 0, f"README command failed: {line}\n{r}")
+            for f in ("runs/sft_small/sft_final.h5", "runs/probe/probe.h5", "runs/quickstart/metrics.h5",
+                      "runs/rl_losses/metrics.h5"):
+                check_h5(self, os.path.join(tmp, f), must_be_finite=not f.endswith("probe.h5"))
+
+
+if __name__ == "__main__":
+    main()
