@@ -399,7 +399,7 @@ File File::create_sealable(const std::string& path) {
   silence_hdf5_errors();
   PropListHandle fcpl(H5Pcreate(H5P_FILE_CREATE)), fapl(H5Pcreate(H5P_FILE_ACCESS));
   if (!fcpl || !fapl || H5Pset_userblock(fcpl.get(), kSealUserBlock) < 0 ||
-      H5Pset_libver_bounds(fapl.get(), H5F_LIBVER_LATEST, H5F_LIBVER_LATEST) < 0)
+      H5Pset_libver_bounds(fapl.get(), H5F_LIBVER_V110, H5F_LIBVER_V110) < 0)
     fail_h5(path, "cannot set up the property lists of a sealable HDF5 file");
   FileHandle h(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, fcpl.get(), fapl.get()));
   if (!h) fail_h5(path, "cannot create HDF5 file");

@@ -154,7 +154,7 @@ class File {
   // Creates (truncating any existing file). The directory must exist.
   static File create(const std::string& path);
   // As create, for a write-once file that io::seal_file seals after it is closed (io::write_sealed
-  // does both): a 512-byte user block for the seal, and HDF5's newest file format, whose
+  // does both): a 512-byte user block for the seal, and HDF5 1.10's file format (V110), whose
   // superblock, object headers, B-trees and heaps carry their own (Jenkins) checksums.
   static File create_sealable(const std::string& path);
   // Opens an existing file; a missing, unreadable, non-HDF5, truncated or corrupt file -> IoError.

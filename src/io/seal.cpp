@@ -127,12 +127,29 @@ struct Piece {
   std::string dataset;
 };
 
-herr_t collect_dataset(hid_t root, const char* name, const H5L_info_t* info, void* data) {
-  if (info->type != H5L_TYPE_HARD) return 0;
-  ObjectHandle obj(H5Oopen(root, name, H5P_DEFAULT));
-  if (!obj) return -1;
-  if (H5Iget_type(obj.get()) == H5I_DATASET) static_cast<std::vector<std::string>*>(data)->push_back(std::string("/") + name);
-  return 0;
+// Every dataset below group (absolute paths), in name order; hard links only. Stable C API calls
+// (H5Gget_info, H5Lget_name_by_idx, H5Lget_info, H5Oopen), the same on HDF5 1.10 to 1.14.
+void collect_datasets(hid_t file, const std::string& group, std::vector<std::string>& out) {
+  GroupHandle g(H5Gopen2(file, group.c_str(), H5P_DEFAULT));
+  H5G_info_t info{};
+  if (!g || H5Gget_info(g.get(), &info) < 0) throw IoError("group " + group + " cannot be listed");
+  for (hsize_t i = 0; i < info.nlinks; ++i) {
+    const ssize_t len = H5Lget_name_by_idx(g.get(), ".", H5_INDEX_NAME, H5_ITER_INC, i, nullptr, 0, H5P_DEFAULT);
+    if (len < 0) throw IoError("group " + group + " cannot be listed");
+    std::string name(static_cast<std::size_t>(len) + 1, '\0');
+    H5Lget_name_by_idx(g.get(), ".", H5_INDEX_NAME, H5_ITER_INC, i, name.data(), name.size(), H5P_DEFAULT);
+    name.resize(static_cast<std::size_t>(len));
+    const std::string full = (group == "/" ? "" : group) + "/" + name;
+    if (H5Lexists(g.get(), name.c_str(), H5P_DEFAULT) <= 0) continue;
+    ObjectHandle obj(H5Oopen(file, full.c_str(), H5P_DEFAULT));  // soft/external links to nothing: skipped
+    if (!obj) {
+      H5Eclear2(H5E_DEFAULT);
+      continue;
+    }
+    const H5I_type_t t = H5Iget_type(obj.get());
+    if (t == H5I_DATASET) out.push_back(full);
+    if (t == H5I_GROUP) collect_datasets(file, full, out);
+  }
 }
 
 // Where each dataset's stored data lies (absolute file offsets), read from the intact file.
@@ -144,8 +161,11 @@ std::vector<Piece> stored_pieces(const std::string& path) {
   hsize_t base = 0;  // chunk addresses are relative to the end of the user block
   if (!fcpl || H5Pget_userblock(fcpl.get(), &base) < 0) throw IoError(fmt::format("{}: cannot seal: no user block", path));
   std::vector<std::string> names;
-  if (H5Lvisit(f.get(), H5_INDEX_NAME, H5_ITER_INC, collect_dataset, &names) < 0)
-    throw IoError(fmt::format("{}: cannot seal: its datasets cannot be listed", path));
+  try {
+    collect_datasets(f.get(), "/", names);
+  } catch (const IoError& e) {
+    throw IoError(fmt::format("{}: cannot seal: {}", path, e.what()));
+  }
   std::vector<Piece> out;
   auto fail = [&](const std::string& d) { throw IoError(fmt::format("{}: cannot seal: cannot locate the data of {}", path, d)); };
   for (const std::string& name : names) {
