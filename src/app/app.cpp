@@ -1,10 +1,15 @@
 #include "app/app.hpp"
 
+#include <fcntl.h>
 #include <mpi.h>
+#include <sys/file.h>
+#include <unistd.h>
 
 #include <Kokkos_Core.hpp>
 #include <filesystem>
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 
@@ -70,14 +75,67 @@ void log_to_run_file(const std::string& text) {
 }
 }  // namespace detail
 
-std::string prepare_run_dir(const AppContext& ctx) {
+namespace {
+
+// Rank 0's lock on a run directory, held until the process ends (the kernel drops it when a job
+// dies, kill -9 included): a second job started into the same directory is refused.
+int g_run_lock = -1;
+
+// "" when the lock is taken (or the file system has no locks), else why not.
+std::string lock_run_dir(const std::filesystem::path& dir) {
+  if (g_run_lock >= 0) return {};
+  const std::filesystem::path lock = dir.parent_path() / ("." + dir.filename().string() + ".lock");
+  const int fd = ::open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) return fmt::format("cannot create the lock file {}: {}", lock.string(), std::strerror(errno));
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    const int err = errno;
+    ::close(fd);
+    if (err == EWOULDBLOCK)
+      return fmt::format("another mantissa job is running in {} (it holds {}); wait for it or choose another run.name",
+                         dir.string(), lock.string());
+    if (err == ENOLCK || err == EINVAL || err == ENOTSUP) return {};  // no locks on this file system: go on
+    return fmt::format("cannot lock {}: {}", lock.string(), std::strerror(err));
+  }
+  g_run_lock = fd;
+  return {};
+}
+
+// Temporary files of atomic writes whose job was killed ("<file>.tmp.<pid>"): never valid data.
+void remove_stale_temporaries(const std::filesystem::path& dir) {
+  namespace fs = std::filesystem;
+  for (const fs::path& d : {dir, dir / "checkpoints"}) {
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(d, ec)) {
+      const std::string name = e.path().filename().string();
+      const std::size_t k = name.rfind(".tmp.");
+      if (k == std::string::npos || k + 5 >= name.size() ||
+          name.find_first_not_of("0123456789", k + 5) != std::string::npos)
+        continue;
+      std::error_code rm;
+      fs::remove(e.path(), rm);
+    }
+  }
+}
+
+}  // namespace
+
+std::string prepare_run_dir(const AppContext& ctx, bool keep_files) {
   namespace fs = std::filesystem;
   const fs::path dir = fs::path(ctx.cfg.run.output_dir) / ctx.cfg.run.name;
   int status = 0;  // rank 0 decides, every rank learns the outcome
   std::string message;
   if (ctx.rank == 0) {
     std::error_code ec;
-    if (fs::exists(dir, ec) && !fs::is_directory(dir, ec)) {
+    // A run directory that run.overwrite replaces is renamed to this first and removed once the new
+    // one exists; one left by a killed job is removed the next time.
+    const fs::path replaced = dir.parent_path() / ("." + dir.filename().string() + ".replaced");
+    fs::create_directories(dir.parent_path().empty() ? fs::path(".") : dir.parent_path(), ec);
+    if (ec) {
+      status = 1;
+      message = fmt::format("cannot create the output directory {}: {}", dir.parent_path().string(), ec.message());
+    } else if (message = lock_run_dir(dir); !message.empty()) {
+      status = 1;
+    } else if (fs::exists(dir, ec) && !fs::is_directory(dir, ec)) {
       status = 1;
       message = fmt::format("run directory {} exists and is not a directory", dir.string());
     } else if (!ctx.restart.empty()) {
@@ -101,19 +159,36 @@ std::string prepare_run_dir(const AppContext& ctx) {
           }
         }
       }
+      if (status == 0) remove_stale_temporaries(dir);
     } else if (fs::exists(dir, ec) && !fs::is_empty(dir, ec) && !ctx.cfg.run.overwrite) {
       status = 1;
       message = fmt::format(
           "run directory {} exists and is not empty; choose another run.name, continue an interrupted run with "
-          "--restart, or allow reuse with --set run.overwrite=true (files of the same name will be replaced)",
+          "--restart, or replace it with --set run.overwrite=true (its files are removed first)",
           dir.string());
     } else {
-      fs::create_directories(dir, ec);
+      // A fresh run starts from nothing: an old run's files (overwrite) would be mistaken for this
+      // run's on a later restart. Rename first (atomic), remove after the new directory exists.
+      fs::remove_all(replaced, ec);
+      if (fs::exists(dir, ec) && !keep_files) fs::rename(dir, replaced, ec);
       if (ec) {
         status = 1;
-        message = fmt::format("cannot create run directory {}: {}", dir.string(), ec.message());
+        message = fmt::format("cannot move the old run directory {} aside to replace it: {}", dir.string(), ec.message());
       } else {
-        std::ofstream(dir / "deck.toml") << ctx.resolved_deck;
+        fs::create_directories(dir, ec);
+        if (ec) {
+          status = 1;
+          message = fmt::format("cannot create run directory {}: {}", dir.string(), ec.message());
+        } else {
+          std::ofstream out(dir / "deck.toml");
+          out << ctx.resolved_deck;
+          out.close();
+          if (!out) {
+            status = 1;
+            message = fmt::format("cannot write {}: {}", (dir / "deck.toml").string(), std::strerror(errno));
+          }
+          fs::remove_all(replaced, ec);
+        }
       }
     }
   }

@@ -62,12 +62,15 @@ inline InputError key_error(const AppContext& ctx, const char* block, const char
   return InputError(fmt::format("{}: [{}] {}: {}", ctx.deck.where(block, key), block, key, what));
 }
 
-// Creates <output_dir>/<name>/ (refusing a non-empty one unless run.overwrite) and writes the
-// resolved deck into it as deck.toml. On a restart (ctx.restart non-empty) the directory must hold
+// Creates <output_dir>/<name>/ (refusing a non-empty one unless run.overwrite, which replaces it:
+// the old directory is renamed aside and removed, so no old file is taken for this run's; with
+// keep_files, as a study's own directory, its files stay) and writes the resolved deck into it as
+// deck.toml. Rank 0 holds a lock (<output_dir>/.<name>.lock) until the process ends, so a second job
+// into the same directory is refused; a restart removes the temporaries of killed atomic writes. On a restart (ctx.restart non-empty) the directory must hold
 // the deck.toml of the same run instead (differences other than [run] wall_time/overwrite are an
 // error). Returns the directory. Collective over ctx.comm. The first call of a process opens
 // <run_dir>/log.txt (appending: a restart continues it) for everything say() prints.
-std::string prepare_run_dir(const AppContext& ctx);
+std::string prepare_run_dir(const AppContext& ctx, bool keep_files = false);
 // Checkpoints <dir>/<prefix>_step<digits>.h5, newest (largest step) first.
 std::vector<std::string> step_checkpoints(const std::string& dir, const std::string& prefix);
 // Prints the built-in timing report (rank 0) and stores it as <run_dir>/timing.txt.

@@ -6,12 +6,14 @@
 #include <cstdio>
 
 #include "app/app.hpp"
+#include "app/exit.hpp"
 #include "app/stop.hpp"
 
 namespace mantissa::app {
 
-int main_cli(int argc, char** argv) {
-  AppContext ctx;
+namespace {
+
+int run_cli(int argc, char** argv, AppContext& ctx) {
   MPI_Comm_rank(MPI_COMM_WORLD, &ctx.rank);
   MPI_Comm_size(MPI_COMM_WORLD, &ctx.nranks);
 
@@ -74,14 +76,19 @@ int main_cli(int argc, char** argv) {
     if (ctx.rank == 0) std::fprintf(stderr, "mantissa: an input deck is required: -i deck.toml\n");
     return 2;
   }
+  ctx.deck = config::Deck::from_file(input);
+  for (const auto& s : sets) ctx.deck.apply_override(s);
+  ctx.cfg = config::load_config(ctx.deck);
+  ctx.resolved_deck = config::to_toml(ctx.cfg);
+  // Every output stores the resolved deck and a restart reads it back: it must mean the same again.
   try {
-    ctx.deck = config::Deck::from_file(input);
-    for (const auto& s : sets) ctx.deck.apply_override(s);
-    ctx.cfg = config::load_config(ctx.deck);
-    ctx.resolved_deck = config::to_toml(ctx.cfg);
+    config::Config again = config::load_config(config::Deck::from_string(ctx.resolved_deck, "resolved deck"));
+    if (config::to_toml(again) != ctx.resolved_deck) throw config::DeckError("it reads back with other values");
   } catch (const config::DeckError& e) {
-    if (ctx.rank == 0) std::fprintf(stderr, "mantissa: error in input deck: %s\n", e.what());
-    return 2;
+    throw config::DeckError(fmt::format(
+        "{}: a value (from the deck or --set) cannot be stored faithfully in the resolved deck ({}); "
+        "use plain text without control characters",
+        input, e.what()));
   }
   const bool restarting = cli.count("--restart") > 0;
   if (restarting) {
@@ -98,16 +105,38 @@ int main_cli(int argc, char** argv) {
   }
   ctx.command = chosen->name;
   install_stop_handlers();
+  return chosen->run(ctx);
+}
+
+}  // namespace
+
+int main_cli(int argc, char** argv) {
+  AppContext ctx;
+  MPI_Comm_rank(MPI_COMM_WORLD, &ctx.rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &ctx.nranks);
+  Failure outcome{kExitOk, ""};
+  bool printed = false;
   try {
-    return chosen->run(ctx);
-  } catch (const InputError& e) {
-    if (ctx.rank == 0) std::fprintf(stderr, "mantissa %s: error: %s\n", chosen->name, e.what());
-    detail::log_to_run_file(fmt::format("mantissa {}: error: {}\n", chosen->name, e.what()));
-    return 2;
-  } catch (const Interrupted& e) {
-    say(ctx, "mantissa {}: {}\n", chosen->name, e.what());
-    return kExitResumable;
+    outcome.status = run_cli(argc, argv, ctx);
+  } catch (...) {
+    outcome = classify(std::current_exception());
+    const std::string who = ctx.command.empty() ? std::string("mantissa") : "mantissa " + ctx.command;
+    // Bad input and clean stops are decided on every rank alike: rank 0 speaks for the job. Other
+    // failures may be one rank's own: each rank that has one says so.
+    const bool collective = outcome.status == kExitInput || outcome.status == kExitResumable;
+    const std::string line =
+        outcome.status == kExitResumable
+            ? fmt::format("{}: {}\n", who, outcome.message)
+            : fmt::format("{}: {}{}\n", who, ctx.nranks > 1 && !collective ? fmt::format("rank {}: ", ctx.rank) : "",
+                          outcome.status == kExitInput ? "error: " + outcome.message : outcome.message);
+    if (!collective || ctx.rank == 0) {
+      std::fputs(line.c_str(), outcome.status == kExitResumable ? stdout : stderr);
+      std::fflush(nullptr);
+      printed = true;
+    }
+    if (ctx.rank == 0) detail::log_to_run_file(line);
   }
+  return finish_collectively(outcome, printed);
 }
 
 }  // namespace mantissa::app

@@ -9,6 +9,8 @@
 #include <filesystem>
 
 #include "app/app.hpp"
+#include "app/exit.hpp"
+#include "app/health.hpp"
 #include "app/jobs.hpp"
 #include "app/stop.hpp"
 #include "io/hdf5.hpp"
@@ -86,14 +88,6 @@ bool usable_checkpoint(const AppContext& ctx, const std::string& path, const mod
     say(ctx, "warning: skipping unusable checkpoint: {}\n", e.what());
     return false;
   }
-}
-
-// Rows of an eval series with step <= s (the series is in step order).
-hsize_t rows_up_to(const io::Series& s, long long step) {
-  const std::vector<double> steps = s.column("step");
-  hsize_t n = 0;
-  while (n < steps.size() && steps[n] <= static_cast<double>(step)) ++n;
-  return n;
 }
 
 }  // namespace
@@ -174,8 +168,8 @@ std::vector<RlSummary> run_rl(AppContext& ctx, const std::string& run_dir, const
       steps = std::make_unique<io::Series>(*file, g + "/steps");
       evals = std::make_unique<io::Series>(*file, g + "/eval");
       // A resumed run continues its series after the checkpoint's step: rows written after it are dropped.
-      steps->truncate_to(static_cast<hsize_t>(s0));
-      evals->truncate_to(s0 > 0 ? rows_up_to(*evals, s0) : 0);
+      steps->resume_after(s0);
+      evals->resume_after(s0);
       file->flush();
     }
     say(ctx,
@@ -191,20 +185,27 @@ std::vector<RlSummary> run_rl(AppContext& ctx, const std::string& run_dir, const
       say(ctx, "rl {} eval step {:>5}: held-out pass@1 {:.3f}, pass@{} {:.3f} ({} problems, temperature {})\n", pname,
           e.step, e.pass_at_1, e.samples, e.pass_at_n, e.problems, rc.eval_temperature);
       if (evals) {
-        evals->append({{"step", static_cast<double>(e.step)}, {"pass_at_1", e.pass_at_1}, {"pass_at_n", e.pass_at_n},
-                       {"response_length_mean", e.response_length_mean}});
+        evals->append(finite_row({{"step", static_cast<double>(e.step)}, {"pass_at_1", e.pass_at_1},
+                                  {"pass_at_n", e.pass_at_n}, {"response_length_mean", e.response_length_mean}}));
         evals->flush();
       }
     };
     if (s0 == 0) evaluate();
     const auto t0 = std::chrono::steady_clock::now();
+    SkipWatch skips("rl " + pname);
     double slowest = 0.0;
     for (long long i = s0; i < rc.steps; ++i) {
       const auto ts = std::chrono::steady_clock::now();
       const rl::StepRecord s = trainer.step();
       if (steps) {
-        steps->append(s.row);
+        steps->append(finite_row(s.row));
         if ((i + 1) % rc.flush_every == 0) steps->flush();
+      }
+      try {
+        skips.record(ctx, trainer.optimizer().attempted, trainer.optimizer().scaler.skipped());
+      } catch (const Diverged&) {
+        if (steps) steps->flush();
+        throw;
       }
       if ((i + 1) % rc.log_every == 0 || i + 1 == rc.steps) {
         const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -223,14 +224,17 @@ std::vector<RlSummary> run_rl(AppContext& ctx, const std::string& run_dir, const
       if (!last && rc.eval_every > 0 && s.step % rc.eval_every == 0) evaluate();
       const std::string ckpt = (fs::path(ckpt_dir) / fmt::format("rl_{}_step{:06d}.h5", pname, s.step)).string();
       const bool periodic = !last && rc.checkpoint_every > 0 && s.step % rc.checkpoint_every == 0;
-      if (periodic) trainer.save(ckpt, ctx.resolved_deck);
+      if (periodic) {
+        if (steps) steps->flush();  // the series reaches the checkpoint's step before the checkpoint exists
+        trainer.save(ckpt, ctx.resolved_deck);
+      }
       slowest = std::max(slowest, std::chrono::duration<double>(std::chrono::steady_clock::now() - ts).count());
       if (last) break;
       const std::string why = stop_reason(ctx, slowest, s.step);
       if (!why.empty()) {
-        if (!periodic) trainer.save(ckpt, ctx.resolved_deck);
         if (steps) steps->flush();
         if (file) file->flush();
+        if (!periodic) trainer.save(ckpt, ctx.resolved_deck);
         throw Interrupted(resume_hint(ctx, why, ckpt));
       }
     }

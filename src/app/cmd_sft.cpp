@@ -1,18 +1,88 @@
 // `mantissa sft`: the supervised warm start, with progress, held-out evaluation, metrics and
 // checkpoints in the run directory.
 #include <chrono>
+#include <cmath>
 #include <filesystem>
+#include <fstream>
+#include <Kokkos_Core.hpp>
 
 #include "app/app.hpp"
+#include "app/exit.hpp"
+#include "app/health.hpp"
 #include "app/jobs.hpp"
 #include "app/stop.hpp"
 #include "io/hdf5.hpp"
 #include "model/checkpoint.hpp"
+#include "model/params.hpp"
 #include "model/sft.hpp"
 #include "tasks/tasks.hpp"
 #include "tasks/tokenizer.hpp"
 
 namespace mantissa::app {
+
+namespace {
+
+// Bytes this rank certainly needs (a lower bound: the largest items only), so that a deck that
+// cannot fit is refused before any work rather than failing after minutes with files written.
+struct MemoryNeed {
+  double weights = 0, activations = 0, rollout = 0;
+  double total() const { return weights + activations + rollout; }
+};
+
+MemoryNeed estimate_memory(const config::Config& c, int nranks) {
+  const model::ParamTable table(c.model);
+  const double P = static_cast<double>(table.total()), d = c.model.d_model, ff = c.model.d_ff,
+               L = c.model.n_layer, V = c.model.vocab, S = c.model.max_seq;
+  const double kv = static_cast<double>(c.model.n_kv_head) * c.model.head_dim();
+  MemoryNeed m;
+  m.weights = 16.0 * P;  // fp32 master, gradients and both Adam moments
+  // Training: per token at least the saved inputs of every layer's GEMMs in fp32-sized work
+  // buffers and the logits row; tokens of the largest forward (an SFT batch or an RL mini-batch).
+  const double sft_tokens = static_cast<double>(c.sft.batch_size) * S;
+  // Each rank samples and trains on its share of the prompts; the SFT batch is per rank too.
+  const double rl_rows = std::ceil(static_cast<double>(c.rl.prompts_per_step) / nranks) * c.rl.samples_per_prompt;
+  const double rl_tokens = rl_rows / std::max(1, c.rl.updates_per_step) * S;
+  const double per_token = 4.0 * (L * (4.0 * d + 2.0 * ff) + V);
+  m.activations = per_token * std::max(sft_tokens, rl_tokens);
+  // Rollout: the KV cache of every row and, for the exact KL, one vocabulary row per generated token.
+  const double new_tokens = c.rollout.max_new_tokens > 0 ? std::min<double>(c.rollout.max_new_tokens, S) : S;
+  m.rollout = rl_rows * S * L * 2.0 * kv * 2.0 + (c.rl.exact_kl ? rl_rows * new_tokens * V * 4.0 * 2.0 : 0.0);
+  return m;
+}
+
+// MemAvailable of /proc/meminfo in bytes, or 0 when unknown.
+double available_memory() {
+  std::ifstream in("/proc/meminfo");
+  std::string key;
+  double kib = 0;
+  while (in >> key >> kib) {
+    if (key == "MemAvailable:") return kib * 1024.0;
+    in.ignore(1 << 10, '\n');
+  }
+  return 0.0;
+}
+
+void check_memory(const AppContext& ctx) {
+  if (!Kokkos::SpaceAccessibility<Kokkos::HostSpace, MemSpace>::accessible) return;  // device memory: not here
+  const double avail = available_memory();
+  if (avail <= 0) return;
+  MPI_Comm node;  // ranks on this node share its memory
+  MPI_Comm_split_type(ctx.comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node);
+  int local = 1;
+  MPI_Comm_size(node, &local);
+  MPI_Comm_free(&node);
+  const MemoryNeed need = estimate_memory(ctx.cfg, ctx.nranks);
+  if (need.total() * local <= avail) return;
+  const auto gib = [](double b) { return b / (1024.0 * 1024.0 * 1024.0); };
+  throw InputError(fmt::format(
+      "the deck needs at least {:.1f} GiB per rank (weights and optimizer {:.1f}, training activations {:.1f}, "
+      "rollout KV cache and exact-KL rows {:.1f}) x {} rank(s) on this node, but only {:.1f} GiB is available; "
+      "reduce [model] sizes, max_seq, batch sizes or [rollout] max_new_tokens, set [rl] exact_kl = false, or use "
+      "more nodes",
+      gib(need.total()), gib(need.weights), gib(need.activations), gib(need.rollout), local, gib(avail)));
+}
+
+}  // namespace
 
 void resolve_model_for_tasks(AppContext& ctx) {
   config::ModelConfig& m = ctx.cfg.model;
@@ -28,6 +98,7 @@ void resolve_model_for_tasks(AppContext& ctx) {
                                  "to {} tokens",
                                  ctx.deck.where("model", "max_seq"), m.max_seq, need));
   }
+  check_memory(ctx);
 }
 
 void model_from_checkpoint(AppContext& ctx, const char* block, const char* key, const std::string& path,
@@ -90,12 +161,9 @@ SftSummary run_sft(AppContext& ctx, const std::string& run_dir) {
     }
     series = std::make_unique<io::Series>(*metrics_file, "/sft");
     eval_series = std::make_unique<io::Series>(*metrics_file, "/sft_eval");
-    // A resumed warm start continues its series after the checkpoint's step.
-    series->truncate_to(static_cast<hsize_t>(s0));
-    const std::vector<double> eval_steps = eval_series->column("step");
-    hsize_t keep = 0;
-    while (s0 > 0 && keep < eval_steps.size() && eval_steps[keep] <= static_cast<double>(s0)) ++keep;
-    eval_series->truncate_to(keep);
+    // A resumed warm start continues its series after the checkpoint's step (a fresh one: no-op).
+    series->resume_after(s0);
+    eval_series->resume_after(s0);
   }
   say(ctx, "sft: {} parameters, storage {}, {} rank(s), {} steps of {} problems ({} task)\n",
       trainer.table().total(), ctx.cfg.precision.storage, ctx.nranks, sc.steps, sc.batch_size, ctx.cfg.task.family);
@@ -105,8 +173,8 @@ SftSummary run_sft(AppContext& ctx, const std::string& run_dir) {
     say(ctx, "sft eval  step {:>6}  held-out exact match {:6.1f}%  token accuracy {:6.2f}%  loss {:.4f} ({} problems)\n",
         step, 100.0 * e.exact_match, 100.0 * e.token_accuracy, e.loss, e.problems);
     if (eval_series) {
-      eval_series->append({{"step", static_cast<double>(step)}, {"exact_match", e.exact_match},
-                           {"token_accuracy", e.token_accuracy}, {"loss", e.loss}});
+      eval_series->append(finite_row({{"step", static_cast<double>(step)}, {"exact_match", e.exact_match},
+                                      {"token_accuracy", e.token_accuracy}, {"loss", e.loss}}));
       eval_series->flush();
     }
     return e;
@@ -114,6 +182,7 @@ SftSummary run_sft(AppContext& ctx, const std::string& run_dir) {
   SftSummary summary;
   if (s0 == 0) summary.initial = eval_and_log(trainer.step());
   const auto t0 = std::chrono::steady_clock::now();
+  SkipWatch skips("the warm start");
   double window_tokens = 0.0, loss = 0.0, slowest = 0.0;
   auto window_start = t0;
   for (long long i = s0; i < sc.steps; ++i) {
@@ -123,10 +192,16 @@ SftSummary run_sft(AppContext& ctx, const std::string& run_dir) {
     window_tokens += static_cast<double>(r.tokens);
     loss = r.loss;
     if (series) {
-      series->append({{"step", static_cast<double>(step)}, {"loss", r.loss}, {"grad_norm", r.opt.grad_norm},
-                      {"loss_scale", r.opt.loss_scale}, {"skipped", r.opt.skipped ? 1.0 : 0.0},
-                      {"nonfinite", static_cast<double>(r.opt.nonfinite)}, {"lr", r.opt.lr},
-                      {"tokens", static_cast<double>(r.tokens)}});
+      series->append(finite_row({{"step", static_cast<double>(step)}, {"loss", r.loss}, {"grad_norm", r.opt.grad_norm},
+                                 {"loss_scale", r.opt.loss_scale}, {"skipped", r.opt.skipped ? 1.0 : 0.0},
+                                 {"nonfinite", static_cast<double>(r.opt.nonfinite)}, {"lr", r.opt.lr},
+                                 {"tokens", static_cast<double>(r.tokens)}}));
+    }
+    try {
+      skips.record(ctx, trainer.optimizer().attempted, trainer.optimizer().scaler.skipped());
+    } catch (const Diverged&) {
+      if (series) series->flush();
+      throw;
     }
     if ((i + 1) % sc.log_every == 0 || i + 1 == sc.steps) {
       const auto now = std::chrono::steady_clock::now();
@@ -144,13 +219,16 @@ SftSummary run_sft(AppContext& ctx, const std::string& run_dir) {
     if (!last && sc.eval_every > 0 && step % sc.eval_every == 0) eval_and_log(step);
     const std::string ckpt = (fs::path(ckpt_dir) / fmt::format("sft_step{:06d}.h5", step)).string();
     const bool periodic = !last && sc.checkpoint_every > 0 && step % sc.checkpoint_every == 0;
-    if (periodic) trainer.save(ckpt, ctx.resolved_deck);
+    if (periodic) {
+      if (series) series->flush();  // the series reaches the checkpoint's step before the checkpoint exists
+      trainer.save(ckpt, ctx.resolved_deck);
+    }
     slowest = std::max(slowest, std::chrono::duration<double>(std::chrono::steady_clock::now() - ts).count());
     if (last) break;
     const std::string why = stop_reason(ctx, slowest, step);
     if (!why.empty()) {
-      if (!periodic) trainer.save(ckpt, ctx.resolved_deck);
       if (series) series->flush();
+      if (!periodic) trainer.save(ckpt, ctx.resolved_deck);
       throw Interrupted(resume_hint(ctx, why, ckpt));
     }
   }

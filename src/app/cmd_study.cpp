@@ -417,7 +417,7 @@ int cmd_study(AppContext& ctx) {
   const int n = static_cast<int>(confs.size());
   std::string study_dir;
   try {
-    study_dir = prepare_run_dir(ctx);
+    study_dir = prepare_run_dir(ctx, /*keep_files=*/true);  // finished configurations stay
   } catch (const InputError& e) {
     throw InputError(fmt::format("{}\n  (mantissa study: an interrupted study continues with --set run.overwrite=true, "
                                  "which skips its finished configurations)",

@@ -9,23 +9,23 @@
 #include <string>
 
 #include "app/app.hpp"
+#include "app/exit.hpp"  // kExitResumable
 
 namespace mantissa::app {
-
-// The exit status of a job that stopped early with a valid checkpoint: rerun with --restart.
-inline constexpr int kExitResumable = 3;
 
 struct Interrupted : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-// SIGTERM and SIGUSR1 set a flag (async-signal-safe); nothing else changes. Called once by main.
+// SIGTERM, SIGINT, SIGUSR1 and SIGUSR2 set a flag (async-signal-safe); a second one ends the process
+// at once. Called once by main.
 void install_stop_handlers();
 
 // Collective over ctx.comm: a non-empty reason on every rank when any rank got a stop signal, or
 // when another step of up to `step_seconds` (plus a margin for the checkpoint) would cross
 // [run] wall_time measured from the job's start. The environment variable MANTISSA_STOP_AT_STEP=n
-// (fault injection for tests and restart drills) stops after the stage's step n.
+// (fault injection for tests and restart drills) stops after the stage's step n;
+// MANTISSA_FAIL_AT_STEP=n makes the ranks that have it fail there alone (an internal error, status 1).
 std::string stop_reason(const AppContext& ctx, double step_seconds, long long step);
 
 // The message of an interrupted job: what stopped it, where the checkpoint is, how to resume.

@@ -58,6 +58,38 @@ Config load_config(const Deck& deck) {
   const auto fail = [&](const char* block, const char* key, const std::string& what) {
     throw DeckError(fmt::format("{}: [{}] {}: {}", deck.where(block, key), block, key, what));
   };
+  const auto no_duplicates = [&](const char* block, const char* key, const auto& list) {
+    for (std::size_t i = 0; i < list.size(); ++i)
+      for (std::size_t j = 0; j < i; ++j)
+        if (list[i] == list[j]) fail(block, key, fmt::format("lists {} twice; each entry must appear once", list[i]));
+  };
+  const auto not_empty = [&](const char* block, const char* key, const auto& list) {
+    if (list.empty()) fail(block, key, "must name at least one entry");
+  };
+  {
+    const std::string& n = cfg.run.name;
+    const bool plain = !n.empty() && n != "." && n != ".." && n.size() <= 200 &&
+                       n.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._+-") ==
+                           std::string::npos;
+    if (!plain)
+      fail("run", "name",
+           "must be a plain directory name of letters, digits and . _ + - (at most 200 characters, not . or ..)");
+    const std::string& o = cfg.run.output_dir;
+    if (o.empty() || o.find_first_of(std::string("\n\r\0", 3)) != std::string::npos)
+      fail("run", "output_dir", "must be a non-empty path without line breaks or NUL characters");
+  }
+  no_duplicates("rl", "precisions", cfg.rl.precisions);
+  not_empty("probe", "precisions", cfg.probe.precisions);
+  no_duplicates("probe", "precisions", cfg.probe.precisions);
+  not_empty("study", "precisions", cfg.study.precisions);
+  no_duplicates("study", "precisions", cfg.study.precisions);
+  not_empty("study", "losses", cfg.study.losses);
+  no_duplicates("study", "losses", cfg.study.losses);
+  not_empty("study", "seeds", cfg.study.seeds);
+  no_duplicates("study", "seeds", cfg.study.seeds);
+  if (cfg.rollout.top_p < 1e-6)
+    fail("rollout", "top_p", fmt::format("{:g} keeps no probability mass; use a value in [1e-6, 1] (1 = off)",
+                                         cfg.rollout.top_p));
   const ModelConfig& m = cfg.model;
   if (m.d_model % m.n_head != 0) fail("model", "n_head", fmt::format("must divide d_model = {}", m.d_model));
   if (m.n_head % m.n_kv_head != 0) fail("model", "n_kv_head", fmt::format("must divide n_head = {}", m.n_head));

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -47,11 +48,27 @@ const char* node_type_name(const toml::node& n) {
 
 // ---- Deck ------------------------------------------------------------------------------------
 Deck Deck::from_file(const std::string& path) {
+  // A deck is a small regular text file: not a directory, a device (/dev/zero never ends) or a binary.
+  constexpr std::uintmax_t kMaxDeckBytes = 1u << 20;
+  std::error_code ec;
+  const auto st = std::filesystem::status(path, ec);
+  if (ec || !std::filesystem::exists(st))
+    throw DeckError(fmt::format("{}: cannot open the input deck: no such file", path));
+  if (std::filesystem::is_directory(st)) throw DeckError(fmt::format("{}: the input deck is a directory, not a file", path));
+  if (!std::filesystem::is_regular_file(st))
+    throw DeckError(fmt::format("{}: the input deck is not a regular file (a device, pipe or socket)", path));
+  const auto size = std::filesystem::file_size(path, ec);
+  if (!ec && size > kMaxDeckBytes)
+    throw DeckError(fmt::format("{}: the input deck is {} bytes; a deck is a TOML text of at most {} bytes", path, size,
+                                kMaxDeckBytes));
   std::ifstream in(path, std::ios::binary);
-  if (!in) throw DeckError(fmt::format("{}: cannot open the input deck (does the file exist and is it readable?)", path));
+  if (!in) throw DeckError(fmt::format("{}: cannot open the input deck (is it readable?)", path));
   std::stringstream ss;
   ss << in.rdbuf();
-  return from_string(ss.str(), path);
+  const std::string text = ss.str();
+  if (text.find('\0') != std::string::npos)
+    throw DeckError(fmt::format("{}: the input deck contains NUL bytes: it is not a TOML text file", path));
+  return from_string(text, path);
 }
 
 Deck Deck::from_string(std::string_view text, const std::string& name) {

@@ -1009,6 +1009,17 @@ void Series::truncate_to(hsize_t rows) {
   rows_ = rows;
 }
 
+hsize_t Series::resume_after(long long step) {
+  if (rows_ == 0) return 0;  // brand-new (or emptied): nothing to cut, and no step column needed
+  hsize_t keep = 0;
+  if (step > 0) {
+    const std::vector<double> steps = column("step");  // a series with rows but no step column is corrupt
+    while (keep < steps.size() && steps[keep] <= static_cast<double>(step)) ++keep;
+  }
+  truncate_to(keep);
+  return keep;
+}
+
 std::vector<std::string> Series::columns() const {
   std::vector<std::string> names;
   for (const auto& c : columns_) names.push_back(c.name);

@@ -294,7 +294,10 @@ class File {
 //     earlier rows; an existing column missing from the row gets NaN.
 //   Opening a group that already holds columns continues after its last row (restarts); columns of
 //     unequal length (an interrupted append) are padded with NaN to the longest when writable.
-//   truncate_to(n): shrinks every column to n rows (restart from an earlier checkpoint).
+//   truncate_to(n): shrinks every column to n rows.
+//   resume_after(step): what a restart calls: keeps the rows whose "step" column is <= step (all
+//     rows dropped for step <= 0, a fresh start); a series with no rows, brand-new or not, is left
+//     as it is. Returns the rows kept. Rows lost to a kill before a flush simply are not there.
 // The Series keeps its own reference to the HDF5 file, so it stays usable if the File object is
 // moved; the file is really closed once both are gone. On a read-only file, append/truncate throw.
 class Series {
@@ -304,6 +307,7 @@ class Series {
   void append(const std::vector<std::pair<std::string, double>>& row);
   void flush();
   void truncate_to(hsize_t rows);
+  hsize_t resume_after(long long step);
 
   hsize_t rows() const noexcept { return rows_; }
   const std::string& group_path() const noexcept { return group_; }

@@ -153,6 +153,9 @@ StepRecord RlTrainer::step() {
   ScopedRegion region("mantissa::rl::step");
   const config::RlConfig& rc = cfg_.rl;
   const int G = rc.samples_per_prompt, K = rc.updates_per_step, B = rc.prompts_per_step;
+  // The exact KL compares full distributions; greedy sampling (temperature 0) samples from a point
+  // mass, against which KL(pi||mu) is infinite by definition: it is not measured then.
+  const bool exact_kl = rc.exact_kl && cfg_.rollout.temperature > 0.0;
   StepRecord rec;
   const auto seed = sampling_seed();
 
@@ -174,13 +177,17 @@ StepRecord RlTrainer::step() {
   if (!prompts.empty()) {
     roll_->load_weights(opt_.master);
     rollout::RolloutOptions ro;
-    ro.record_full_logprobs = rc.exact_kl;
+    ro.record_full_logprobs = exact_kl;
     r = roll_->generate(prompts, seq_ids, seed, static_cast<std::uint64_t>(counters_.step), ro);
   }
   std::vector<float> rewards(prompts.size());
-  double len_sum = 0.0, len_max = 0.0, no_eos = 0.0, all0 = 0.0, all1 = 0.0;
+  double len_sum = 0.0, len_max = 0.0, no_eos = 0.0, all0 = 0.0, all1 = 0.0, rollout_nonfinite = 0.0;
   for (std::size_t s = 0; s < prompts.size(); ++s) {
-    rewards[s] = tasks::reward(problems[s / G], r.response[s].data(), static_cast<int>(r.response[s].size()));
+    // A response cut short by non-finite logits (overflow) is unfinished: reward 0, like a truncation.
+    rewards[s] = r.nonfinite[s] ? 0.0f
+                                : tasks::reward(problems[s / G], r.response[s].data(),
+                                                static_cast<int>(r.response[s].size()));
+    rollout_nonfinite += r.nonfinite[s] ? 1.0 : 0.0;
     len_sum += static_cast<double>(r.response[s].size());
     len_max = std::max(len_max, static_cast<double>(r.response[s].size()));
     no_eos += r.finished[s] ? 0.0 : 1.0;
@@ -233,7 +240,7 @@ StepRecord RlTrainer::step() {
         mb.response_rows.push_back(first + k);
       }
       mb.logmu_tokens.insert(mb.logmu_tokens.end(), r.logmu[s].begin(), r.logmu[s].end());
-      if (rc.exact_kl) all_full_mu.insert(all_full_mu.end(), r.full_logprobs[s].begin(), r.full_logprobs[s].end());
+      if (exact_kl) all_full_mu.insert(all_full_mu.end(), r.full_logprobs[s].begin(), r.full_logprobs[s].end());
       all_len.push_back(L);
     }
     if (mb.n_seqs() == 0) continue;
@@ -257,7 +264,7 @@ StepRecord RlTrainer::step() {
     auto lp = Kokkos::create_mirror_view_and_copy(HostSpace(), mb.logp_old);
     for (int row : mb.response_rows) all_logpi.push_back(lp(row));
     all_logmu.insert(all_logmu.end(), mb.logmu_tokens.begin(), mb.logmu_tokens.end());
-    if (rc.exact_kl) {
+    if (exact_kl) {
       const std::vector<float> full = train_->log_softmax_rows(mb.response_rows);
       all_full_pi.insert(all_full_pi.end(), full.begin(), full.end());
     }
@@ -269,7 +276,7 @@ StepRecord RlTrainer::step() {
     const std::vector<int> lens = parallel::gather_to_root(all_len, comm_);
     in.seq_offsets.assign(1, 0);
     for (int L : lens) in.seq_offsets.push_back(in.seq_offsets.back() + L);
-    if (rc.exact_kl) {
+    if (exact_kl) {
       in.full_logmu = parallel::gather_to_root(all_full_mu, comm_);
       in.full_logpi = parallel::gather_to_root(all_full_pi, comm_);
       in.vocab = cfg_.model.vocab;
@@ -340,7 +347,7 @@ StepRecord RlTrainer::step() {
                      double s = 0;
                      for (float x : rewards) s += x;
                      return s;
-                   }()}) {
+                   }(), rollout_nonfinite}) {
     sums.push_back(x);
   }
   const std::size_t ns = stats_row.size();
@@ -395,6 +402,7 @@ StepRecord RlTrainer::step() {
          {"skipped_updates", static_cast<double>(rec.skipped)},
          {"skipped_total", static_cast<double>(opt_.scaler.skipped())},
          {"nonfinite", nonfinite},
+         {"rollout_nonfinite", sums[ns + 9]},
          {"lr", lr},
          {"time_rollout", rec.times.rollout},
          {"time_recompute", rec.times.recompute},

@@ -73,6 +73,7 @@ class Engine final : public RolloutEngine {
     out.response.assign(B, {});
     out.logmu.assign(B, {});
     out.finished.assign(B, 0);
+    out.nonfinite.assign(B, 0);
     if (opt.record_full_logprobs) out.full_logprobs.assign(B, {});
     if (opt.record_hidden) out.hidden.assign(B, std::vector<std::vector<float>>(L));
     std::vector<int> pos(B, 0), cur(B), done(B, 0);
@@ -163,6 +164,11 @@ class Engine final : public RolloutEngine {
           continue;
         }
         const int t = h_sampled(i);
+        if (t < 0) {  // non-finite logits (overflow): the sequence ends here, no invalid token is kept
+          out.nonfinite[b] = 1;
+          done[b] = 1;
+          continue;
+        }
         out.response[b].push_back(t);
         out.logmu[b].push_back(h_logmu(i));
         if (opt.record_full_logprobs) {

@@ -21,6 +21,8 @@ struct Rollout {
   std::vector<std::vector<int>> response;   // generated tokens per sequence (ends with <eos> if finished)
   std::vector<std::vector<float>> logmu;    // fp32 log-prob of each generated token
   std::vector<char> finished;               // 1 if <eos> was generated
+  std::vector<char> nonfinite;              // 1 if the logits became non-finite (overflow): the sequence
+                                            // ends before that token, unfinished (reward 0)
   // Optional records (RolloutOptions): per generated token, the tempered untruncated log-softmax (vocab
   // floats), and per layer the hidden state after the block at every processed position (d_model floats).
   std::vector<std::vector<float>> full_logprobs;             // [seq][token * vocab + v]
