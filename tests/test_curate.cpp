@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "io/hdf5.hpp"
+#include "io/seal.hpp"
 #include "model/checkpoint.hpp"
 #include "model/optimizer.hpp"
 #include "model/sft.hpp"
@@ -348,6 +349,7 @@ TEST(CurateFile, MissingCorruptForeignAndEmptyFilesAreRefused) {
     io::File f = io::File::open_rw(p);
     edit(f);
     f.close();
+    io::seal_file(p);  // sealed again, so that the structural checks (not the seal) must refuse it
     return p;
   };
   expect_error(edited("no_answers.h5", [](io::File& f) { H5Ldelete(f.id(), "/answers", H5P_DEFAULT); }), "/answers");

@@ -8,6 +8,7 @@
 #include <random>
 
 #include "io/hdf5.hpp"
+#include "io/seal.hpp"
 #include "mantissa/kernels/rng.hpp"
 #include "model/checkpoint.hpp"
 #include "model/optimizer.hpp"
@@ -291,6 +292,7 @@ TEST(Model, BadCheckpointsFailCleanlyAndTouchNothing) {
     io::File f = io::File::open_rw(p);
     H5Ldelete(f.id(), "/optimizer/adam_v/final_norm", H5P_DEFAULT);
     f.close();
+    io::seal_file(p);  // sealed again, so that the structural check (not the seal) must refuse it
     expect_error(p, c.model, "adam_v/final_norm");
   }
   // an HDF5 file that is not a checkpoint

@@ -11,6 +11,7 @@
 #include <cstring>
 
 #include "io/hdf5.hpp"
+#include "io/seal.hpp"
 
 namespace mantissa::io {
 
@@ -73,6 +74,15 @@ void write_atomically(const std::string& path, const std::function<void(const st
   // rename is as durable as that file system allows, which is not an error of ours.
   const int err = fsync_path(directory_of(path), true);
   if (err != 0 && err != EINVAL && err != ENOTSUP) fail_errno(directory_of(path), "fsync of the directory failed", err);
+}
+
+void write_sealed(const std::string& path, const std::function<void(File& f)>& fill) {
+  write_atomically(path, [&](const std::string& tmp) {
+    File f = File::create_sealable(tmp);
+    fill(f);
+    f.close();
+    seal_file(tmp);
+  });
 }
 
 bool is_valid_hdf5(const std::string& path, const std::string& required_object) {

@@ -5,6 +5,8 @@
 
 namespace mantissa::io {
 
+class File;
+
 // The temporary name write_atomically uses for path: "<path>.tmp.<pid>" (same directory, so the
 // final rename() cannot cross file systems).
 std::string atomic_temp_path(const std::string& path);
@@ -17,9 +19,14 @@ std::string atomic_temp_path(const std::string& path);
 // (tmp removed, path untouched).
 void write_atomically(const std::string& path, const std::function<void(const std::string& tmp_path)>& writer);
 
+// write_atomically for a write-once HDF5 file that cannot lie: fill(f) writes into
+// f = File::create_sealable(tmp); then f is closed, sealed (io::seal_file: a CRC-32 of the whole
+// file in its user block), fsynced and renamed over path. File::open_read verifies the seal.
+void write_sealed(const std::string& path, const std::function<void(File& f)>& fill);
+
 // True if path is an HDF5 file that opens read-only (H5Fis_hdf5 and an H5Fopen attempt: catches
-// garbage, truncated and partially written files) and, if required_object is not empty, contains
-// that object (e.g. "/model/params"). Never throws. Use it to pick the newest valid checkpoint.
+// garbage, truncated and partially written files, and sealed files whose seal does not match) and,
+// if required_object is not empty, contains that object (e.g. "/model/params"). Never throws.
 bool is_valid_hdf5(const std::string& path, const std::string& required_object = {});
 
 }  // namespace mantissa::io

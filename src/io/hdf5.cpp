@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -10,6 +11,8 @@
 #include <cstring>
 #include <limits>
 #include <optional>
+
+#include "io/seal.hpp"
 
 namespace mantissa::io {
 
@@ -32,11 +35,36 @@ std::string hdf5_detail() {
 
 [[noreturn]] void fail(const std::string& file, const std::string& what) { throw IoError(file + ": " + what); }
 
-// As fail(), with HDF5's own explanation appended when there is one.
+// As fail(), with HDF5's own explanation appended when there is one. A failed Fletcher32 check
+// (HDF5: "data error detected by Fletcher32 checksum") is said in plain words.
 [[noreturn]] void fail_h5(const std::string& file, const std::string& what) {
   const std::string detail = hdf5_detail();
   if (detail.empty()) fail(file, what);
+  if (detail.find("Fletcher32") != std::string::npos)
+    fail(file, what + ": its stored data fails its Fletcher32 checksum, the file is corrupt (HDF5: " + detail + ")");
   fail(file, what + " (HDF5: " + detail + ")");
+}
+
+// zlib CRC-32 of a string dataset's text, stored in its attribute kCrcAttr.
+constexpr const char* kCrcAttr = "crc32";
+std::int64_t text_crc(const std::string& text) {
+  return static_cast<std::int64_t>(
+      crc32_z(crc32_z(0L, Z_NULL, 0), reinterpret_cast<const unsigned char*>(text.data()), text.size()));
+}
+
+// Chunk shape of a checksummed dataset: the full shape, with leading dimensions halved until a
+// chunk holds at most kChunkBytes (HDF5's default chunk cache size), so reads stream.
+constexpr hsize_t kChunkBytes = hsize_t{1} << 20;
+std::vector<hsize_t> chunk_shape(const std::vector<hsize_t>& dims, std::size_t element_bytes) {
+  std::vector<hsize_t> c = dims;
+  auto bytes = [&] {
+    hsize_t n = element_bytes;
+    for (hsize_t d : c) n *= d;
+    return n;
+  };
+  for (std::size_t i = 0; i < c.size(); ++i)
+    while (bytes() > kChunkBytes && c[i] > 1) c[i] = (c[i] + 1) / 2;
+  return c;
 }
 
 // ---- paths ------------------------------------------------------------------------------------
@@ -367,6 +395,17 @@ File File::create(const std::string& path) {
   return File(path, std::move(h), true);
 }
 
+File File::create_sealable(const std::string& path) {
+  silence_hdf5_errors();
+  PropListHandle fcpl(H5Pcreate(H5P_FILE_CREATE)), fapl(H5Pcreate(H5P_FILE_ACCESS));
+  if (!fcpl || !fapl || H5Pset_userblock(fcpl.get(), kSealUserBlock) < 0 ||
+      H5Pset_libver_bounds(fapl.get(), H5F_LIBVER_V110, H5F_LIBVER_V110) < 0)
+    fail_h5(path, "cannot set up the property lists of a sealable HDF5 file");
+  FileHandle h(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, fcpl.get(), fapl.get()));
+  if (!h) fail_h5(path, "cannot create HDF5 file");
+  return File(path, std::move(h), true);
+}
+
 bool open_in_this_process(const std::string& path) {
   struct stat target {};
   if (::stat(path.c_str(), &target) != 0) return false;
@@ -411,8 +450,21 @@ FileHandle open_existing(const std::string& path, bool rw) {
 }
 }  // namespace
 
-File File::open_read(const std::string& path) { return File(path, open_existing(path, false), false); }
-File File::open_rw(const std::string& path) { return File(path, open_existing(path, true), true); }
+namespace {
+bool check_seal(const std::string& path);
+}  // namespace
+
+File File::open_read(const std::string& path) {
+  const bool sealed = check_seal(path);
+  File f(path, open_existing(path, false), false);
+  f.sealed_ = sealed;
+  return f;
+}
+
+File File::open_rw(const std::string& path) {
+  if (check_seal(path)) unseal_file(path);
+  return File(path, open_existing(path, true), true);
+}
 
 void File::flush() {
   if (!is_open()) fail(path_, "flush on a closed file");
@@ -548,7 +600,15 @@ void File::write_raw(const std::string& dataset_path, Element e, const void* dat
                                        : H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr));
     if (!space) fail_h5(path_, fmt::format("cannot create dataset {} with shape {}", norm, format_dims(dims)));
     PropListHandle lcpl = intermediate_lcpl(path_);
-    d.reset(H5Dcreate2(loc, norm.c_str(), ftype.id, space.get(), lcpl.get(), H5P_DEFAULT, H5P_DEFAULT));
+    PropListHandle dcpl(H5Pcreate(H5P_DATASET_CREATE));
+    if (!dcpl) fail_h5(path_, fmt::format("cannot create dataset {}", norm));
+    if (!dims.empty() && n > 0) {  // checksummed; scalars and empty datasets cannot be chunked
+      const std::vector<hsize_t> chunk = chunk_shape(dims, element_size(e));
+      if (H5Pset_chunk(dcpl.get(), static_cast<int>(chunk.size()), chunk.data()) < 0 ||
+          H5Pset_fletcher32(dcpl.get()) < 0)
+        fail_h5(path_, fmt::format("cannot set up the Fletcher32 checksum of dataset {}", norm));
+    }
+    d.reset(H5Dcreate2(loc, norm.c_str(), ftype.id, space.get(), lcpl.get(), dcpl.get(), H5P_DEFAULT));
     if (!d) fail_create(path_, loc, norm, "dataset");
     if (e == Element::bfloat16) {
       DatatypeHandle st = vlen_utf8();
@@ -595,6 +655,41 @@ std::vector<hsize_t> File::read_raw(const std::string& dataset_path, Element e, 
 }
 
 // ---- File: string datasets --------------------------------------------------------------------
+namespace {
+// A string dataset with a crc32 attribute (all that write_string made) must match it.
+void check_text_crc(const std::string& file, hid_t dataset, const std::string& norm, const std::string& text) {
+  const htri_t ex = H5Aexists(dataset, kCrcAttr);
+  if (ex < 0) fail_h5(file, fmt::format("cannot inspect attribute {} of {}", kCrcAttr, norm));
+  if (ex == 0) return;  // written by another tool
+  AttributeHandle a(H5Aopen(dataset, kCrcAttr, H5P_DEFAULT));
+  std::int64_t stored = 0;
+  if (!a || H5Aread(a.get(), H5T_NATIVE_INT64, &stored) < 0)
+    fail_h5(file, fmt::format("cannot read attribute {} of {}", kCrcAttr, norm));
+  const std::int64_t crc = text_crc(text);
+  if (crc != stored)
+    fail(file, fmt::format("dataset {} fails its CRC-32 checksum: its text has CRC-32 {:08x} but attribute {} records "
+                           "{:08x}; the file is corrupt",
+                           norm, crc, kCrcAttr, stored));
+}
+}  // namespace
+
+namespace {
+// Verifies a sealed file before HDF5 parses it: returns whether it is sealed; a broken seal ->
+// IoError naming the damaged datasets (found from the seal's manifest: HDF5 never reads the file).
+bool check_seal(const std::string& path) {
+  silence_hdf5_errors();
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode) || ::access(path.c_str(), R_OK) != 0)
+    return false;  // open_existing explains
+  const SealCheck seal = verify_seal(path);
+  if (seal.state == SealCheck::State::none) return false;
+  if (seal.state == SealCheck::State::ok) return true;
+  fail(path, fmt::format("integrity check failed: {}: {}; the file is corrupt and is not used", seal.why, seal.where));
+}
+}  // namespace
+
+
+
 void File::write_string(const std::string& dataset_path, const std::string& text) {
   if (!is_open()) fail(path_, "file is closed");
   const std::string norm = normalize(dataset_path);
@@ -609,15 +704,26 @@ void File::write_string(const std::string& dataset_path, const std::string& text
   } else if (existing != H5I_BADID) {
     fail(path_, fmt::format("cannot write dataset {}: it exists and is {}", norm, kind_name(existing)));
   }
-  DatatypeHandle type = vlen_utf8();
+  // Fixed-length, NUL-padded UTF-8: the text lives in the dataset's own storage (not in HDF5's
+  // global heap, whose damaged references can crash a reader), so a seal's manifest covers it.
+  DatatypeHandle type(H5Tcopy(H5T_C_S1));
   DataspaceHandle space(H5Screate(H5S_SCALAR));
-  if (!type || !space) fail_h5(path_, fmt::format("cannot create string dataset {}", norm));
+  if (!type || !space || H5Tset_size(type.get(), std::max<std::size_t>(1, text.size())) < 0 ||
+      H5Tset_strpad(type.get(), H5T_STR_NULLPAD) < 0 || H5Tset_cset(type.get(), H5T_CSET_UTF8) < 0)
+    fail_h5(path_, fmt::format("cannot create string dataset {}", norm));
   PropListHandle lcpl = intermediate_lcpl(path_);
   DatasetHandle d(H5Dcreate2(loc, norm.c_str(), type.get(), space.get(), lcpl.get(), H5P_DEFAULT, H5P_DEFAULT));
   if (!d) fail_create(path_, loc, norm, "dataset");
-  const char* p = text.c_str();
-  if (H5Dwrite(d.get(), type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, &p) < 0)
+  std::string buf = text;
+  buf.resize(std::max<std::size_t>(1, text.size()), '\0');
+  if (H5Dwrite(d.get(), type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, buf.data()) < 0)
     fail_h5(path_, fmt::format("cannot write string dataset {}", norm));
+  const std::int64_t crc = text_crc(text);
+  DataspaceHandle scalar(H5Screate(H5S_SCALAR));
+  AttributeHandle a;
+  if (scalar) a.reset(H5Acreate2(d.get(), kCrcAttr, H5T_STD_I64LE, scalar.get(), H5P_DEFAULT, H5P_DEFAULT));
+  if (!a || H5Awrite(a.get(), H5T_NATIVE_INT64, &crc) < 0)
+    fail_h5(path_, fmt::format("cannot write attribute {} of {}", kCrcAttr, norm));
 }
 
 std::string File::read_string(const std::string& dataset_path) const {
@@ -638,6 +744,7 @@ std::string File::read_string(const std::string& dataset_path) const {
     return H5Dread(d.get(), mem, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf);
   });
   if (!s) fail_h5(path_, fmt::format("cannot read string dataset {}", norm));
+  check_text_crc(path_, d.get(), norm, *s);
   return *s;
 }
 
@@ -844,7 +951,7 @@ Series::Column& Series::create_column(const std::string& name) {
   DataspaceHandle space(H5Screate_simple(1, &dims, &maxdims));
   PropListHandle dcpl(H5Pcreate(H5P_DATASET_CREATE));
   if (!space || !dcpl || H5Pset_chunk(dcpl.get(), 1, &chunk) < 0 ||
-      H5Pset_fill_value(dcpl.get(), H5T_NATIVE_DOUBLE, &nan) < 0)
+      H5Pset_fill_value(dcpl.get(), H5T_NATIVE_DOUBLE, &nan) < 0 || H5Pset_fletcher32(dcpl.get()) < 0)
     fail_h5(file_path_, fmt::format("cannot set up series column {}", w));
   DatasetHandle d(H5Dcreate2(group_handle_.get(), name.c_str(), H5T_IEEE_F64LE, space.get(), H5P_DEFAULT,
                              dcpl.get(), H5P_DEFAULT));

@@ -17,6 +17,14 @@
 //   bf16_t -> H5T_STD_U16LE with the string attribute encoding="bfloat16" (numpy uint16 bit patterns).
 // Reads never convert values: the stored type must be the one asked for (byte order excepted).
 //
+// Checksums (docs/integrity.md): every non-empty, non-scalar numeric dataset is chunked (chunks of
+// at most 1 MiB) with HDF5's Fletcher32 filter, and every string dataset carries an int64
+// attribute crc32 (zlib CRC-32 of its UTF-8 text); a read whose data fails either check throws
+// IoError saying "fails its Fletcher32 checksum" / "fails its CRC-32 checksum" and naming the
+// dataset. Series columns are Fletcher32-checked too. Files made by File::create_sealable also
+// carry a whole-file seal (io/seal.hpp) that File::open_read / open_rw verify before HDF5 parses
+// the file; a broken seal -> IoError naming the datasets whose stored data changed, if any.
+//
 // Not thread-safe (Debian's HDF5 is built without thread safety): use from one thread, and on
 // MPI runs from one rank (files use the default POSIX driver, not MPI-IO).
 #include <hdf5.h>
@@ -145,8 +153,17 @@ class File {
  public:
   // Creates (truncating any existing file). The directory must exist.
   static File create(const std::string& path);
+  // As create, for a write-once file that io::seal_file seals after it is closed (io::write_sealed
+  // does both): a 512-byte user block for the seal, and HDF5 1.10's file format (V110), whose
+  // superblock, object headers, B-trees and heaps carry their own (Jenkins) checksums.
+  static File create_sealable(const std::string& path);
   // Opens an existing file; a missing, unreadable, non-HDF5, truncated or corrupt file -> IoError.
+  // A sealed file's seal is verified first (one read of the whole file): one that does not match ->
+  // IoError "<path>: integrity check failed: ..." naming the dataset whose checksum fails, or
+  // saying that the damage lies outside the datasets' contents (attributes or HDF5 metadata).
   static File open_read(const std::string& path);
+  // As open_read, but a sealed file (once verified) is unsealed first: it is about to change, and
+  // a stale seal must not make it look corrupt later (call io::seal_file after closing to reseal).
   static File open_rw(const std::string& path);
 
   File() = default;  // a closed file (is_open() == false); assign from create/open_*
@@ -157,6 +174,8 @@ class File {
   const std::string& path() const noexcept { return path_; }
   bool writable() const noexcept { return writable_; }
   bool is_open() const noexcept { return handle_.valid(); }
+  // Whether open_read found and verified a whole-file seal (false for every other File).
+  bool sealed() const noexcept { return sealed_; }
   hid_t id() const noexcept { return handle_.get(); }
   void flush();  // H5Fflush (local scope)
   void close();  // closes now; throws IoError if HDF5 reports an error
@@ -204,8 +223,9 @@ class File {
         [](void* ctx, std::size_t) -> void* { return ctx; }, out);
   }
 
-  // ---- string datasets (scalar, variable-length UTF-8; h5py reads bytes, .asstr() gives str).
-  // read_string also accepts fixed-length strings. Text may not contain NUL characters.
+  // ---- string datasets (scalar, fixed-length NUL-padded UTF-8 with a crc32 attribute; h5py reads
+  // bytes, .decode() or .asstr() gives str). read_string also accepts variable-length strings, and
+  // verifies the crc32 attribute where there is one. Text may not contain NUL characters.
   void write_string(const std::string& dataset_path, const std::string& text);
   std::string read_string(const std::string& dataset_path) const;
 
@@ -263,11 +283,13 @@ class File {
   std::string path_;
   FileHandle handle_;
   bool writable_ = false;
+  bool sealed_ = false;
 };
 
 // ---- Series: extendible time series ---------------------------------------------------------
 // A group (e.g. "/metrics") of 1-D float64 datasets ("columns"), each chunked and extendible
-// (H5S_UNLIMITED) with fill value NaN, all with the same number of rows.
+// (H5S_UNLIMITED) with fill value NaN and the Fletcher32 filter, all with the same number of rows.
+// A column whose stored chunk fails its checksum -> IoError naming the column.
 //   append(row): adds one row; a column first seen now is created and back-filled with NaN for
 //     earlier rows; an existing column missing from the row gets NaN.
 //   Opening a group that already holds columns continues after its last row (restarts); columns of

@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <cmath>
+#include <limits>
 #include <vector>
 
 #include "io/atomic_file.hpp"
@@ -14,7 +16,14 @@ namespace mantissa::model {
 namespace {
 
 constexpr const char* kFormat = "mantissa-checkpoint";
-constexpr std::int64_t kFormatVersion = 1;
+// 2: sealed (whole-file CRC-32), Fletcher32 on every dataset, CRC-32 on the deck text.
+// 1 (before checksums) is refused: its contents cannot be verified.
+constexpr std::int64_t kFormatVersion = 2;
+
+// Bounds of the value checks on load (docs/integrity.md).
+constexpr std::int64_t kMaxSteps = 1'000'000'000'000;             // steps, updates, skips: 1e12
+constexpr std::int64_t kMaxDataCounter = kMaxSteps;              // problems consumed: 1e12 (years of work)
+constexpr double kMaxAbsWeight = 65504.0;                         // the largest finite fp16 value
 
 // The [model] keys stored as attributes, with one schema for both directions.
 template <class F>
@@ -63,8 +72,7 @@ void save_checkpoint(const std::string& path, const config::ModelConfig& model, 
                      const Optimizer& opt, const Counters& counters, const std::string& resolved_deck) {
   ScopedRegion region("mantissa::io::checkpoint_write");
   const std::vector<float> w = to_host(opt.master), m = to_host(opt.m), v = to_host(opt.v);
-  io::write_atomically(path, [&](const std::string& tmp) {
-    io::File f = io::File::create(tmp);
+  io::write_sealed(path, [&](io::File& f) {
     f.write_attr("/", "format", kFormat);
     f.write_attr("/", "format_version", kFormatVersion);
     f.write_attr("/", "stage", counters.stage);
@@ -94,38 +102,119 @@ void save_checkpoint(const std::string& path, const config::ModelConfig& model, 
     f.write_attr("/counters", "seed", counters.seed);
     f.write_attr("/counters", "precision", counters.precision);
     f.write_string("/provenance/deck", resolved_deck);
-    f.close();
   });
 }
 
 namespace {
+
+[[noreturn]] void corrupt(const std::string& path, const std::string& what) {
+  throw CheckpointError(fmt::format("{}: {}; the checkpoint is corrupt and is not used", path, what));
+}
+
 io::File open_checkpoint(const std::string& path) {
-  io::File f = io::File::open_read(path);
+  io::File f = io::File::open_read(path);  // verifies the seal of a sealed file first
   if (!f.has_attr("/", "format") || f.read_attr<std::string>("/", "format") != kFormat) {
     throw CheckpointError(fmt::format("{}: not a Mantissa checkpoint (no root attribute format=\"{}\")", path, kFormat));
   }
   const auto version = f.read_attr<std::int64_t>("/", "format_version");
+  if (version == 1) {
+    throw CheckpointError(fmt::format(
+        "{}: checkpoint format_version 1 was written before checkpoints carried checksums, so its contents cannot be "
+        "verified; this build reads format_version {} only: write it again with this version (or read it with h5py)",
+        path, kFormatVersion));
+  }
   if (version != kFormatVersion) {
     throw CheckpointError(
         fmt::format("{}: checkpoint format_version {} is not supported (this build reads {})", path, version, kFormatVersion));
   }
+  if (!f.sealed()) {
+    throw CheckpointError(fmt::format(
+        "{}: checkpoint has no valid integrity seal in its first 64 bytes (damaged, or the file was changed after it "
+        "was written); the checkpoint is corrupt and is not used",
+        path));
+  }
   return f;
 }
+
+// Reads the [model] attributes with the deck's own ranges (config::ModelConfig::visit), checked
+// before any narrowing, so that a corrupt size is refused here and not by a kernel later.
+struct ModelAttrReader {
+  const io::File& f;
+  const std::string& path;
+
+  template <class T>
+  static std::string bounds(const config::Range<T>& r) {
+    return fmt::format("{}{}, {}{}", r.min_exclusive ? "(" : "[", r.min, r.max, r.max_exclusive ? ")" : "]");
+  }
+  template <class T>
+  void key(const char* name, T& value, const char* /*doc*/, const config::Range<T>& range) {
+    if constexpr (std::is_same_v<T, double>) {
+      const double v = f.read_attr<double>("/model", name);
+      const bool ok = std::isfinite(v) && (range.min_exclusive ? v > range.min : v >= range.min) &&
+                      (range.max_exclusive ? v < range.max : v <= range.max);
+      if (!ok) corrupt(path, fmt::format("attribute {} of /model is {}, outside the [model] {} range {}", name, v, name, bounds(range)));
+      value = v;
+    } else {
+      const std::int64_t v = f.read_attr<std::int64_t>("/model", name);
+      const auto lo = static_cast<std::int64_t>(range.min), hi = static_cast<std::int64_t>(range.max);
+      const bool ok = (range.min_exclusive ? v > lo : v >= lo) && (range.max_exclusive ? v < hi : v <= hi);
+      if (!ok) corrupt(path, fmt::format("attribute {} of /model is {}, outside the [model] {} range {}", name, v, name, bounds(range)));
+      value = static_cast<T>(v);
+    }
+  }
+  void key(const char* name, bool& value, const char* /*doc*/) {
+    const std::int64_t v = f.read_attr<std::int64_t>("/model", name);
+    if (v != 0 && v != 1) corrupt(path, fmt::format("attribute {} of /model is {}, not 0 or 1", name, v));
+    value = v == 1;
+  }
+};
+
+config::ModelConfig read_model(const io::File& f, const std::string& path) {
+  config::ModelConfig m;
+  ModelAttrReader r{f, path};
+  m.visit(r);
+  if (m.vocab < 1) corrupt(path, fmt::format("attribute vocab of /model is {}, not a vocabulary size", m.vocab));
+  if (m.d_model % m.n_head != 0)
+    corrupt(path, fmt::format("attribute n_head of /model is {}, which does not divide d_model = {}", m.n_head, m.d_model));
+  if (m.n_head % m.n_kv_head != 0)
+    corrupt(path, fmt::format("attribute n_kv_head of /model is {}, which does not divide n_head = {}", m.n_kv_head, m.n_head));
+  if (m.head_dim() % 2 != 0)
+    corrupt(path, fmt::format("attributes d_model / n_head of /model give an odd head size {}", m.head_dim()));
+  return m;
+}
+
+// Every element finite (and >= 0 for non_negative, and |x| <= max_abs); else names the dataset.
+void check_values(const std::string& path, const ParamTable& table, const std::vector<float>& data,
+                  const std::string& group, const char* what, bool non_negative, double max_abs) {
+  for (const ParamSlice& s : table.slices()) {
+    const float* p = data.data() + s.offset;
+    const std::size_t n = static_cast<std::size_t>(s.rows) * static_cast<std::size_t>(s.cols);
+    for (std::size_t i = 0; i < n; ++i) {
+      const float x = p[i];
+      const char* why = !std::isfinite(x)                   ? "not finite"
+                        : non_negative && x < 0.0f          ? "negative (a second moment is >= 0)"
+                        : std::fabs(x) > max_abs            ? "larger than any trained value can be"
+                                                            : nullptr;
+      if (why == nullptr) continue;
+      corrupt(path, fmt::format("dataset {}/{} holds {} at element {} (row {}, column {}): {} {}", group, s.name, x, i,
+                                i / static_cast<std::size_t>(s.cols), i % static_cast<std::size_t>(s.cols), what, why));
+    }
+  }
+}
+
+std::int64_t counter(const io::File& f, const std::string& path, const char* object, const char* name,
+                     std::int64_t max) {
+  const auto v = f.read_attr<std::int64_t>(object, name);
+  if (v < 0 || v > max) corrupt(path, fmt::format("attribute {} of {} is {}, outside [0, {}]", name, object, v, max));
+  return v;
+}
+
 }  // namespace
 
 config::ModelConfig read_checkpoint_model(const std::string& path) {
   try {
     io::File f = open_checkpoint(path);
-    config::ModelConfig m;
-    for_each_model_key(m, [&](const char* key, auto& value) {
-      using V = std::decay_t<decltype(value)>;
-      if constexpr (std::is_same_v<V, double>) {
-        value = f.read_attr<double>("/model", key);
-      } else {
-        value = static_cast<V>(f.read_attr<std::int64_t>("/model", key));
-      }
-    });
-    return m;
+    return read_model(f, path);
   } catch (const io::IoError& e) {
     throw CheckpointError(e.what());
   }
@@ -135,7 +224,8 @@ Counters load_checkpoint(const std::string& path, const config::ModelConfig& mod
                          Optimizer& opt) {
   ScopedRegion region("mantissa::io::checkpoint_read");
   try {
-    const config::ModelConfig stored = read_checkpoint_model(path);
+    io::File f = open_checkpoint(path);
+    const config::ModelConfig stored = read_model(f, path);
     const auto want = model_key_values(model), have = model_key_values(stored);
     std::string diff;
     for (std::size_t i = 0; i < want.size(); ++i) {
@@ -144,24 +234,40 @@ Counters load_checkpoint(const std::string& path, const config::ModelConfig& mod
       }
     }
     if (!diff.empty()) throw CheckpointError(fmt::format("{}: model configuration differs from the deck:{}", path, diff));
-    io::File f = open_checkpoint(path);
     std::vector<float> w(table.total()), m(table.total()), v(table.total());
     for (const ParamSlice& s : table.slices()) {
       f.read_into("/model/" + s.name, w.data() + s.offset, shape_of(s));
       f.read_into("/optimizer/adam_m/" + s.name, m.data() + s.offset, shape_of(s));
       f.read_into("/optimizer/adam_v/" + s.name, v.data() + s.offset, shape_of(s));
     }
+    check_values(path, table, w, "/model", "a weight", false, kMaxAbsWeight);
+    check_values(path, table, m, "/optimizer/adam_m", "an Adam first moment", false, std::numeric_limits<double>::infinity());
+    check_values(path, table, v, "/optimizer/adam_v", "an Adam second moment", true, std::numeric_limits<double>::infinity());
     Counters c;
     c.stage = f.read_attr<std::string>("/", "stage");
-    c.step = f.read_attr<std::int64_t>("/counters", "step");
-    c.data_counter = f.read_attr<std::int64_t>("/counters", "data_counter");
-    c.seed = f.read_attr<std::int64_t>("/counters", "seed");
+    if (c.stage != "sft" && c.stage != "rl")
+      corrupt(path, fmt::format("root attribute stage is \"{}\", not one of the stages \"sft\", \"rl\"", c.stage));
+    c.step = counter(f, path, "/counters", "step", kMaxSteps);
+    c.data_counter = counter(f, path, "/counters", "data_counter", kMaxDataCounter);
+    c.seed = counter(f, path, "/counters", "seed", std::numeric_limits<std::int64_t>::max());
     if (f.has_attr("/counters", "precision")) c.precision = f.read_attr<std::string>("/counters", "precision");
+    Precision parsed = Precision::fp32;
+    if (!c.precision.empty() && !parse_precision(c.precision, parsed))
+      corrupt(path, fmt::format("attribute precision of /counters is \"{}\", not a precision name (fp32, bf16, fp16)",
+                                c.precision));
     const double scale = f.read_attr<double>("/loss_scale", "scale");
-    const auto skipped = f.read_attr<std::int64_t>("/loss_scale", "skipped");
-    const auto clean = f.read_attr<std::int64_t>("/loss_scale", "clean_steps");
-    const auto step_count = f.read_attr<std::int64_t>("/optimizer", "step_count");
-    const auto attempted = f.read_attr<std::int64_t>("/optimizer", "attempted");
+    if (!std::isfinite(scale) || scale <= 0.0)
+      corrupt(path, fmt::format("attribute scale of /loss_scale is {}: a loss scale is finite and > 0", scale));
+    const auto skipped = counter(f, path, "/loss_scale", "skipped", kMaxSteps);
+    const auto clean = counter(f, path, "/loss_scale", "clean_steps", kMaxSteps);
+    const auto step_count = counter(f, path, "/optimizer", "step_count", kMaxSteps);
+    const auto attempted = counter(f, path, "/optimizer", "attempted", kMaxSteps);
+    if (step_count > attempted)
+      corrupt(path, fmt::format("attribute step_count of /optimizer is {}, more than the {} steps attempted", step_count,
+                                attempted));
+    if (clean > attempted)
+      corrupt(path, fmt::format("attribute clean_steps of /loss_scale is {}, more than the {} steps attempted", clean,
+                                attempted));
     // Everything was read and validated: only now touch the optimizer.
     from_host(w, opt.master);
     from_host(m, opt.m);

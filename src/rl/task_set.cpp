@@ -4,6 +4,7 @@
 #include <mpi.h>
 
 #include <algorithm>
+#include <cmath>
 #include <memory>
 
 #include "io/atomic_file.hpp"
@@ -18,7 +19,9 @@ namespace mantissa::rl {
 namespace {
 
 constexpr const char* kFormat = "mantissa-task-set";
-constexpr std::int64_t kFormatVersion = 1;
+// 2: sealed (whole-file CRC-32), Fletcher32 on the numeric datasets, CRC-32 on the texts.
+// 1 (before checksums) is refused: its contents cannot be verified.
+constexpr std::int64_t kFormatVersion = 2;
 
 // The [task] keys stored on /task (for the message of a mismatch; validation regenerates problems).
 template <class T, class F>
@@ -153,8 +156,7 @@ void write_task_set(const std::string& path, const TaskSet& set, const tasks::Ta
   }
   const std::string prompts = join_lines(set.prompts, path, "prompt");
   const std::string answers = join_lines(set.answers, path, "answer");
-  io::write_atomically(path, [&](const std::string& tmp) {
-    io::File f = io::File::create(tmp);
+  io::write_sealed(path, [&](io::File& f) {
     f.write_attr("/", "format", kFormat);
     f.write_attr("/", "format_version", kFormatVersion);
     f.write_attr("/", "git_commit", kGitCommit);
@@ -173,9 +175,71 @@ void write_task_set(const std::string& path, const TaskSet& set, const tasks::Ta
     f.create_group("/task");
     for_each_task_key(task, [&](const char* key, const auto& value) { f.write_attr("/task", key, value); });
     f.write_string("/provenance/deck", resolved_deck);
-    f.close();
   });
 }
+
+namespace {
+
+[[noreturn]] void corrupt(const std::string& path, const std::string& what) {
+  throw TaskSetError(fmt::format("{}: {}; the task set is corrupt and is not used", path, what));
+}
+
+// A pass rate as select_tasks stores it: float(k / samples) for a whole number k of passes in [0, samples].
+bool is_pass_rate(float r, int samples, long long& k) {
+  if (!std::isfinite(r) || r < 0.0f || r > 1.0f) return false;
+  k = std::llround(static_cast<double>(r) * samples);
+  return static_cast<float>(static_cast<double>(k) / samples) == r;
+}
+
+// Values no curation can produce, each refusal naming the dataset or attribute.
+void check_values(const std::string& path, const TaskSet& set, std::int64_t stored_seed) {
+  if (set.samples < 1 || set.samples > (1 << 16))
+    corrupt(path, fmt::format("root attribute samples is {}, outside the [curate] samples range [1, 65536]", set.samples));
+  if (set.candidates < 1 || set.candidates > (1 << 24))
+    corrupt(path, fmt::format("root attribute candidates is {}, outside the [curate] candidates range [1, 16777216]",
+                              set.candidates));
+  if (!(set.min_pass >= 0.0 && set.min_pass <= 1.0))
+    corrupt(path, fmt::format("root attribute min_pass is {}, outside [0, 1]", set.min_pass));
+  if (!(set.max_pass >= set.min_pass && set.max_pass <= 1.0))
+    corrupt(path, fmt::format("root attribute max_pass is {}, outside [min_pass = {}, 1]", set.max_pass, set.min_pass));
+  if (stored_seed < 0) corrupt(path, fmt::format("root attribute seed is {}, negative", stored_seed));
+  for (std::size_t j = 0; j < set.candidate_pass_rates.size(); ++j) {
+    long long k = 0;
+    if (!is_pass_rate(set.candidate_pass_rates[j], set.samples, k))
+      corrupt(path, fmt::format("dataset /candidate_pass_rates holds {} at element {}: not a pass rate of {} samples",
+                                set.candidate_pass_rates[j], j, set.samples));
+  }
+  for (std::size_t i = 0; i < set.indices.size(); ++i) {
+    const std::uint64_t index = set.indices[i];
+    if (index >= static_cast<std::uint64_t>(set.candidates) || (i > 0 && index <= set.indices[i - 1]))
+      corrupt(path, fmt::format("dataset /indices holds {} at element {}: indices are ascending candidate numbers "
+                                "below candidates = {}",
+                                index, i, set.candidates));
+    long long k = 0;
+    const float rate = set.pass_rates[i];
+    if (!is_pass_rate(rate, set.samples, k) || rate != set.candidate_pass_rates[index])
+      corrupt(path, fmt::format("dataset /pass_rates holds {} at element {}: candidate {}'s pass rate in "
+                                "/candidate_pass_rates is {}",
+                                rate, i, index, set.candidate_pass_rates[index]));
+  }
+  // The kept candidates are exactly those select_tasks keeps (compared as it does, on k / samples).
+  std::size_t next = 0;
+  for (std::size_t j = 0; j < set.candidate_pass_rates.size(); ++j) {
+    long long k = 0;
+    is_pass_rate(set.candidate_pass_rates[j], set.samples, k);
+    const double rate = static_cast<double>(k) / set.samples;
+    const bool kept = rate >= set.min_pass && rate <= set.max_pass;
+    const bool listed = next < set.indices.size() && set.indices[next] == j;
+    if (listed) ++next;
+    if (kept != listed)
+      corrupt(path, fmt::format("dataset /indices {} candidate {} whose pass rate {} is {} [min_pass, max_pass] = "
+                                "[{}, {}]",
+                                listed ? "lists" : "omits", j, rate, kept ? "within" : "outside", set.min_pass,
+                                set.max_pass));
+  }
+}
+
+}  // namespace
 
 TaskSet read_task_set(const std::string& path, const tasks::TaskConfig& task, std::uint64_t seed) {
   ScopedRegion region("mantissa::io::task_set_read");
@@ -190,12 +254,25 @@ TaskSet read_task_set(const std::string& path, const tasks::TaskConfig& task, st
                                      path, kFormat));
     }
     const auto version = f.read_attr<std::int64_t>("/", "format_version");
+    if (version == 1) {
+      throw TaskSetError(fmt::format("{}: task set format_version 1 was written before task sets carried checksums, "
+                                     "so its contents cannot be verified; this build reads format_version {}: curate "
+                                     "again (mantissa curate)",
+                                     path, kFormatVersion));
+    }
     if (version != kFormatVersion) {
       throw TaskSetError(fmt::format("{}: task set format_version {} is not supported (this build reads {})", path,
                                      version, kFormatVersion));
     }
-    set.samples = static_cast<int>(f.read_attr<std::int64_t>("/", "samples"));
-    set.candidates = static_cast<int>(f.read_attr<std::int64_t>("/", "candidates"));
+    if (!f.sealed()) {
+      throw TaskSetError(fmt::format("{}: task set has no valid integrity seal in its first 64 bytes (damaged, or the "
+                                     "file was changed after it was written); the task set is corrupt and is not used",
+                                     path));
+    }
+    const auto samples = f.read_attr<std::int64_t>("/", "samples");
+    const auto candidates = f.read_attr<std::int64_t>("/", "candidates");
+    set.samples = static_cast<int>(std::clamp<std::int64_t>(samples, -1, INT32_MAX));  // out of range -> refused below
+    set.candidates = static_cast<int>(std::clamp<std::int64_t>(candidates, -1, INT32_MAX));
     set.min_pass = f.read_attr<double>("/", "min_pass");
     set.max_pass = f.read_attr<double>("/", "max_pass");
     set.source_checkpoint = f.read_attr<std::string>("/", "checkpoint");
@@ -226,6 +303,7 @@ TaskSet read_task_set(const std::string& path, const tasks::TaskConfig& task, st
                                    path, n, set.pass_rates.size(), set.prompts.size(), set.answers.size(),
                                    set.candidate_pass_rates.size(), set.candidates));
   }
+  check_values(path, set, stored_seed);
   if (n == 0) {
     throw TaskSetError(fmt::format("{}: the task set is empty: no candidate's pass rate was within [{}, {}] ({} "
                                    "candidates x {} samples); widen [curate] min_pass / max_pass or raise [curate] "

@@ -17,8 +17,9 @@
 // MPI: candidate j is sampled on rank j % nranks; the per-candidate reward sums are summed over ranks,
 // so every rank returns the same TaskSet.
 //
-// File (task_set.h5, written atomically; h5py: f["indices"][:], f["prompts"][()].decode().split("\n")):
-//   /                       attrs format="mantissa-task-set", format_version=1, git_commit, samples,
+// File (task_set.h5, written atomically and sealed (io::write_sealed, docs/integrity.md);
+// h5py: f["indices"][:], f["prompts"][()].decode().split("\n")):
+//   /                       attrs format="mantissa-task-set", format_version=2, git_commit, samples,
 //                           candidates, min_pass, max_pass, seed, task_family, checkpoint
 //   /indices                uint64 [n]   problem indices (tasks::split_index(Split::train, j) == j)
 //   /pass_rates             float32 [n]  pass rate of each kept problem
@@ -89,8 +90,13 @@ void write_task_set(const std::string& path, const TaskSet& set, const tasks::Ta
                     const std::string& resolved_deck);
 
 // Reads and validates a set for the deck's `task` and `seed`: a missing, non-HDF5, truncated or
-// foreign file, a missing field, disagreeing sizes, an empty set, or a stored problem that
-// make_problem(task, seed, index) does not reproduce -> TaskSetError naming the file and the cause.
+// foreign file, format_version 1 (no checksums), a missing or broken seal (any changed byte; the
+// message names the dataset whose checksum fails), a missing field, disagreeing sizes, an empty
+// set, values no curation produces (indices not ascending or not below candidates, pass rates not
+// k / samples in [0, 1] or unlike the candidate's, a kept set other than the candidates within
+// [min_pass, max_pass], samples / candidates / min_pass / max_pass out of range), or a stored
+// problem that make_problem(task, seed, index) does not reproduce -> TaskSetError naming the file,
+// the dataset or attribute, and the cause.
 TaskSet read_task_set(const std::string& path, const tasks::TaskConfig& task, std::uint64_t seed);
 
 }  // namespace mantissa::rl
