@@ -18,7 +18,7 @@ preset="${MANTISSA_PRESET:-release}"
 # deck/CLI/format libraries, test and benchmark frameworks, and the Python side of the plots.
 packages=(g++ cmake make pkg-config git
   libtrilinos-kokkos-dev libtrilinos-kokkos-kernels-dev libopenblas0-serial
-  openmpi-bin libopenmpi-dev libhdf5-openmpi-dev
+  openmpi-bin libopenmpi-dev libhdf5-openmpi-dev zlib1g-dev
   libtomlplusplus-dev libcli11-dev libfmt-dev
   libgtest-dev libbenchmark-dev
   python3-h5py python3-numpy python3-matplotlib)

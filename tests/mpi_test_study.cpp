@@ -83,12 +83,15 @@ app::AppContext context_of(const std::string& deck_text) {
   return ctx;
 }
 
-// The InputError message of cmd_study on this deck ("" if none).
+// The input error of cmd_study on this deck ("" if none): a DeckError of the deck's own validation
+// (empty or repeated lists) or an InputError of the command.
 std::string input_error_of(const std::string& deck_text) {
-  app::AppContext ctx = context_of(deck_text);
   try {
+    app::AppContext ctx = context_of(deck_text);
     app::cmd_study(ctx);
   } catch (const app::InputError& e) {
+    return e.what();
+  } catch (const config::DeckError& e) {
     return e.what();
   }
   return "";

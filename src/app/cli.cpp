@@ -128,7 +128,8 @@ int main_cli(int argc, char** argv) {
         outcome.status == kExitResumable
             ? fmt::format("{}: {}\n", who, outcome.message)
             : fmt::format("{}: {}{}\n", who, ctx.nranks > 1 && !collective ? fmt::format("rank {}: ", ctx.rank) : "",
-                          outcome.status == kExitInput ? "error: " + outcome.message : outcome.message);
+                          outcome.status == kExitInput && outcome.message.rfind("error", 0) != 0 ? "error: " + outcome.message
+                                                                                                 : outcome.message);
     if (!collective || ctx.rank == 0) {
       std::fputs(line.c_str(), outcome.status == kExitResumable ? stdout : stderr);
       std::fflush(nullptr);
