@@ -57,7 +57,7 @@ config::Config tiny_config() {
 }
 
 fs::path temp_dir() {
-  const auto d = fs::temp_directory_path() / "mantissa_test_curate";
+  const auto d = fs::temp_directory_path() / ("mantissa_test_curate_" + std::to_string(::getpid()));
   fs::create_directories(d);
   return d;
 }

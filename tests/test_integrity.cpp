@@ -8,6 +8,7 @@
 //   - task sets likewise; a metrics.h5 column with a flipped byte (read garbage before);
 //   - `mantissa run --restart` skips a byte-flipped or value-corrupt newest checkpoint with a
 //     warning and resumes from the previous one (it resumed from the corrupt one before).
+#include <unistd.h>
 #include <gtest/gtest.h>
 #include <hdf5.h>
 
@@ -38,7 +39,7 @@ namespace {
 
 const fs::path& dir() {
   static const fs::path d = [] {
-    const fs::path p = fs::temp_directory_path() / "mantissa_test_integrity";
+    const fs::path p = fs::temp_directory_path() / ("mantissa_test_integrity_" + std::to_string(::getpid()));
     fs::remove_all(p);
     fs::create_directories(p);
     return p;

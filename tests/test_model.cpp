@@ -1,5 +1,6 @@
 // The whole training engine: gradient check, precision sensitivity, loss scaling, checkpoints,
 // and a short warm start that learns.
+#include <unistd.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -73,7 +74,7 @@ double functional(TrainingEngine& e, const PackedBatch& b, const std::vector<dou
 }
 
 std::string temp_dir() {
-  const auto d = std::filesystem::temp_directory_path() / "mantissa_test_model";
+  const auto d = std::filesystem::temp_directory_path() / ("mantissa_test_model_" + std::to_string(::getpid()));
   std::filesystem::create_directories(d);
   return d.string();
 }

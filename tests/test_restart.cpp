@@ -26,7 +26,7 @@ namespace {
 
 const fs::path& dir() {
   static const fs::path d = [] {
-    const fs::path p = fs::temp_directory_path() / "mantissa_test_restart";
+    const fs::path p = fs::temp_directory_path() / ("mantissa_test_restart_" + std::to_string(::getpid()));
     fs::remove_all(p);
     fs::create_directories(p);
     return p;

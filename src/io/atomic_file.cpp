@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 #include <hdf5.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -76,7 +77,19 @@ void write_atomically(const std::string& path, const std::function<void(const st
   if (err != 0 && err != EINVAL && err != ENOTSUP) fail_errno(directory_of(path), "fsync of the directory failed", err);
 }
 
-void write_sealed(const std::string& path, const std::function<void(File& f)>& fill) {
+void write_sealed(const std::string& path, const std::function<void(File& f)>& fill, std::size_t expected_bytes) {
+  if (expected_bytes > 0) {
+    struct statvfs fs {};
+    const std::string dir = directory_of(path);
+    if (::statvfs(dir.c_str(), &fs) == 0) {
+      const double free_bytes = static_cast<double>(fs.f_bavail) * static_cast<double>(fs.f_frsize);
+      const double need = 1.1 * static_cast<double>(expected_bytes) + (1 << 20);
+      if (free_bytes < need)
+        throw IoError(fmt::format("{}: not enough space on the file system of {}: the file needs about {:.1f} MiB, "
+                                  "{:.1f} MiB are free (No space left on device); free space and rerun with --restart",
+                                  path, dir, need / 1048576.0, free_bytes / 1048576.0));
+    }
+  }
   write_atomically(path, [&](const std::string& tmp) {
     File f = File::create_sealable(tmp);
     fill(f);

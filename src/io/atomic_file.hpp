@@ -22,7 +22,10 @@ void write_atomically(const std::string& path, const std::function<void(const st
 // write_atomically for a write-once HDF5 file that cannot lie: fill(f) writes into
 // f = File::create_sealable(tmp); then f is closed, sealed (io::seal_file: a CRC-32 of the whole
 // file in its user block), fsynced and renamed over path. File::open_read verifies the seal.
-void write_sealed(const std::string& path, const std::function<void(File& f)>& fill);
+// expected_bytes (the data's size, 0 = unknown): refused with an IoError before anything is written
+// when the file system has less free space than that plus a margin. HDF5 cannot recover from a write
+// that fails inside H5Fclose (its clean-up at exit may then crash), so a full disk is caught first.
+void write_sealed(const std::string& path, const std::function<void(File& f)>& fill, std::size_t expected_bytes = 0);
 
 // True if path is an HDF5 file that opens read-only (H5Fis_hdf5 and an H5Fopen attempt: catches
 // garbage, truncated and partially written files, and sealed files whose seal does not match) and,

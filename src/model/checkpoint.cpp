@@ -102,7 +102,7 @@ void save_checkpoint(const std::string& path, const config::ModelConfig& model, 
     f.write_attr("/counters", "seed", counters.seed);
     f.write_attr("/counters", "precision", counters.precision);
     f.write_string("/provenance/deck", resolved_deck);
-  });
+  }, /*expected_bytes=*/3 * sizeof(float) * w.size() + resolved_deck.size() + (64 << 10));  // weights, moments, deck, metadata
 }
 
 namespace {

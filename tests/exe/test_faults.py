@@ -71,7 +71,8 @@ class Faults(unittest.TestCase):
             data = bytearray(f.read())
         rng = random.Random(7)
         with h5py.File(ckpt, "r") as f:  # a byte inside the weights' stored data
-            offset = f["model/embed"].id.get_offset()
+            d = f["model/embed"].id
+            offset = d.get_offset() if d.get_offset() is not None else d.get_chunk_info(0).byte_offset
         data[offset + rng.randrange(64)] ^= 0x5A
         with open(ckpt, "wb") as f:
             f.write(data)
