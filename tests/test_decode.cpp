@@ -35,6 +35,7 @@
 #include "mantissa/kernels/attention.hpp"
 #include "mantissa/kernels/decode.hpp"
 #include "mantissa/kernels/decode_gemm.hpp"
+#include "mantissa/kernels/swiglu.hpp"
 
 using namespace mantissa;
 using namespace mantissa::test;
@@ -1038,5 +1039,28 @@ TYPED_TEST(Decode, GemmIsBatchInvariant) {
     const std::size_t d = count_differences(bits(whole), bits(run_linear<T>(x, w, res, R, K, N, 64)));
     std::printf("  fp32: decode_gemm vs linear_decode (split_k 64) differ in %zu of %zu outputs\n", d, whole.size());
     EXPECT_GT(d, 0u) << "the two orders (D1 vs D1g) not observable";
+  }
+}
+
+// The fused SwiGLU epilogue (decode_gemm_swiglu) gives the bits of decode_gemm into gu followed by
+// swiglu_forward (the rollout engine's unfused default-mode sequence), F crossing the 16-column
+// half panels and the 8-row tiles.
+TYPED_TEST(Decode, GemmSwigluEqualsGemmThenSwiglu) {
+  using T = TypeParam;
+  if (!decode_gemm_available()) GTEST_SKIP() << "decode_gemm needs a host build on a CPU with AVX-512F";
+  for (const auto& s : std::vector<std::array<int, 3>>{{1, 8, 1}, {9, 70, 37}, {19, 128, 352}}) {
+    const int R = s[0], K = s[1], F = s[2];
+    SCOPED_TRACE("R" + std::to_string(R) + " K" + std::to_string(K) + " F" + std::to_string(F));
+    const auto x = random_values<T>(static_cast<std::size_t>(R) * K, -1.0, 1.0, 900 + F);
+    const auto w = random_values<T>(static_cast<std::size_t>(2 * F) * K, -0.5, 0.5, 901 + F);
+    auto X = make_view2<T>("x", x, R, K), W = make_view2<T>("wgu", w, 2 * F, K);
+    View2<T> gu("gu", R, 2 * F), s_ref("s_ref", R, F), s_fused("s_fused", R, F);
+    DecodeGemmWeights plain, fused;
+    decode_gemm_pack<T>(ExecSpace(), W, plain);
+    decode_gemm<T>(ExecSpace(), X, plain, View2<T>(), gu);
+    swiglu_forward<T>(ExecSpace(), gu, s_ref);
+    decode_gemm_pack_swiglu<T>(ExecSpace(), W, fused);
+    decode_gemm_swiglu<T>(ExecSpace(), X, fused, s_fused);
+    EXPECT_EQ(count_differences(bits(to_host(s_fused)), bits(to_host(s_ref))), 0u);
   }
 }

@@ -140,8 +140,12 @@ class Engine final : public RolloutEngine {
         attention_decode<T>(space_, qkv, cache_k_[l], cache_v_[l], slot, len, H, Hkv, hd, r_.kv_split, att, lse);
         linear(gemm, 4 * l + 1, att, weight2(ls.wo), x, x2);  // residual fused
         rmsnorm_forward<T>(space_, x2, weight1(ls.mlp_norm), eps(), h, rstd);
-        linear(gemm, 4 * l + 2, h, weight2(ls.wgu), none, gu);
-        swiglu_forward<T>(space_, gu, s);
+        if (gemm) {  // SwiGLU fused into the gate/up GEMM's epilogue: the bits of the two calls below
+          decode_gemm_swiglu<T>(space_, h, packed_[4 * l + 2], s);
+        } else {
+          linear(gemm, 4 * l + 2, h, weight2(ls.wgu), none, gu);
+          swiglu_forward<T>(space_, gu, s);
+        }
         linear(gemm, 4 * l + 3, s, weight2(ls.wd), x2, x);  // residual fused
         if (opt.record_hidden) {
           auto hx = Kokkos::create_mirror_view_and_copy(HostSpace(), x);
@@ -200,7 +204,8 @@ class Engine final : public RolloutEngine {
     else
       linear_decode<T>(space_, x, W, residual, y, r_.split_k);
   }
-  // The packed fp32 copies of every linear layer's weights: 4 per layer (wqkv, wo, wgu, wd)
+  // The packed fp32 copies of every linear layer's weights: 4 per layer (wqkv, wo, wgu for the fused
+  // SwiGLU, wd)
   // and the head at 5 L.
   void pack_weights() {
     const int L = m_.n_layer;
@@ -209,7 +214,7 @@ class Engine final : public RolloutEngine {
       const LayerSlices& ls = table_.layers()[l];
       decode_gemm_pack<T>(space_, weight2(ls.wqkv), packed_[4 * l + 0]);
       decode_gemm_pack<T>(space_, weight2(ls.wo), packed_[4 * l + 1]);
-      decode_gemm_pack<T>(space_, weight2(ls.wgu), packed_[4 * l + 2]);
+      decode_gemm_pack_swiglu<T>(space_, weight2(ls.wgu), packed_[4 * l + 2]);
       decode_gemm_pack<T>(space_, weight2(ls.wd), packed_[4 * l + 3]);
     }
     decode_gemm_pack<T>(space_, weight2(table_.head()), packed_[4 * L]);

@@ -9,6 +9,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "mantissa/kernels/exp.hpp"
 #include "mantissa/kernels/host_simd.hpp"
 
 #if defined(MANTISSA_HOST_SIMD) && !defined(KOKKOS_ENABLE_CUDA) && !defined(KOKKOS_ENABLE_HIP) && \
@@ -117,6 +118,30 @@ void decode_gemm_pack(const Exec& space, const ConstView2<T>& W, DecodeGemmWeigh
 }
 
 template <class T, class Exec>
+void decode_gemm_pack_swiglu(const Exec& space, const ConstView2<T>& Wgu, DecodeGemmWeights& out) {
+  constexpr int P = decode_gemm_panel, H = P / 2;
+  if (Wgu.extent(0) % 2 != 0) decode_gemm_detail::fail("Wgu needs 2F rows");
+  const int F = static_cast<int>(Wgu.extent(0) / 2), K = static_cast<int>(Wgu.extent(1));
+  const int np = (F + H - 1) / H;
+  const std::size_t need = static_cast<std::size_t>(np) * K * P;
+  if (out.w.extent(0) < need)
+    out.w = View1<float>(Kokkos::view_alloc(std::string("mantissa::decode::gemm_weights"), Kokkos::WithoutInitializing),
+                         need);
+  out.n = F, out.k = K, out.swiglu = true;
+  const View1<float> w = out.w;
+  Kokkos::parallel_for(
+      "mantissa::decode::gemm_pack", Kokkos::RangePolicy<Exec>(space, 0, np), KOKKOS_LAMBDA(const int p) {
+        for (int k = 0; k < K; ++k) {
+          for (int c = 0; c < P; ++c) {
+            const int j = p * H + (c < H ? c : c - H);  // output column; gate row j, up row F + j
+            w((static_cast<std::size_t>(p) * K + k) * P + c) = j < F ? to_float(Wgu(c < H ? j : F + j, k)) : 0.0f;
+          }
+        }
+      });
+  space.fence();
+}
+
+template <class T, class Exec>
 void decode_gemm(const Exec& space, const ConstView2<T>& x, const DecodeGemmWeights& W, const ConstView2<T>& residual,
                  const View2<T>& y) {
   using namespace decode_gemm_detail;
@@ -128,6 +153,7 @@ void decode_gemm(const Exec& space, const ConstView2<T>& x, const DecodeGemmWeig
   const bool has_res = residual.data() != nullptr;
   if (has_res && (residual.extent(0) != R || residual.extent(1) != static_cast<std::size_t>(N)))
     fail("residual is (" + std::to_string(residual.extent(0)) + ", " + std::to_string(residual.extent(1)) + ")");
+  if (W.swiglu) fail("weights packed for decode_gemm_swiglu");
   if (R == 0 || N == 0) return;
 #if defined(MANTISSA_DECODE_GEMM_AVX512)
   if (!cpu_ok()) fail("this CPU has no AVX-512F (check decode_gemm_available())");
@@ -154,6 +180,53 @@ void decode_gemm(const Exec& space, const ConstView2<T>& x, const DecodeGemmWeig
               for (int c = 0; c < nc; ++c) out[c] = from_float<T>(a[c] + to_float(res[c]));
             } else {
               for (int c = 0; c < nc; ++c) out[c] = from_float<T>(a[c]);
+            }
+          }
+        }
+      });
+  space.fence();
+#else
+  (void)space;
+  fail("not available in this build (check decode_gemm_available())");
+#endif
+}
+
+template <class T, class Exec>
+void decode_gemm_swiglu(const Exec& space, const ConstView2<T>& x, const DecodeGemmWeights& W, const View2<T>& s) {
+  using namespace decode_gemm_detail;
+  const std::size_t R = x.extent(0), K = x.extent(1);
+  const int F = W.n;
+  if (!W.swiglu) fail("decode_gemm_swiglu needs weights packed by decode_gemm_pack_swiglu");
+  if (static_cast<int>(K) != W.k || s.extent(0) != R || s.extent(1) != static_cast<std::size_t>(F))
+    fail("x is (" + std::to_string(R) + ", " + std::to_string(K) + "), packed Wgu (2x" + std::to_string(F) + ", " +
+         std::to_string(W.k) + "), s (" + std::to_string(s.extent(0)) + ", " + std::to_string(s.extent(1)) + ")");
+  if (R == 0 || F == 0) return;
+#if defined(MANTISSA_DECODE_GEMM_AVX512)
+  if (!cpu_ok()) fail("this CPU has no AVX-512F (check decode_gemm_available())");
+  constexpr int H = P / 2;
+  static std::vector<float> xbuf;
+  std::size_t ldx = 0;
+  const float* x32 = fp32_rows<T>(x, xbuf, ldx);
+  const float* wpk = W.w.data();
+  const int np = (F + H - 1) / H;
+  const int Ki = static_cast<int>(K);
+  const int Ri = static_cast<int>(R);
+  Kokkos::parallel_for(
+      "mantissa::decode::gemm_swiglu", Kokkos::RangePolicy<Exec>(space, 0, np), [=](const int p) {
+        alignas(64) float acc[RT * P];
+        const float* wp = wpk + static_cast<std::size_t>(p) * Ki * P;
+        const int c0 = p * H, nc = F - c0 < H ? F - c0 : H;
+        for (int r0 = 0; r0 < Ri; r0 += RT) {
+          const int rows = Ri - r0 < RT ? Ri - r0 : RT;
+          tiles[rows](x32 + static_cast<std::size_t>(r0) * ldx, ldx, wp, Ki, acc);
+          for (int i = 0; i < rows; ++i) {  // gu rounded to T, then swiglu_forward's operations
+            T* out = &s(r0 + i, c0);
+            const float* a = acc + i * P;
+            for (int c = 0; c < nc; ++c) {
+              const float g = to_float(from_float<T>(a[c]));
+              const float u = to_float(from_float<T>(a[H + c]));
+              const float sg = 1.0f / (1.0f + exp_fp32(-g));
+              out[c] = from_float<T>(g * sg * u);
             }
           }
         }

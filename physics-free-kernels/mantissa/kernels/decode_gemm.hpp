@@ -24,7 +24,8 @@ inline constexpr int decode_gemm_panel = 32;  // output columns per packed panel
 
 struct DecodeGemmWeights {
   View1<float> w;  // [ceil(N / panel)][K][panel]: w[(p K + k) panel + c] = W(p panel + c, k), 0 past N
-  int n = 0, k = 0;
+  int n = 0, k = 0;  // output columns N (SwiGLU-packed: F), reduction length K
+  bool swiglu = false;  // packed by decode_gemm_pack_swiglu: panel p = gate rows 16p.., then up rows F + 16p..
 };
 
 // Whether decode_gemm can run here (host build, CPU with AVX-512F).
@@ -33,6 +34,18 @@ bool decode_gemm_available();
 // Packs W (N, K) into out (reallocated only when it grows).
 template <class T, class Exec>
 void decode_gemm_pack(const Exec& space, const ConstView2<T>& W, DecodeGemmWeights& out);
+
+// The gate/up projection Wgu (2F, K) packed for decode_gemm_swiglu: each panel holds 16 gate rows
+// and the 16 up rows of the same outputs, so the SwiGLU runs in the GEMM's epilogue.
+template <class T, class Exec>
+void decode_gemm_pack_swiglu(const Exec& space, const ConstView2<T>& Wgu, DecodeGemmWeights& out);
+
+// s = swiglu(round_T(x Wgu^T)), fused: per output j, g = round_T(acc_j), u = round_T(acc_{F+j}) (the
+// accumulators as in decode_gemm), then s_j = round_T(g * (1 / (1 + exp_fp32(-g))) * u), the
+// operations of swiglu_forward (swiglu.hpp): the same bits as decode_gemm into gu followed by
+// swiglu_forward, without writing and re-reading gu.                  x (R,K), Wgu packed, s (R,F)
+template <class T, class Exec>
+void decode_gemm_swiglu(const Exec& space, const ConstView2<T>& x, const DecodeGemmWeights& Wgu, const View2<T>& s);
 
 // y = round_T(x W^T + residual) (residual empty: round_T(x W^T))       x (R,K), W (N,K) packed, y (R,N)
 template <class T, class Exec>
@@ -48,6 +61,10 @@ void decode_gemm_reference(const ConstView2<T>& x, const ConstView2<T>& W, const
   EXTERN template void decode_gemm_pack<T, ExecSpace>(const ExecSpace&, const ConstView2<T>&, DecodeGemmWeights&); \
   EXTERN template void decode_gemm<T, ExecSpace>(const ExecSpace&, const ConstView2<T>&, const DecodeGemmWeights&,  \
                                                  const ConstView2<T>&, const View2<T>&);                            \
+  EXTERN template void decode_gemm_pack_swiglu<T, ExecSpace>(const ExecSpace&, const ConstView2<T>&,                \
+                                                             DecodeGemmWeights&);                                   \
+  EXTERN template void decode_gemm_swiglu<T, ExecSpace>(const ExecSpace&, const ConstView2<T>&,                     \
+                                                        const DecodeGemmWeights&, const View2<T>&);                 \
   EXTERN template void decode_gemm_reference<T>(const ConstView2<T>&, const ConstView2<T>&, const ConstView2<T>&,    \
                                                 const View2<T>&);
 MANTISSA_DECODE_GEMM_DECLARE(extern, float)
