@@ -63,6 +63,22 @@ WorkView2 work_matrix(View1<float>& buffer, const char* label, std::size_t rows,
 }
 
 
+#if defined(MANTISSA_GEMM_HOST_F16C)
+// bf16 rows on host CPUs with AVX2: the scalar conversions of precision.hpp (integer shifts and
+// masks, so bit-exact by construction), in loops the compiler vectorises for this target (the
+// Kokkos team loop below measured 430 us per widen and 910 us per round of a 2048 x 704 tile).
+bool host_avx2() {
+  static const bool ok = __builtin_cpu_supports("avx2");
+  return ok;
+}
+__attribute__((target("avx2"))) void bf16_widen_row(const bf16_t* src, float* dst, int n) {
+  for (int j = 0; j < n; ++j) dst[j] = bf16_bits_to_float(src[j].bits);
+}
+__attribute__((target("avx2"))) void bf16_round_row(const float* src, bf16_t* dst, int n) {
+  for (int j = 0; j < n; ++j) dst[j].bits = bf16_bits_from_float(src[j]);
+}
+#endif
+
 // dst = to_float(src)                                                 src (R,C) -> dst (R,C) fp32
 template <class T, class Exec>
 void widen(const Exec& space, const ConstView2<T>& src, const WorkView2& dst) {
@@ -73,6 +89,13 @@ void widen(const Exec& space, const ConstView2<T>& src, const WorkView2& dst) {
     if (host_avx_f16c()) {
       Kokkos::parallel_for("mantissa::gemm::widen", Kokkos::RangePolicy<Exec>(space, 0, rows),
                            [=](const int i) { f16c_widen_row(&src(i, 0), &dst(i, 0), cols); });
+      return;
+    }
+  }
+  if constexpr (std::is_same<T, bf16_t>::value) {
+    if (host_avx2()) {
+      Kokkos::parallel_for("mantissa::gemm::widen", Kokkos::RangePolicy<Exec>(space, 0, rows),
+                           [=](const int i) { bf16_widen_row(&src(i, 0), &dst(i, 0), cols); });
       return;
     }
   }
@@ -97,6 +120,13 @@ void round_result(const Exec& space, const WorkView2& src, const View2<T>& dst) 
     if (host_avx_f16c()) {
       Kokkos::parallel_for("mantissa::gemm::round", Kokkos::RangePolicy<Exec>(space, 0, rows),
                            [=](const int i) { f16c_round_row(&src(i, 0), &dst(i, 0), cols); });
+      return;
+    }
+  }
+  if constexpr (std::is_same<T, bf16_t>::value) {
+    if (host_avx2()) {
+      Kokkos::parallel_for("mantissa::gemm::round", Kokkos::RangePolicy<Exec>(space, 0, rows),
+                           [=](const int i) { bf16_round_row(&src(i, 0), &dst(i, 0), cols); });
       return;
     }
   }
