@@ -49,6 +49,23 @@ __attribute__((target("avx512f"))) void tile(const float* x, std::size_t ldx, co
   }
 }
 
+// Row conversions of the epilogue: F16C for fp16 where the CPU has it (bit-exact with to_float /
+// from_float<fp16_t>, host_simd.hpp), else the scalar conversions.
+template <class T>
+void load_row(const T* src, float* dst, int n) {
+  if constexpr (std::is_same<T, fp16_t>::value) {
+    if (host_avx_f16c()) return f16c_widen_row(src, dst, n);
+  }
+  for (int c = 0; c < n; ++c) dst[c] = to_float(src[c]);
+}
+template <class T>
+void store_row(const float* src, T* dst, int n) {
+  if constexpr (std::is_same<T, fp16_t>::value) {
+    if (host_avx_f16c()) return f16c_round_row(src, dst, n);
+  }
+  for (int c = 0; c < n; ++c) dst[c] = from_float<T>(src[c]);
+}
+
 using TileFn = void (*)(const float*, std::size_t, const float*, int, float*);
 constexpr TileFn tiles[RT + 1] = {nullptr, tile<1>, tile<2>, tile<3>, tile<4>, tile<5>, tile<6>, tile<7>, tile<8>};
 
@@ -173,14 +190,13 @@ void decode_gemm(const Exec& space, const ConstView2<T>& x, const DecodeGemmWeig
           const int rows = Ri - r0 < RT ? Ri - r0 : RT;
           tiles[rows](x32 + static_cast<std::size_t>(r0) * ldx, ldx, wp, Ki, acc);
           for (int i = 0; i < rows; ++i) {  // D2: y = round_T(acc + residual), one rounding to T
-            T* out = &y(r0 + i, c0);
-            const float* a = acc + i * P;
+            float* a = acc + i * P;
             if (has_res) {
-              const T* res = &residual(r0 + i, c0);
-              for (int c = 0; c < nc; ++c) out[c] = from_float<T>(a[c] + to_float(res[c]));
-            } else {
-              for (int c = 0; c < nc; ++c) out[c] = from_float<T>(a[c]);
+              alignas(64) float rv[P];
+              load_row<T>(&residual(r0 + i, c0), rv, nc);
+              for (int c = 0; c < nc; ++c) a[c] += rv[c];
             }
+            store_row<T>(a, &y(r0 + i, c0), nc);
           }
         }
       });
@@ -220,14 +236,17 @@ void decode_gemm_swiglu(const Exec& space, const ConstView2<T>& x, const DecodeG
           const int rows = Ri - r0 < RT ? Ri - r0 : RT;
           tiles[rows](x32 + static_cast<std::size_t>(r0) * ldx, ldx, wp, Ki, acc);
           for (int i = 0; i < rows; ++i) {  // gu rounded to T, then swiglu_forward's operations
-            T* out = &s(r0 + i, c0);
             const float* a = acc + i * P;
+            alignas(64) T gu16[P];
+            alignas(64) float gu[P], o[H];
+            store_row<T>(a, gu16, P);  // round_T of the gate and up accumulators (all P: padding is 0)
+            load_row<T>(gu16, gu, P);
             for (int c = 0; c < nc; ++c) {
-              const float g = to_float(from_float<T>(a[c]));
-              const float u = to_float(from_float<T>(a[H + c]));
+              const float g = gu[c], u = gu[H + c];
               const float sg = 1.0f / (1.0f + exp_fp32(-g));
-              out[c] = from_float<T>(g * sg * u);
+              o[c] = g * sg * u;
             }
+            store_row<T>(o, &s(r0 + i, c0), nc);
           }
         }
       });
