@@ -1,12 +1,16 @@
 // Rollout-engine throughput (KV-cached sampling: 64 sequences, 16-token prompts, 128 new tokens,
-// temperature 1, no early stop) per storage precision, and the cost of consistent mode: the
+// temperature 1, no early stop) per storage precision, in the default mode (decode_gemm where the CPU
+// has AVX-512, else linear_decode) and in consistent mode (linear_decode: what the default mode ran
+// before issue 16), and the cost of consistent mode for the training engine: the
 // training engine's forward (64 x 144 tokens) in default mode vs through the rollout engine's
 // batch-invariant kernels. Models: "tiny" (4 layers, d_model 128) and "small" (8 layers, d_model 256),
 // vocab 64. 1 rank. Build used: whatever preset built this binary (release: portable x86-64).
 #include "bench_main.hpp"
 
+#include <cstdio>
 #include <random>
 
+#include "mantissa/kernels/decode_gemm.hpp"
 #include "model/optimizer.hpp"
 #include "model/training_engine.hpp"
 #include "rollout/rollout_batch.hpp"
@@ -42,6 +46,7 @@ const char* config_name(int which) { return which == 0 ? "tiny" : "small"; }
 void BM_Rollout(benchmark::State& state) {
   const int which = static_cast<int>(state.range(0));
   const auto p = static_cast<Precision>(state.range(1));
+  const bool consistent = state.range(2) != 0;  // consistent mode: linear_decode (the default before issue 16)
   const config::ModelConfig m = model_config(which);
   config::RolloutConfig rc;
   rc.max_new_tokens = 128;
@@ -49,6 +54,7 @@ void BM_Rollout(benchmark::State& state) {
   model::Optimizer opt(table, {}, {}, p);
   opt.init_weights(1);
   auto engine = rollout::make_rollout_engine(m, rc, table, p, /*eos_id=*/-1);  // never stops early
+  engine->set_consistent(consistent);
   engine->load_weights(opt.master);
   const auto prompts = random_prompts(64, 16, m.vocab);
   std::vector<std::uint64_t> ids(prompts.size());
@@ -60,7 +66,12 @@ void BM_Rollout(benchmark::State& state) {
     for (const auto& x : r.response) generated += static_cast<long long>(x.size());
   }
   state.counters["new_tokens/s"] = benchmark::Counter(static_cast<double>(generated), benchmark::Counter::kIsRate);
-  state.SetLabel(std::string(config_name(which)) + " " + std::string(precision_name(p)));
+  state.SetLabel(std::string(config_name(which)) + " " + std::string(precision_name(p)) +
+                 (consistent ? " consistent" : ""));
+  // Which kernel ran the linear layers (perf/compare_pytorch.py reads this line from stderr).
+  std::fprintf(stderr, "mantissa decode linear layers (%s): %s\n", std::string(precision_name(p)).c_str(),
+               !consistent && decode_gemm_available() ? "decode_gemm (AVX-512 FMA tiles, packed fp32 weights)"
+                                                      : "linear_decode (split-K, batch-invariant)");
 }
 
 void BM_TrainForward(benchmark::State& state) {
@@ -86,7 +97,10 @@ void BM_TrainForward(benchmark::State& state) {
 
 }  // namespace
 
-BENCHMARK(BM_Rollout)->ArgsProduct({{0, 1}, {0, 1, 2}})->ArgNames({"config", "precision"})->Unit(benchmark::kSecond);
+BENCHMARK(BM_Rollout)
+    ->ArgsProduct({{0, 1}, {0, 1, 2}, {0, 1}})
+    ->ArgNames({"config", "precision", "consistent"})
+    ->Unit(benchmark::kSecond);
 BENCHMARK(BM_TrainForward)
     ->ArgsProduct({{0, 1}, {0, 1, 2}, {0, 1}})
     ->ArgNames({"config", "precision", "consistent"})

@@ -4,8 +4,10 @@
 // Prints a table; build used: whatever preset built this binary (release: portable x86-64).
 #include "bench_main.hpp"
 
+#include <cstdio>
 #include <random>
 
+#include "mantissa/kernels/gemm.hpp"
 #include "model/optimizer.hpp"
 #include "model/training_engine.hpp"
 
@@ -61,6 +63,9 @@ void BM_TrainStep(benchmark::State& state) {
   state.counters["params"] = static_cast<double>(table.total());
   state.SetLabel(std::string(which == 0 ? "tiny " : which == 1 ? "small " : "medium ") +
                  std::string(precision_name(p)));
+  // Which GEMM implementations ran (perf/compare_pytorch.py reads this line from stderr).
+  std::fprintf(stderr, "mantissa gemm route (%s, %s): %s\n", gemm_route_name(gemm_route()),
+               std::string(precision_name(p)).c_str(), gemm_implementations_used().c_str());
 }
 
 }  // namespace

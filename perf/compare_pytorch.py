@@ -61,6 +61,28 @@ def worker(a):
     if a.worker == "idle":  # the floor: interpreter + torch + this module, no model
         print(json.dumps(out))
         return
+    if a.worker == "route":  # what PyTorch runs its linear layers on (run with ONEDNN_VERBOSE=1)
+        cfg = tl.Config(**tl.CONFIGS[a.config], max_seq=TRAIN_T)
+        x = torch.randn(TRAIN_SEQS * TRAIN_T, cfg.d_model, requires_grad=True)
+        lin = torch.nn.Linear(cfg.d_model, cfg.d_model, bias=False)
+        for dtype in ("fp32", "bf16"):
+            print(f"ROUTE-BEGIN {dtype}", flush=True)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=(dtype == "bf16")):
+                y = lin(x)
+            y.float().sum().backward()
+            print(f"ROUTE-END {dtype}", flush=True)
+        cap = ""
+        try:
+            cap = torch.backends.cpu.get_cpu_capability()
+        except AttributeError:
+            pass
+        show = torch.__config__.show()
+        out["cpu_capability"] = cap or " ".join(l.strip() for l in show.splitlines() if "CPU capability" in l)
+        out["blas"] = " ".join(l.strip().rstrip(",") for l in show.replace(", ", "\n").splitlines()
+                               if l.strip().startswith(("BLAS_INFO", "LAPACK_INFO")))
+        out["mkldnn"] = bool(torch.backends.mkldnn.is_available())
+        print(json.dumps(out))
+        return
     cfg = tl.Config(**tl.CONFIGS[a.config], max_seq=(TRAIN_T if a.worker == "train" else SAMPLE_PROMPT + SAMPLE_NEW))
     torch.manual_seed(1)
     model = tl.Transformer(cfg, seed=1)
@@ -163,7 +185,7 @@ class Runner:
             extra = []
         else:
             exe = os.path.join(self.bin, "bench_rollout")
-            filt = f"^BM_Rollout/config:{which}/precision:{p}$"
+            filt = f"^BM_Rollout/config:{which}/precision:{p}/consistent:0$"  # default mode
             extra = [f"--benchmark_min_time={a.sample_min_time}"]
         cmd = [exe, f"--benchmark_filter={filt}", "--benchmark_format=json",
                f"--benchmark_min_warmup_time={0.0 if a.quick else 0.01}"] + extra  # 0.01 s = one warm-up iteration
@@ -181,7 +203,9 @@ class Runner:
         cpu_iter, real_iter = b["cpu_time"] * unit, b["real_time"] * unit
         rate = b["tokens/s"] if kind == "train" else b["new_tokens/s"]  # Google Benchmark: per CPU second
         per_iter = rate * cpu_iter
+        routes = [l.split(": ", 1)[1] for l in err.splitlines() if l.startswith(("mantissa gemm route", "mantissa decode"))]
         rec = dict(side="mantissa", kind=kind, prec=prec, setting="1 rank", threads=1, round=rnd,
+                   route=routes[-1] if routes else "?",
                    tok_s=per_iter / real_iter, tok_cpu_s=rate, iterations=b["iterations"], rss_mib=rss,
                    proc_wall_s=wall, load1=load0, params=b.get("params"))
         self.records.append(rec)
@@ -244,6 +268,33 @@ def stale_sources(build):
     return newer
 
 
+def torch_route_description(a):
+    """What PyTorch runs a linear layer's forward + backward on, fp32 and bf16 autocast: the oneDNN
+    primitives it executes (ONEDNN_VERBOSE=1 lists each with its implementation), else its BLAS."""
+    env = torch_env(1)
+    env.update(ONEDNN_VERBOSE="1", DNNL_VERBOSE="1")
+    out, err, rc, _, _ = run_child(["/usr/bin/python3", os.path.abspath(__file__), "--worker", "route",
+                                    "--config", a.config], env)
+    if rc != 0:
+        return {"fp32": "?", "bf16": "?", "info": err[-300:]}
+    lines = out.splitlines()
+    info = json.loads(lines[-1])
+    res, cur, seen = {}, None, {}
+    for l in lines:
+        if l.startswith("ROUTE-BEGIN"):
+            cur, seen = l.split()[1], {}
+        elif l.startswith("ROUTE-END"):
+            res[cur] = ("oneDNN " + ", ".join(f"{k} x{n}" for k, n in seen.items())) if seen else \
+                f"no oneDNN primitive: its BLAS ({info.get('blas') or 'BLAS_INFO not listed'})"
+            cur = None
+        elif cur and ",exec," in l:
+            f = l.split(",")
+            key = f"{f[3]} {f[4]}" if len(f) > 4 else l  # primitive kind, implementation
+            seen[key] = seen.get(key, 0) + 1
+    res["info"] = f"CPU capability {info.get('cpu_capability') or '?'}; mkldnn available: {info.get('mkldnn')}"
+    return res
+
+
 def fmt(x, nd=0):
     return f"{x:,.{nd}f}"
 
@@ -261,7 +312,7 @@ def main():
     ap.add_argument("--sample-min-time", type=float, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--cold-limit", type=float, default=4.0, help=argparse.SUPPRESS)
     # worker mode (internal)
-    ap.add_argument("--worker", choices=["train", "sample", "idle"], help=argparse.SUPPRESS)
+    ap.add_argument("--worker", choices=["train", "sample", "idle", "route"], help=argparse.SUPPRESS)
     ap.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help=argparse.SUPPRESS)
     ap.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     ap.add_argument("--min-time", type=float, default=2.0, help=argparse.SUPPRESS)
@@ -317,6 +368,7 @@ def main():
     if rc != 0:
         sys.exit("error: /usr/bin/python3 cannot import torch (Debian: apt-get install python3-torch)\n" + err[-2000:])
     torch_version = json.loads(out.strip().splitlines()[-1])["torch"]
+    torch_routes = torch_route_description(a)
 
     # One round: Mantissa and PyTorch processes strictly alternate; odd rounds run the list backwards.
     m_jobs = [(k, p) for k in kinds for p in PRECISIONS]
@@ -406,6 +458,16 @@ def main():
         summary.append(dict(workload=label, mantissa=m, torch=t, torch_threads=bt, ratio=ratio, target=target,
                             cpu_ratio=mc / tc))
 
+    print("\nRoutes (which implementation each side ran):")
+    for kind in kinds:
+        for prec in PRECISIONS:
+            rs = sorted({x.get("route", "?") for x in recs if x["side"] == "mantissa" and x["kind"] == kind
+                         and x["prec"] == prec})
+            print(f"  Mantissa {kind} {prec}: {' | '.join(rs)}")
+    print(f"  PyTorch linear fp32: {torch_routes.get('fp32')}")
+    print(f"  PyTorch linear bf16 autocast: {torch_routes.get('bf16')}")
+    print(f"  PyTorch: {torch_routes.get('info')}")
+
     print("\nPeak resident memory (ru_maxrss of each process, max over rounds; MiB):")
     print(f"  floors: Mantissa bench binary with no model {m_floor:.1f}; python3 + torch {torch_version} "
           f"imported, no model {t_floor:.1f}")
@@ -435,7 +497,8 @@ def main():
     load_end = os.getloadavg()
     print("\nThread settings:")
     print("  Mantissa: 1 rank (no mpiexec), Kokkos Serial (the Debian Kokkos 3.4 build), OpenBLAS serial with "
-          "OPENBLAS_NUM_THREADS=1, OMP_NUM_THREADS=1; Google Benchmark, 1 warm-up iteration"
+          "OPENBLAS_NUM_THREADS=1, oneDNN (where its route is chosen) on 1 OpenMP thread (the Kokkos Serial "
+          "concurrency; OMP_NUM_THREADS=1); Google Benchmark, 1 warm-up iteration"
           + (" (none with --quick)" if a.quick else "") + ", training >= 2 s per measurement (fixed in the bench), "
           f"sampling >= {a.sample_min_time:g} s of CPU time (whole generate calls)")
     print(f"  PyTorch {torch_version}: per setting n in {threads}: OMP_NUM_THREADS=MKL_NUM_THREADS="

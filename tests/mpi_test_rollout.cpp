@@ -52,6 +52,7 @@ Pair run_pair(const config::Config& c, Precision p, bool consistent, int n_promp
   model::Optimizer opt(table, c.optimizer, c.loss_scale, p);
   opt.init_weights(17);
   auto roll = rollout::make_rollout_engine(c.model, c.rollout, table, p, tasks::eos_id());
+  roll->set_consistent(consistent);
   roll->load_weights(opt.master);
   const auto prompts = prompts_for(c, n_prompts);
   std::vector<std::uint64_t> ids(prompts.size());

@@ -16,6 +16,7 @@
 
 #include <Kokkos_Core.hpp>
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -33,6 +34,8 @@
 #include "kernel_test_util.hpp"
 #include "mantissa/kernels/attention.hpp"
 #include "mantissa/kernels/decode.hpp"
+#include "mantissa/kernels/decode_gemm.hpp"
+#include "mantissa/kernels/swiglu.hpp"
 
 using namespace mantissa;
 using namespace mantissa::test;
@@ -948,3 +951,116 @@ TEST(DecodeArguments, AttentionRejectsBadIndicesAndShapes) {
 }
 
 }  // namespace
+
+// ---- decode_gemm: the rollout engine's default-mode GEMM (decode_gemm.hpp, D1g) ------------------
+namespace {
+
+struct GemmRun {
+  std::vector<double> got, ref;
+};
+// y = decode_gemm(x, pack(W), residual) and decode_gemm_reference on the same values.
+template <class T>
+GemmRun run_decode_gemm(const std::vector<double>& x, const std::vector<double>& w, const std::vector<double>& res,
+                        int R, int K, int N) {
+  auto X = make_view2<T>("x", x, R, K), W = make_view2<T>("w", w, N, K);
+  View2<T> Res = res.empty() ? View2<T>() : make_view2<T>("res", res, R, N);
+  View2<T> Y("y", R, N), Yref("yref", R, N);
+  DecodeGemmWeights packed;
+  decode_gemm_pack<T>(ExecSpace(), W, packed);
+  decode_gemm<T>(ExecSpace(), X, packed, Res, Y);
+  decode_gemm_reference<T>(X, W, Res, Yref);
+  return {to_host(Y), to_host(Yref)};
+}
+
+}  // namespace
+
+// Against the double reference: each product exact in fp32 for 16-bit inputs (1 u32 for fp32 ones),
+// then K fused multiply-adds (one rounding each) and the residual add: K + 2 fp32 roundings of at
+// most u32 (sum|x w| + |res|); then ONE rounding to T: u_T |ref| + eta_T (rounding_tol).
+// And bit for bit against decode_gemm_reference (the documented order, std::fmaf per step).
+TYPED_TEST(Decode, GemmMatchesReferenceAndItsOrderBitForBit) {
+  using T = TypeParam;
+  if (!decode_gemm_available()) GTEST_SKIP() << "decode_gemm needs a host build on a CPU with AVX-512F";
+  const std::vector<std::array<int, 3>> shapes = {{1, 1, 1}, {5, 70, 33}, {8, 128, 64}, {9, 31, 32}, {19, 133, 70},
+                                                  {64, 128, 384}};
+  for (const auto& s : shapes)
+    for (bool with_res : {false, true}) {
+      const int R = s[0], K = s[1], N = s[2];
+      SCOPED_TRACE("decode_gemm R" + std::to_string(R) + " K" + std::to_string(K) + " N" + std::to_string(N) +
+                   (with_res ? " +res" : ""));
+      const auto x = random_values<T>(static_cast<std::size_t>(R) * K, -1.0, 1.0, 500 + K);
+      const auto w = random_values<T>(static_cast<std::size_t>(N) * K, -1.0, 1.0, 600 + N);
+      const auto res = with_res ? random_values<T>(static_cast<std::size_t>(R) * N, -2.0, 2.0, 700 + R)
+                                : std::vector<double>();
+      const GemmRun g = run_decode_gemm<T>(x, w, res, R, K, N);
+      EXPECT_EQ(count_differences(bits(g.got), bits(g.ref)), 0u) << "not the documented fma order";
+      std::vector<double> ref(g.got.size()), tol(g.got.size());
+      for (int r = 0; r < R; ++r)
+        for (int n = 0; n < N; ++n) {
+          double dot = 0, mag = 0;
+          for (int k = 0; k < K; ++k) {
+            dot += x[r * K + k] * w[n * K + k];
+            mag += std::fabs(x[r * K + k] * w[n * K + k]);
+          }
+          const double rv = with_res ? res[r * N + n] : 0.0;
+          const std::size_t e = static_cast<std::size_t>(r) * N + n;
+          ref[e] = dot + rv;
+          tol[e] = (K + 2) * kU32 * (mag + std::fabs(rv)) * (1 + unit_roundoff<T>()) + rounding_tol<T>(ref[e]);
+        }
+      expect_close(std::string(precision_traits<T>::name) + " decode_gemm", g.got, ref, tol);
+    }
+}
+
+// Batch invariance (D3 for the default mode): every row computed alone, or in a call with other
+// rows at another position (crossing the 8-row register tiles), gives the bits of the whole call.
+// Negative control: the consistent mode's split-K order (linear_decode) gives other fp32 bits.
+TYPED_TEST(Decode, GemmIsBatchInvariant) {
+  using T = TypeParam;
+  if (!decode_gemm_available()) GTEST_SKIP() << "decode_gemm needs a host build on a CPU with AVX-512F";
+  const int R = 21, K = 200, N = 70;
+  const auto x = random_values<T>(static_cast<std::size_t>(R) * K, -1.0, 1.0, 801);
+  const auto w = random_values<T>(static_cast<std::size_t>(N) * K, -1.0, 1.0, 802);
+  const auto res = random_values<T>(static_cast<std::size_t>(R) * N, -1.0, 1.0, 803);
+  const std::vector<double> whole = run_decode_gemm<T>(x, w, res, R, K, N).got;
+  const std::vector<std::vector<int>> sets = {{0}, {7}, {8}, {20}, {3, 4, 5, 6, 7, 8, 9, 10, 11, 12}, {20, 0, 13}};
+  for (const auto& set : sets) {
+    std::vector<double> xs, rs;
+    for (int r : set) {
+      xs.insert(xs.end(), x.begin() + static_cast<long>(r) * K, x.begin() + static_cast<long>(r + 1) * K);
+      rs.insert(rs.end(), res.begin() + static_cast<long>(r) * N, res.begin() + static_cast<long>(r + 1) * N);
+    }
+    const std::vector<double> part = run_decode_gemm<T>(xs, w, rs, static_cast<int>(set.size()), K, N).got;
+    std::vector<double> expect;
+    for (int r : set)
+      expect.insert(expect.end(), whole.begin() + static_cast<long>(r) * N, whole.begin() + static_cast<long>(r + 1) * N);
+    EXPECT_EQ(count_differences(bits(part), bits(expect)), 0u) << "rows " << set.size() << " first " << set[0];
+  }
+  if constexpr (std::is_same<T, float>::value) {
+    const std::size_t d = count_differences(bits(whole), bits(run_linear<T>(x, w, res, R, K, N, 64)));
+    std::printf("  fp32: decode_gemm vs linear_decode (split_k 64) differ in %zu of %zu outputs\n", d, whole.size());
+    EXPECT_GT(d, 0u) << "the two orders (D1 vs D1g) not observable";
+  }
+}
+
+// The fused SwiGLU epilogue (decode_gemm_swiglu) gives the bits of decode_gemm into gu followed by
+// swiglu_forward (the rollout engine's unfused default-mode sequence), F crossing the 16-column
+// half panels and the 8-row tiles.
+TYPED_TEST(Decode, GemmSwigluEqualsGemmThenSwiglu) {
+  using T = TypeParam;
+  if (!decode_gemm_available()) GTEST_SKIP() << "decode_gemm needs a host build on a CPU with AVX-512F";
+  for (const auto& s : std::vector<std::array<int, 3>>{{1, 8, 1}, {9, 70, 37}, {19, 128, 352}}) {
+    const int R = s[0], K = s[1], F = s[2];
+    SCOPED_TRACE("R" + std::to_string(R) + " K" + std::to_string(K) + " F" + std::to_string(F));
+    const auto x = random_values<T>(static_cast<std::size_t>(R) * K, -1.0, 1.0, 900 + F);
+    const auto w = random_values<T>(static_cast<std::size_t>(2 * F) * K, -0.5, 0.5, 901 + F);
+    auto X = make_view2<T>("x", x, R, K), W = make_view2<T>("wgu", w, 2 * F, K);
+    View2<T> gu("gu", R, 2 * F), s_ref("s_ref", R, F), s_fused("s_fused", R, F);
+    DecodeGemmWeights plain, fused;
+    decode_gemm_pack<T>(ExecSpace(), W, plain);
+    decode_gemm<T>(ExecSpace(), X, plain, View2<T>(), gu);
+    swiglu_forward<T>(ExecSpace(), gu, s_ref);
+    decode_gemm_pack_swiglu<T>(ExecSpace(), W, fused);
+    decode_gemm_swiglu<T>(ExecSpace(), X, fused, s_fused);
+    EXPECT_EQ(count_differences(bits(to_host(s_fused)), bits(to_host(s_ref))), 0u);
+  }
+}

@@ -89,6 +89,57 @@ template <class T>
 class Gemm : public ::testing::Test {};
 TYPED_TEST_SUITE(Gemm, StorageTypes, StorageTypeNames);
 
+// Forces a host route for one scope (gemm.hpp, "Routes"), restoring the previous one after.
+struct RouteScope {
+  GemmRoute saved = gemm_route();
+  explicit RouteScope(GemmRoute r) { set_gemm_route(r); }
+  ~RouteScope() { set_gemm_route(saved); }
+};
+
+// Every host route this build and CPU can run for T, forced in turn, against the same double
+// reference with the same tolerances; each says which implementation ran, and a forced route must
+// really be the one that ran (a route the CPU lacks is reported and not run: oneDNN's fp32 route
+// needs AVX-512, the native one a 16-bit matmul of oneDNN for this CPU, e.g. bf16 with AVX512-BF16).
+TYPED_TEST(Gemm, EveryAvailableRoute) {
+  using T = TypeParam;
+  const Precision p = precision_traits<T>::precision;
+  for (GemmRoute r : {GemmRoute::blas, GemmRoute::onednn_fp32, GemmRoute::onednn_native}) {
+    if (!gemm_route_available(r, p)) {
+      std::printf("  route %s: not available for %s in this build or on this CPU, not run\n", gemm_route_name(r),
+                  precision_traits<T>::name);
+      continue;
+    }
+    RouteScope scope(r);
+    run_all_cases<T, T>();
+    const std::string ran = gemm_last_implementation();
+    if constexpr (!std::is_same<T, float>::value) run_all_cases<T, float>();
+    run_case<T, T>('N', 'T', 19, 23, 517, 0.5f, 1.0f, 7);
+    run_case<T, float>('T', 'N', 19, 23, 517, 2.0f, 1.0f, 8);
+    std::printf("  route %s for %s: %s\n", gemm_route_name(r), precision_traits<T>::name, ran.c_str());
+    if (r == GemmRoute::blas) {
+      EXPECT_EQ(ran.rfind("KokkosBlas", 0), 0u) << ran;
+    } else {
+      EXPECT_EQ(ran.rfind("onednn", 0), 0u) << ran;
+      const bool widened = ran.find("widened") != std::string::npos;
+      const bool expect_widened = r == GemmRoute::onednn_fp32 && !std::is_same<T, float>::value;
+      EXPECT_EQ(widened, expect_widened) << ran;
+    }
+  }
+}
+
+// Where oneDNN's fp32 route can run (a build with oneDNN on an AVX-512 CPU), the automatic route
+// takes oneDNN for every precision: it is the one the engines use there.
+TYPED_TEST(Gemm, AutomaticRouteTakesOnednnOnAvx512) {
+  using T = TypeParam;
+  if (!gemm_route_available(GemmRoute::onednn_fp32, precision_traits<T>::precision))
+    GTEST_SKIP() << "no oneDNN in this build, or no AVX-512 on this CPU: the BLAS route is the automatic one";
+  RouteScope scope(GemmRoute::automatic);
+  run_case<T, T>('N', 'T', 16, 24, 40, 1.0f, 0.0f, 11);
+  const std::string ran = gemm_last_implementation();
+  std::printf("  automatic route for %s: %s\n", precision_traits<T>::name, ran.c_str());
+  EXPECT_EQ(ran.rfind("onednn", 0), 0u) << ran;
+}
+
 TYPED_TEST(Gemm, AllTransposesBetasOutputTypes) {
   using T = TypeParam;
   run_all_cases<T, T>();
@@ -181,6 +232,7 @@ TEST(Gemm, WorkspaceReusedOnceWarm) {
   View2<bf16_t> C("C", 64, 32);
   View2<bf16_t> A_small("A_small", 10, 48);
   View2<bf16_t> C_small("C_small", 10, 32);
+  RouteScope blas(GemmRoute::blas);  // the widening route's buffers (onednn_fp32 uses the same ones)
   gemm_release_workspace();
   Kokkos::Tools::Experimental::set_allocate_data_callback(count_allocation);
   gemm<bf16_t, bf16_t, bf16_t>(ExecSpace(), 'N', 'T', 1.0f, A, B, 1.0f, C);  // cold: a, b, c buffers
@@ -194,7 +246,7 @@ TEST(Gemm, WorkspaceReusedOnceWarm) {
   EXPECT_EQ(warm, 0);
 }
 
-// The host route really reaches the BLAS TPL (Kokkos Kernels' region label says which
+// The BLAS route (forced) really reaches the BLAS TPL (Kokkos Kernels' region label says which
 // implementation ran) for both the fp32 route and the widening route.
 std::vector<std::string> g_regions;
 void record_region(const char* label) { g_regions.emplace_back(label); }
@@ -207,6 +259,7 @@ TEST(Gemm, HostRouteCallsTheBlasTpl) {
     GTEST_SKIP() << "a Kokkos Tools library is loaded; its callbacks must not be replaced";
   View2<float> A("A", 8, 4), B("B", 4, 6), C("C", 8, 6);
   View2<bf16_t> Ab("Ab", 8, 4), Bb("Bb", 4, 6), Cb("Cb", 8, 6);
+  RouteScope blas(GemmRoute::blas);
   g_regions.clear();
   Kokkos::Tools::Experimental::set_push_region_callback(record_region);
   gemm<float, float, float>(ExecSpace(), 'N', 'N', 1.0f, A, B, 0.0f, C);

@@ -88,6 +88,7 @@ void run_probe(AppContext& ctx, const std::string& run_dir, const std::string& c
     parse_precision(pname, p);
     const auto tr = std::chrono::steady_clock::now();
     auto roll = rollout::make_rollout_engine(mc, ctx.cfg.rollout, table, p, tasks::eos_id());
+    roll->set_consistent(ctx.cfg.precision.consistent);
     roll->load_weights(opt.master);
     rollout::RolloutOptions ro;
     ro.record_full_logprobs = true;

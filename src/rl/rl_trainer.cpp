@@ -69,6 +69,7 @@ RlTrainer::RlTrainer(const config::Config& cfg, Precision p, MPI_Comm comm)
   eval_roll_ = rollout::make_rollout_engine(cfg.model, eval_cfg, table_, p, tasks::eos_id());
   train_->set_temperature(static_cast<float>(cfg.rollout.temperature));
   train_->set_consistent(cfg.precision.consistent, cfg.rollout.split_k, cfg.rollout.kv_split);
+  roll_->set_consistent(cfg.precision.consistent);  // pi == mu needs both engines in the mode
   const config::RlConfig& rc = cfg.rl;
   spec_.kind = parse_loss(rc.loss);
   spec_.agg = parse_loss_agg(rc.loss_agg, spec_.kind);

@@ -4,6 +4,7 @@
 #include <stdexcept>
 
 #include "mantissa/kernels/decode.hpp"
+#include "mantissa/kernels/decode_gemm.hpp"
 #include "mantissa/kernels/embedding.hpp"
 #include "mantissa/kernels/region.hpp"
 #include "mantissa/kernels/rmsnorm.hpp"
@@ -45,7 +46,11 @@ class Engine final : public RolloutEngine {
     validate_sampling_params(params_);
   }
   Precision precision() const override { return precision_traits<T>::precision; }
-  void load_weights(const ConstView1<float>& master) override { convert<float, T>(space_, master, w_); }
+  void load_weights(const ConstView1<float>& master) override {
+    convert<float, T>(space_, master, w_);
+    packed_valid_ = false;  // repacked at the next default-mode generate
+  }
+  void set_consistent(bool on) override { consistent_ = on; }
 
   Rollout generate(const std::vector<std::vector<int>>& prompts, const std::vector<std::uint64_t>& seq_ids,
                    std::uint64_t seed, std::uint64_t step, const RolloutOptions& opt) override {
@@ -69,6 +74,8 @@ class Engine final : public RolloutEngine {
                               B, m_.max_seq, Hkv * hd);
       }
     }
+    const bool gemm = !consistent_ && decode_gemm_available();
+    if (gemm && !packed_valid_) pack_weights();
     Rollout out;
     out.response.assign(B, {});
     out.logmu.assign(B, {});
@@ -128,15 +135,19 @@ class Engine final : public RolloutEngine {
       for (int l = 0; l < L; ++l) {
         const LayerSlices& ls = table_.layers()[l];
         rmsnorm_forward<T>(space_, x, weight1(ls.attn_norm), eps(), h, rstd);
-        linear_decode<T>(space_, h, weight2(ls.wqkv), none, qkv, r_.split_k);
+        linear(gemm, 4 * l + 0, h, weight2(ls.wqkv), none, qkv);
         rope_forward<T>(space_, qkv, ps, H, Hkv, hd, static_cast<float>(m_.rope_theta), rope_);
         kv_cache_append<T>(space_, qkv, slot, ps, H, Hkv, hd, cache_k_[l], cache_v_[l]);
         attention_decode<T>(space_, qkv, cache_k_[l], cache_v_[l], slot, len, H, Hkv, hd, r_.kv_split, att, lse);
-        linear_decode<T>(space_, att, weight2(ls.wo), x, x2, r_.split_k);  // residual fused
+        linear(gemm, 4 * l + 1, att, weight2(ls.wo), x, x2);  // residual fused
         rmsnorm_forward<T>(space_, x2, weight1(ls.mlp_norm), eps(), h, rstd);
-        linear_decode<T>(space_, h, weight2(ls.wgu), none, gu, r_.split_k);
-        swiglu_forward<T>(space_, gu, s);
-        linear_decode<T>(space_, s, weight2(ls.wd), x2, x, r_.split_k);  // residual fused
+        if (gemm) {  // SwiGLU fused into the gate/up GEMM's epilogue: the bits of the two calls below
+          decode_gemm_swiglu<T>(space_, h, packed_[4 * l + 2], s);
+        } else {
+          linear(gemm, 4 * l + 2, h, weight2(ls.wgu), none, gu);
+          swiglu_forward<T>(space_, gu, s);
+        }
+        linear(gemm, 4 * l + 3, s, weight2(ls.wd), x2, x);  // residual fused
         if (opt.record_hidden) {
           auto hx = Kokkos::create_mirror_view_and_copy(HostSpace(), x);
           for (int i = 0; i < R; ++i) {
@@ -147,7 +158,7 @@ class Engine final : public RolloutEngine {
       }
       View2<T> logits = logits_.get(R, V);
       rmsnorm_forward<T>(space_, x, weight1(table_.final_norm()), eps(), h, rstd);
-      linear_decode<T>(space_, h, weight2(table_.head()), none, logits, r_.split_k);
+      linear(gemm, 4 * L, h, weight2(table_.head()), none, logits);
       View1<int> sampled = sampled_.get1(R);
       View1<float> logmu = logmu_.get1(R);
       View2<float> full = opt.record_full_logprobs ? full_.get(R, V) : View2<float>();
@@ -189,6 +200,33 @@ class Engine final : public RolloutEngine {
   }
 
  private:
+  // y = round_T(x W^T (+ residual)): the default mode's GEMM over all rows on packed weights
+  // (decode_gemm.hpp), or linear_decode's batch-invariant split-K kernel (consistent mode, or where
+  // decode_gemm is not available). Both are batch-invariant (D1/D1g, D3 in decode.hpp).
+  void linear(bool gemm, int which, const View2<T>& x, const View2<T>& W, const View2<T>& residual,
+              const View2<T>& y) {
+    if (gemm)
+      decode_gemm<T>(space_, x, packed_[which], residual, y);
+    else
+      linear_decode<T>(space_, x, W, residual, y, r_.split_k);
+  }
+  // The packed fp32 copies of every linear layer's weights: 4 per layer (wqkv, wo, wgu for the fused
+  // SwiGLU, wd)
+  // and the head at 5 L.
+  void pack_weights() {
+    const int L = m_.n_layer;
+    packed_.resize(4 * L + 1);
+    for (int l = 0; l < L; ++l) {
+      const LayerSlices& ls = table_.layers()[l];
+      decode_gemm_pack<T>(space_, weight2(ls.wqkv), packed_[4 * l + 0]);
+      decode_gemm_pack<T>(space_, weight2(ls.wo), packed_[4 * l + 1]);
+      decode_gemm_pack_swiglu<T>(space_, weight2(ls.wgu), packed_[4 * l + 2]);
+      decode_gemm_pack<T>(space_, weight2(ls.wd), packed_[4 * l + 3]);
+    }
+    decode_gemm_pack<T>(space_, weight2(table_.head()), packed_[4 * L]);
+    packed_valid_ = true;
+  }
+
   float eps() const { return static_cast<float>(m_.norm_eps); }
   View2<T> weight2(std::size_t i) const { return model::slice2(w_, table_[i]); }
   View1<T> weight1(std::size_t i) const { return model::slice1(w_, table_[i]); }
@@ -207,6 +245,9 @@ class Engine final : public RolloutEngine {
   Rows<T> x_, x2_, h_, qkv_, att_, gu_, s_, logits_;
   Rows<float> rstd_, lse_, logmu_, full_;
   Rows<int> sampled_;
+  bool consistent_ = false;
+  std::vector<DecodeGemmWeights> packed_;  // default mode: packed weights (pack_weights)
+  bool packed_valid_ = false;
 };
 
 }  // namespace

@@ -5,8 +5,8 @@
 // position), and the fp32 log-prob of every sampled token under the distribution sampled from.
 // Prompts are prefilled through the same decode kernels: all of a prompt but its last token in one
 // call (batched prefill, at most 4096 rows per call), which gives the same bits as one position per
-// step because the decode kernels are batch-invariant; so a sequence's cache holds exactly what
-// its decode steps would have computed.
+// step because the decode kernels are batch-invariant (in both modes); so a sequence's cache holds
+// exactly what its decode steps would have computed.
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -41,6 +41,11 @@ class RolloutEngine {
   virtual ~RolloutEngine() = default;
   virtual Precision precision() const = 0;
   virtual void load_weights(const ConstView1<float>& master) = 0;
+  // Consistent mode (precision.consistent): the linear layers run linear_decode's batch-invariant
+  // split-K kernel, which the training engine's consistent forward reproduces bit for bit. Default
+  // (off): on host CPUs with AVX-512 one GEMM over the active rows (decode_gemm.hpp, its own
+  // batch-invariant order, D1g in decode.hpp), else linear_decode as well.
+  virtual void set_consistent(bool on) = 0;
   // prompts[i] starts with <bos>; seq_ids[i] keys its random numbers (unique per sequence per step).
   virtual Rollout generate(const std::vector<std::vector<int>>& prompts, const std::vector<std::uint64_t>& seq_ids,
                            std::uint64_t seed, std::uint64_t step, const RolloutOptions& opt) = 0;

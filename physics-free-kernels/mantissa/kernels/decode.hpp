@@ -1,6 +1,8 @@
 #pragma once
 // The ROLLOUT (inference) engine's kernels for KV-cached decoding: the linear layers
-// (linear_decode), the KV cache (kv_cache_append) and decode attention (attention_decode).
+// (linear_decode here: consistent mode, and the default mode where decode_gemm is not available;
+// decode_gemm in decode_gemm.hpp: the default mode on host CPUs with AVX-512), the KV cache
+// (kv_cache_append) and decode attention (attention_decode).
 // They compute the same functions as the training engine's kernels (gemm.hpp, attention.hpp,
 // elementwise residual adds) with their own reduction orders and rounding points, as
 // production inference engines (vLLM: split-K GEMV, fused epilogues, flash-decoding) do.
@@ -11,17 +13,25 @@
 // round-to-nearest-even to T, the identity for T = float; "fp32" means every product and sum.)
 //
 // Linear layers, y = x W^T (+ residual):
-//  D1  Reduction order. Training: gemm() (gemm.hpp) hands the fp32 product to the BLAS
-//      (OpenBLAS sgemm on CPUs, cublasGemmEx on GPUs) whose order over K is the library's own,
-//      chosen by its blocking and kernels for the shape (M, N, K) and the CPU, so a row's result
-//      may depend on how many rows are in the call. Rollout: a fixed split-K order
+//  D1  Reduction order. Training: gemm() (gemm.hpp) hands the fp32 product to a library
+//      (oneDNN's matmul on CPUs with AVX-512, OpenBLAS sgemm on other CPUs, cublasGemmEx on
+//      GPUs) whose order over K is the library's own, chosen by its blocking and kernels for the
+//      shape (M, N, K) and the CPU, so a row's result may depend on how many rows are in the
+//      call. Rollout, consistent mode (and default mode without decode_gemm): a fixed split-K order
 //      (detail::decode_split_k_dot): K is cut into consecutive chunks of split_k elements;
 //      inside a chunk 8 interleaved fp32 lanes (lane l takes the chunk's elements l, l+8,
 //      l+16, ... in ascending order), combined as ((s0+s4)+(s2+s6))+((s1+s5)+(s3+s7)); the
 //      chunk partials are added in fp32 in chunk order to an accumulator that starts at 0.
+//  D1g Rollout, default mode, host CPUs with AVX-512 (decode_gemm.hpp): one GEMM over all active
+//      rows on weights packed once per load (their exact fp32 values), what an inference engine's
+//      decode GEMM does; per element acc = 0, then acc = fma(x[k], w[k], acc) for k ascending (one
+//      rounding per fused multiply-add, no split-K), then D2's epilogue. Another order than D1's
+//      split-K and than the training gemm's: default-mode log mu differs from consistent-mode log mu
+//      in fp32 too. Still batch-invariant (D3): every element runs that sequence in whichever
+//      register tile (up to 8 rows x 32 columns) it lands.
 //  D2  Residual add fused into the epilogue. Training: t = round_T(x W^T), then the residual
-//      add y = round_T(t + residual) (two roundings to T). Rollout: y = round_T(acc + residual)
-//      with the fp32 accumulator (one rounding).
+//      add y = round_T(t + residual) (two roundings to T). Rollout (both D1 and D1g):
+//      y = round_T(acc + residual) with the fp32 accumulator (one rounding).
 //  D3  Batch invariance. Rollout: every output element is one fixed sequence of fp32
 //      operations on (x row, W row, split_k); whichever code computes it (on host CPUs a 2-row
 //      or a 1-row register tile of a work item, which depends on the row's position and on the

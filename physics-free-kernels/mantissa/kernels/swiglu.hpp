@@ -5,11 +5,42 @@
 // exp is exp_fp32 (exp.hpp: vectorisable, portable bits). exp(-g) overflowing to
 // +Inf for very negative g gives s = 0 and finite results.
 #include <stdexcept>
+#include <type_traits>
 
 #include "mantissa/kernels/exp.hpp"
+#include "mantissa/kernels/host_simd.hpp"
 #include "mantissa/kernels/types.hpp"
 
+// Host builds: one work item per row, chunks of the row converted into fp32 arrays (F16C for fp16
+// where the CPU has it, bit-exact with to_float / from_float, host_simd.hpp), the same fp32
+// expressions in plain loops the compiler vectorises (exp_fp32 included), then rounded once to T:
+// the bits of the team-loop path, which devices run.
+#if defined(MANTISSA_HOST_SIMD) && !defined(KOKKOS_ENABLE_CUDA) && !defined(KOKKOS_ENABLE_HIP) && \
+    !defined(KOKKOS_ENABLE_SYCL) && !defined(KOKKOS_ENABLE_OPENMPTARGET)
+#define MANTISSA_SWIGLU_HOST_ROWS 1
+#endif
+
 namespace mantissa {
+
+#if defined(MANTISSA_SWIGLU_HOST_ROWS)
+namespace swiglu_detail {
+inline constexpr int chunk = 64;
+template <class T>
+inline void load(const T* src, float* dst, int n) {
+  if constexpr (std::is_same<T, fp16_t>::value) {
+    if (host_avx_f16c()) return f16c_widen_row(src, dst, n);
+  }
+  for (int j = 0; j < n; ++j) dst[j] = to_float(src[j]);
+}
+template <class T>
+inline void store(const float* src, T* dst, int n) {
+  if constexpr (std::is_same<T, fp16_t>::value) {
+    if (host_avx_f16c()) return f16c_round_row(src, dst, n);
+  }
+  for (int j = 0; j < n; ++j) dst[j] = from_float<T>(src[j]);
+}
+}  // namespace swiglu_detail
+#endif
 
 // out = silu(gu[:, :F]) * gu[:, F:]                          gu (N,2F) -> out (N,F)
 template <class T, class Exec>
@@ -18,6 +49,24 @@ void swiglu_forward(const Exec& space, const ConstView2<T>& gu, const View2<T>& 
   const int f = static_cast<int>(out.extent(1));
   if (out.extent(0) != gu.extent(0) || gu.extent(1) != 2 * out.extent(1))
     throw std::invalid_argument("mantissa::swiglu_forward: expected gu (N,2F), out (N,F)");
+#if defined(MANTISSA_SWIGLU_HOST_ROWS)
+  Kokkos::parallel_for(
+      "mantissa::swiglu::forward", Kokkos::RangePolicy<Exec>(space, 0, n_rows), [=](const int n) {
+        using namespace swiglu_detail;
+        float g[chunk], u[chunk], o[chunk];
+        for (int j0 = 0; j0 < f; j0 += chunk) {
+          const int m = f - j0 < chunk ? f - j0 : chunk;
+          load(&gu(n, j0), g, m);
+          load(&gu(n, f + j0), u, m);
+          for (int j = 0; j < m; ++j) {
+            const float s = 1.0f / (1.0f + exp_fp32(-g[j]));
+            o[j] = g[j] * s * u[j];
+          }
+          store(o, &out(n, j0), m);
+        }
+      });
+  return;
+#endif
   using policy = Kokkos::TeamPolicy<Exec>;
   using member = typename policy::member_type;
   Kokkos::parallel_for(
@@ -40,6 +89,27 @@ void swiglu_backward(const Exec& space, const ConstView2<T>& gu, const ConstView
   if (dout.extent(0) != gu.extent(0) || gu.extent(1) != 2 * dout.extent(1) || dgu.extent(0) != gu.extent(0) ||
       dgu.extent(1) != gu.extent(1))
     throw std::invalid_argument("mantissa::swiglu_backward: expected gu (N,2F), dout (N,F), dgu (N,2F)");
+#if defined(MANTISSA_SWIGLU_HOST_ROWS)
+  Kokkos::parallel_for(
+      "mantissa::swiglu::backward", Kokkos::RangePolicy<Exec>(space, 0, n_rows), [=](const int n) {
+        using namespace swiglu_detail;
+        float g[chunk], u[chunk], d[chunk], dg[chunk], du[chunk];
+        for (int j0 = 0; j0 < f; j0 += chunk) {
+          const int m = f - j0 < chunk ? f - j0 : chunk;
+          load(&gu(n, j0), g, m);
+          load(&gu(n, f + j0), u, m);
+          load(&dout(n, j0), d, m);
+          for (int j = 0; j < m; ++j) {
+            const float s = 1.0f / (1.0f + exp_fp32(-g[j]));
+            dg[j] = d[j] * u[j] * s * (1.0f + g[j] * (1.0f - s));
+            du[j] = d[j] * g[j] * s;
+          }
+          store(dg, &dgu(n, j0), m);
+          store(du, &dgu(n, f + j0), m);
+        }
+      });
+  return;
+#endif
   using policy = Kokkos::TeamPolicy<Exec>;
   using member = typename policy::member_type;
   Kokkos::parallel_for(
