@@ -4,6 +4,7 @@
 #include <mpi.h>
 
 #include <Kokkos_Core.hpp>
+#include <cstdio>
 
 int main(int argc, char** argv) {
   MPI_Init(&argc, &argv);
@@ -16,6 +17,14 @@ int main(int argc, char** argv) {
     if (rank != 0) {
       auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
       delete listeners.Release(listeners.default_result_printer());
+    }
+    if (rank == 0) {  // every test's output names the backend it ran on (ctest logs keep it)
+      int ranks = 1;
+      MPI_Comm_size(MPI_COMM_WORLD, &ranks);
+      std::printf("[ mantissa ] Kokkos %d, execution space %s, concurrency %d, MPI ranks %d\n", KOKKOS_VERSION,
+                  Kokkos::DefaultExecutionSpace::name(), static_cast<int>(Kokkos::DefaultExecutionSpace().concurrency()),
+                  ranks);
+      std::fflush(stdout);
     }
     rc = RUN_ALL_TESTS();
   }
