@@ -1,5 +1,15 @@
 # Test helpers: every test binary uses the MPI-aware GoogleTest main in tests/.
-find_package(GTest REQUIRED)
+# MANTISSA_GTEST_SOURCE_DIR: build GoogleTest from a source tree (a node without packages).
+if(MANTISSA_GTEST_SOURCE_DIR)
+  set(INSTALL_GTEST OFF CACHE BOOL "" FORCE)
+  set(BUILD_GMOCK OFF CACHE BOOL "" FORCE)
+  add_subdirectory(${MANTISSA_GTEST_SOURCE_DIR} ${CMAKE_BINARY_DIR}/googletest EXCLUDE_FROM_ALL)
+  if(NOT TARGET GTest::gtest)
+    add_library(GTest::gtest ALIAS gtest)
+  endif()
+else()
+  find_package(GTest REQUIRED)
+endif()
 
 # OpenMPI refuses to run as root without these; oversubscription lets -n 2 run on any box.
 # Single-rank tests inherit OMP_NUM_THREADS (OpenMP builds: `OMP_NUM_THREADS=2 ctest`); tests on
