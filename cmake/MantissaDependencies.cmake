@@ -1,7 +1,7 @@
 # Dependency glue for Mantissa: finds every package and mends the known defects of
 # Debian's Trilinos-packaged Kokkos 3.4.01 here, and nowhere else.
 #
-# Accepted: Debian 12's Kokkos 3.4.01 (Serial) and a user's Kokkos >= 4.7 (CUDA, OpenMP),
+# Accepted: Debian 12's Kokkos 3.4.01 (Serial) and a user's Kokkos 4.x (OpenMP, CUDA; tested 4.6.01),
 # passed with -DKokkos_ROOT=/path/to/install (KokkosKernels likewise, -DKokkosKernels_ROOT).
 
 set(CMAKE_CXX_EXTENSIONS OFF)  # Kokkos' config warns and forces this otherwise
