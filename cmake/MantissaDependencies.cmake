@@ -1,7 +1,7 @@
 # Dependency glue for Mantissa: finds every package and mends the known defects of
 # Debian's Trilinos-packaged Kokkos 3.4.01 here, and nowhere else.
 #
-# Accepted: Debian 12's Kokkos 3.4.01 (Serial) and a user's Kokkos >= 4.7 (CUDA, OpenMP),
+# Accepted: Debian 12's Kokkos 3.4.01 (Serial) and a user's Kokkos 4.x (OpenMP, CUDA; tested 4.6.01),
 # passed with -DKokkos_ROOT=/path/to/install (KokkosKernels likewise, -DKokkosKernels_ROOT).
 
 set(CMAKE_CXX_EXTENSIONS OFF)  # Kokkos' config warns and forces this otherwise
@@ -28,6 +28,7 @@ if(NOT TARGET Kokkos::kokkoskernels)
     INTERFACE_LINK_LIBRARIES "trilinos_kokkoskernels;Kokkos::kokkos")
 endif()
 
+if(NOT MANTISSA_KERNELS_ONLY)
 find_package(MPI REQUIRED COMPONENTS C CXX)
 set(HDF5_PREFER_PARALLEL TRUE)
 find_package(HDF5 REQUIRED COMPONENTS C)
@@ -37,6 +38,14 @@ endif()
 find_package(tomlplusplus REQUIRED)
 find_package(CLI11 REQUIRED)
 find_package(fmt REQUIRED)
+endif()
+
+# nvcc_wrapper as the C++ compiler (CUDA builds): the host-only libraries (deck, HDF5, tasks), which
+# include toml++ and never Kokkos, are compiled by the host compiler (nvcc_wrapper --host-only).
+set(MANTISSA_HOST_ONLY_FLAG "")
+if(CMAKE_CXX_COMPILER MATCHES "nvcc_wrapper$")
+  set(MANTISSA_HOST_ONLY_FLAG "--host-only")
+endif()
 
 if(Kokkos_ENABLE_CUDA)
   set(MANTISSA_HAVE_CUDA ON)

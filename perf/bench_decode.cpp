@@ -14,6 +14,7 @@
 // Arguments of the linear benchmarks: (R, N, K). Prints a table; asserts nothing about speed.
 // Rates: the FLOP/s counters of linear_decode/gemm divide by wall time; on a loaded machine the
 // CPU-time column is the fairer one (2 R K N / CPU time).
+#include "mantissa/kernels/host_simd.hpp"  // MANTISSA_HOST_SIMD
 #include "bench_main.hpp"
 
 #include <Kokkos_Core.hpp>
@@ -125,7 +126,7 @@ void BM_attention_decode(benchmark::State& state) {
   state.SetLabel(std::string(precision_traits<T>::name) + " kv_split " + std::to_string(kv_split));
 }
 
-#if defined(__x86_64__) && defined(__GNUC__)
+#if defined(MANTISSA_HOST_SIMD)
 // n iterations of 8 independent chains acc += x * y (8-wide, AVX, no FMA): 128 flops each.
 __attribute__((target("avx"), noipa)) float muladd_chains(long n) {
   using v8 = float __attribute__((vector_size(32)));

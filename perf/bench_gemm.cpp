@@ -22,9 +22,10 @@
 #include <ctime>
 #include <string>
 
+#include "mantissa/kernels/host_simd.hpp"  // MANTISSA_HOST_SIMD
 #include "mantissa/kernels/gemm.hpp"
 
-#if defined(__x86_64__)
+#if defined(MANTISSA_HOST_SIMD)
 #include <immintrin.h>
 #endif
 
@@ -34,7 +35,7 @@ using namespace mantissa;
 
 constexpr int kChains = 12;  // > FMA latency (4 cycles) x FMA pipes (2) on Zen 3 / Skylake
 
-#if defined(__x86_64__)
+#if defined(MANTISSA_HOST_SIMD)
 // kChains independent 8-wide FMA chains; returns a value depending on all of them (no dead code).
 __attribute__((target("avx2,fma"))) float fma_chains(long iterations) {
   __m256 acc[kChains];

@@ -15,12 +15,12 @@
 #include <vector>
 
 #include "mantissa/kernels/convert.hpp"
+#include "mantissa/kernels/host_simd.hpp"  // MANTISSA_HOST_SIMD (x86-64 host compilers), <immintrin.h>
 #include "mantissa/kernels/precision.hpp"
 
-#if defined(__x86_64__) && defined(__GNUC__)
-#include <immintrin.h>
-#endif
-#if defined(__F16C__)
+// The F16C reference: host x86-64 builds only (compiled with target("f16c"), used when the CPU has
+// it); elsewhere (nvcc, other CPUs) the tests that need it are skipped and say so.
+#if defined(MANTISSA_HOST_SIMD)
 #define MANTISSA_HAVE_F16C_REF 1
 #endif
 
@@ -63,10 +63,10 @@ std::uint16_t bf16_reference_encode(float x) {
 
 #if MANTISSA_HAVE_F16C_REF
 bool cpu_has_f16c() { return __builtin_cpu_supports("f16c"); }
-std::uint16_t f16c_encode(float x) {
+__attribute__((target("f16c"))) std::uint16_t f16c_encode(float x) {
   return static_cast<std::uint16_t>(_cvtss_sh(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
 }
-float f16c_decode(std::uint16_t h) { return _cvtsh_ss(h); }
+__attribute__((target("f16c"))) float f16c_decode(std::uint16_t h) { return _cvtsh_ss(h); }
 #endif
 
 std::vector<float> edge_cases() {
@@ -202,7 +202,7 @@ static std::uint16_t fp16_reference_encode(float f) {
   if (rem > half || (rem == half && (r & 1u))) ++r;
   return static_cast<std::uint16_t>(sign | r);
 }
-#if defined(__x86_64__) && defined(__GNUC__)
+#if defined(MANTISSA_HOST_SIMD)
 __attribute__((target("f16c"))) static std::uint16_t f16c_encode_runtime(float x) {
   return static_cast<std::uint16_t>(_cvtss_sh(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
 }
@@ -216,7 +216,7 @@ TEST(Precision, EncodeEveryFloatBitExact) {
   std::uint64_t stride = 1;
   if (const char* env = std::getenv("MANTISSA_PRECISION_SAMPLES"))
     stride = std::max<std::uint64_t>(1, (1ull << 32) / std::max(1ll, std::atoll(env)));
-#if defined(__x86_64__) && defined(__GNUC__)
+#if defined(MANTISSA_HOST_SIMD)
   const bool f16c = __builtin_cpu_supports("f16c");
 #else
   const bool f16c = false;
@@ -226,7 +226,7 @@ TEST(Precision, EncodeEveryFloatBitExact) {
     const float x = bits_float(static_cast<std::uint32_t>(u));
     const std::uint16_t h = fp16_bits_from_float(x);
     bad_ref += h != fp16_reference_encode(x);
-#if defined(__x86_64__) && defined(__GNUC__)
+#if defined(MANTISSA_HOST_SIMD)
     if (f16c && !std::isnan(x)) bad_f16c += h != f16c_encode_runtime(x);
 #endif
     const std::uint32_t b = bf16_bits_from_float(x);

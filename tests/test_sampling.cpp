@@ -24,7 +24,8 @@
 using namespace mantissa;
 using namespace mantissa::test;
 
-namespace {
+// Named, not anonymous: CUDA's extended (KOKKOS_LAMBDA) lambdas need enclosing functions with linkage.
+namespace sampling_test {
 
 struct Draws {
   std::vector<int> token;
@@ -654,4 +655,4 @@ TEST(Sampling, WorkspaceIsReusedOnceWarm) {
   Kokkos::Tools::Experimental::set_allocate_data_callback(nullptr);
 }
 
-}  // namespace
+}  // namespace sampling_test

@@ -1,4 +1,5 @@
 #include "config/config.hpp"
+#include "config/deck.hpp"
 
 #include <fmt/format.h>
 

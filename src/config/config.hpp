@@ -5,11 +5,13 @@
 #include <string>
 #include <vector>
 
-#include "config/deck.hpp"
+#include "config/checks.hpp"  // not deck.hpp: no toml++ here (see checks.hpp)
 #include "mantissa/kernels/precision.hpp"
 #include "tasks/tasks.hpp"
 
 namespace mantissa::config {
+
+class Deck;  // config/deck.hpp
 
 struct RunConfig {
   std::string name = "run";

@@ -17,6 +17,8 @@
 
 #include <toml++/toml.h>
 
+#include "config/checks.hpp"
+
 namespace mantissa::config {
 
 struct DeckError : std::runtime_error {
@@ -43,16 +45,6 @@ class Deck {
   std::map<std::string, std::string> overrides_;  // "block.key" -> "--set block.key=value"
 };
 
-// ---- checks attached to keys ---------------------------------------------------------------
-template <class T>
-struct Range {  // inclusive bounds; open bounds via min_exclusive / max_exclusive
-  T min, max;
-  bool min_exclusive = false, max_exclusive = false;
-};
-struct OneOf {
-  std::vector<std::string> choices;
-};
-struct NoCheck {};
 
 // ---- value formatting shared by the printing and documenting visitors -------------------------
 namespace detail {
@@ -163,10 +155,6 @@ class Writer {
 };
 
 // Lists every key as "block.key" with its type, default, allowed values and documentation.
-struct KeyDoc {
-  std::string block, key, default_value, allowed, doc;
-  bool required = false;
-};
 class Documenter {
  public:
   explicit Documenter(std::vector<KeyDoc>& out) : out_(out) {}

@@ -19,7 +19,8 @@
 
 namespace mantissa::model {
 
-namespace {
+// Named, not anonymous: CUDA's extended (KOKKOS_LAMBDA) lambdas need enclosing functions with linkage.
+namespace training_engine_detail {
 
 template <class T>
 struct LayerActs {  // what the backward needs, per layer
@@ -262,12 +263,12 @@ class Engine final : public TrainingEngine {
   int split_k_ = 64, kv_split_ = 16;
 };
 
-}  // namespace
+}  // namespace training_engine_detail
 
 std::unique_ptr<TrainingEngine> make_training_engine(const config::ModelConfig& cfg, const ParamTable& table,
                                                      Precision p) {
   return dispatch_precision(p, [&](auto t) -> std::unique_ptr<TrainingEngine> {
-    return std::make_unique<Engine<decltype(t)>>(cfg, table);
+    return std::make_unique<training_engine_detail::Engine<decltype(t)>>(cfg, table);
   });
 }
 

@@ -171,7 +171,7 @@ int attention_max_len(const Exec& space, const ConstView1<int>& off) {
         KOKKOS_LAMBDA(const int s, int& m) { m = kmax(m, off(s + 1) - off(s)); }, Kokkos::Max<int>(max_len));
   return max_len;
 }
-inline int attention_pad(int len) {
+KOKKOS_INLINE_FUNCTION int attention_pad(int len) {
   return (len + attention_key_block - 1) / attention_key_block * attention_key_block;
 }
 

@@ -30,7 +30,10 @@ void embedding_forward(const Exec& space, const ConstView1<int>& tokens, const C
       });
 }
 
-// dtable[tokens[n],:] += dout[n,:] in fp32 (atomics: repeated tokens)   tokens (N), dout (N,D) -> dtable (V,D)
+// dtable[tokens[n],:] += dout[n,:] in fp32, n ascending              tokens (N), dout (N,D) -> dtable (V,D)
+// Repeated tokens add to the same row. Instead of atomics (whose order, hence bits, changes from run
+// to run on parallel backends) each column d is owned by one thread, which walks n = 0..N-1 in order:
+// the result is the Serial order's bits on every backend. Parallelism is D (the model width).
 template <class T, class Exec>
 void embedding_backward(const Exec& space, const ConstView1<int>& tokens, const ConstView2<T>& dout,
                         const View2<float>& dtable) {
@@ -39,15 +42,13 @@ void embedding_backward(const Exec& space, const ConstView1<int>& tokens, const 
   const int dim = static_cast<int>(dtable.extent(1));
   if (dout.extent(0) != tokens.extent(0) || dout.extent(1) != dtable.extent(1))
     throw std::invalid_argument("mantissa::embedding_backward: dout must be (N, D) with D = dtable's columns");
-  using policy = Kokkos::TeamPolicy<Exec>;
-  using member = typename policy::member_type;
   Kokkos::parallel_for(
-      "mantissa::embedding::backward", policy(space, n_rows, Kokkos::AUTO), KOKKOS_LAMBDA(const member& team) {
-        const int n = team.league_rank();
-        const int tok = tokens(n);
-        if (tok < 0 || tok >= vocab) return;
-        Kokkos::parallel_for(Kokkos::TeamThreadRange(team, dim),
-                             [&](const int d) { Kokkos::atomic_add(&dtable(tok, d), to_float(dout(n, d))); });
+      "mantissa::embedding::backward", Kokkos::RangePolicy<Exec>(space, 0, dim), KOKKOS_LAMBDA(const int d) {
+        for (int n = 0; n < n_rows; ++n) {
+          const int tok = tokens(n);
+          if (tok < 0 || tok >= vocab) continue;
+          dtable(tok, d) += to_float(dout(n, d));
+        }
       });
 }
 

@@ -4,9 +4,11 @@
 //
 // Backward, with r = rstd and dot_n = sum_j dy_nj w_j x_nj:
 //   dx_nj = r_n w_j dy_nj - r_n^3 / D * x_nj * dot_n,     dw_j = sum_n dy_nj x_nj r_n.
-// One team handles a chunk of rows: per row a team reduction for dot_n, then dx; the chunk's dw
-// partial sums sit in team scratch (one fp32 per column) and are added to dw with one atomic
-// per column and chunk, so dw is race-free on GPUs and the CPU walks rows contiguously.
+// One team handles a fixed chunk of 16 rows (the partition does not depend on the thread count):
+// per row a team reduction for dot_n, then dx; the chunk's dw partial sums (rows in order) sit in
+// team scratch and are written to a (chunks, D) buffer. A second kernel adds the partials to dw
+// chunk by chunk in ascending order, per column. No atomics: dw has the same bits run to run on
+// every backend, and on Serial the same bits as the former per-chunk atomic adds (same order).
 #include <cstddef>
 #include <stdexcept>
 
@@ -65,6 +67,7 @@ void rmsnorm_backward(const Exec& space, const ConstView2<T>& x, const ConstView
   const int level = static_cast<int>(scratch_bytes) <= policy::scratch_size_max(0) ? 0 : 1;
   const int league = (n_rows + rows_per_team - 1) / rows_per_team;
   const auto team_policy = policy(space, league, Kokkos::AUTO).set_scratch_size(level, Kokkos::PerTeam(scratch_bytes));
+  const View2<float> partial = make_uninit<View2<float>>("mantissa::rmsnorm::dw_partial", league, dim);
   Kokkos::parallel_for(
       "mantissa::rmsnorm::backward", team_policy, KOKKOS_LAMBDA(const member& team) {
         scratch_view dw_part(team.team_scratch(level), dim), wf(team.team_scratch(level), dim);
@@ -92,12 +95,19 @@ void rmsnorm_backward(const Exec& space, const ConstView2<T>& x, const ConstView
             const float g = gf(j);
             const float grad = r * wf(j) * g - c * xj;
             dx(n, j) = from_float<T>(accumulate_dx ? to_float(dx(n, j)) + grad : grad);
-            dw_part(j) += g * xj * r;  // the same thread owns column j in every row: no race
+            dw_part(j) += g * xj * r;  // rows in order: the barrier above separates row n from n+1
           });
         }
         team.team_barrier();
-        Kokkos::parallel_for(Kokkos::TeamThreadRange(team, dim),
-                             [&](const int j) { Kokkos::atomic_add(&dw(j), dw_part(j)); });
+        const int c = team.league_rank();
+        Kokkos::parallel_for(Kokkos::TeamThreadRange(team, dim), [&](const int j) { partial(c, j) = dw_part(j); });
+      });
+  // dw_j += partial_0j, += partial_1j, ... in chunk order (fixed, independent of threads and teams).
+  Kokkos::parallel_for(
+      "mantissa::rmsnorm::backward_dw", Kokkos::RangePolicy<Exec>(space, 0, dim), KOKKOS_LAMBDA(const int j) {
+        float acc = dw(j);
+        for (int c = 0; c < league; ++c) acc += partial(c, j);
+        dw(j) = acc;
       });
 }
 
