@@ -45,7 +45,7 @@
 //                    /precision, /loss, /status; int64 /seed, /group, /steps, /collapse_step,
 //                    /peak_step; float64 /final_reward, /peak_reward, /exact_kl_mean,
 //                    /mean_abs_logratio_mean, /seq_logratio_abs_mean, /pass_at_1_before,
-//                    /pass_at_1_after, /ljung_box_p, /seconds; /provenance/deck) and draws
+//                    /pass_at_1_after, /ljung_box_p (-1: under 10 steps), /seconds; /provenance/deck) and draws
 //                    study_curves.png with src/app/plot_study.py when [study] plot.
 #include <fcntl.h>
 #include <unistd.h>
@@ -576,6 +576,8 @@ int cmd_study(AppContext& ctx) {
       f.write("/seq_logratio_abs_mean", seq);
       f.write("/pass_at_1_before", before);
       f.write("/pass_at_1_after", after);
+      // -1 = not computed (fewer than 10 steps): no NaN in an output file.
+      for (double& p : lbp) p = std::isfinite(p) ? p : -1.0;
       f.write("/ljung_box_p", lbp);
       f.write("/seconds", secs);
       f.write_attr("/", "collapse_fraction", sc.collapse_fraction);

@@ -13,6 +13,7 @@ import argparse
 import hashlib
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -182,7 +183,8 @@ for i in range(N(20, 6)):  # --restart with the newest checkpoint damaged: falls
     run_dir = os.path.join(TMP, f"rs{i}")
     shutil.copytree(ref, run_dir)
     with open(os.path.join(run_dir, "deck.toml")) as f:
-        deck = f.read().replace(f'name = "ck"', f'name = "rs{i}"')
+        deck = re.sub(r'^name(\s*)= "ck"', f'name\\1= "rs{i}"', f.read(), count=1, flags=re.M)
+    assert f'"rs{i}"' in deck
     with open(os.path.join(run_dir, "deck.toml"), "w") as f:
         f.write(deck)
     p = os.path.join(run_dir, "checkpoints", "sft_step000015.h5")
