@@ -17,7 +17,7 @@ preset="${MANTISSA_PRESET:-release}"
 # Debian 12 packages: compiler and build, Kokkos + Kokkos Kernels (Trilinos), MPI, parallel HDF5,
 # deck/CLI/format libraries, test and benchmark frameworks, and the Python side of the plots.
 packages=(g++ cmake make pkg-config git
-  libtrilinos-kokkos-dev libtrilinos-kokkos-kernels-dev libopenblas0-serial libdnnl-dev
+  libtrilinos-kokkos-dev libtrilinos-kokkos-kernels-dev libopenblas0-serial libdnnl-dev ocl-icd-opencl-dev
   openmpi-bin libopenmpi-dev libhdf5-openmpi-dev zlib1g-dev
   libtomlplusplus-dev libcli11-dev libfmt-dev
   libgtest-dev libbenchmark-dev
