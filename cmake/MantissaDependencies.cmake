@@ -46,6 +46,14 @@ set(MANTISSA_HOST_ONLY_FLAG "")
 if(CMAKE_CXX_COMPILER MATCHES "nvcc_wrapper$")
   set(MANTISSA_HOST_ONLY_FLAG "--host-only")
 endif()
+# mantissa_host_only(a.cpp ...): these sources (of the current directory) include no Kokkos and may
+# include host-only libraries; in CUDA builds nvcc_wrapper passes them to the host compiler.
+function(mantissa_host_only)
+  if(MANTISSA_HOST_ONLY_FLAG)
+    set_source_files_properties(${ARGN} DIRECTORY ${CMAKE_CURRENT_SOURCE_DIR}
+                                PROPERTIES COMPILE_OPTIONS "${MANTISSA_HOST_ONLY_FLAG}")
+  endif()
+endfunction()
 
 if(Kokkos_ENABLE_CUDA)
   set(MANTISSA_HAVE_CUDA ON)

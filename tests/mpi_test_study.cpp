@@ -14,7 +14,6 @@
 #include "app/app.hpp"
 #include "app/jobs.hpp"
 #include "config/config.hpp"
-#include "config/deck.hpp"
 #include "io/hdf5.hpp"
 #include "model/checkpoint.hpp"
 #include "model/sft.hpp"
@@ -73,10 +72,7 @@ std::string study_deck(const std::string& name, const std::string& base, const s
 }
 
 app::AppContext context_of(const std::string& deck_text) {
-  app::AppContext ctx;
-  ctx.deck = config::Deck::from_string(deck_text, "study.toml");
-  ctx.cfg = config::load_config(ctx.deck);
-  ctx.resolved_deck = config::to_toml(ctx.cfg);
+  app::AppContext ctx = app::context_from_deck_text(deck_text, "study.toml");
   ctx.rank = world_rank();
   ctx.nranks = world_size();
   ctx.comm = MPI_COMM_WORLD;
@@ -142,7 +138,7 @@ TEST(MpiStudy, ConfigurationsRunOnGroupsAndDoNotDependOnTheGroupCount) {
     EXPECT_NO_THROW(model::read_checkpoint_model((cdir / ("rl_" + precisions[i] + "_final.h5")).string()));
     mtimes.push_back(fs::last_write_time(cdir / "metrics.h5"));
     // Each configuration carries its own deck.
-    const config::Config own = config::load_config(config::Deck::from_file((cdir / "deck.toml").string()));
+    const config::Config own = config::load_config_file((cdir / "deck.toml").string());
     EXPECT_EQ(own.rl.seed, 7);
     EXPECT_EQ(own.rl.loss, "grpo");
     EXPECT_EQ(own.rl.precisions, std::vector<std::string>{precisions[i]});

@@ -10,13 +10,18 @@
 #include <vector>
 
 #include "config/config.hpp"
-#include "config/deck.hpp"
 #include "io/hdf5.hpp"
+
+// The deck itself (toml++) stays out of this header: commands are compiled by nvcc in CUDA builds, and
+// toml++ is a host-only library; the deck lookups below are defined in a host-only translation unit.
+namespace mantissa::config {
+class Deck;
+}
 
 namespace mantissa::app {
 
 struct AppContext {
-  config::Deck deck;
+  std::shared_ptr<const config::Deck> deck;  // as read (file + --set), for messages naming a key's line
   config::Config cfg;
   std::string resolved_deck;  // the full deck with defaults, as stored in every output (provenance)
   int rank = 0;
@@ -60,9 +65,11 @@ struct InputError : std::runtime_error {
 
 // A bad value of a deck key found after the deck was read (a checkpoint or task set it names):
 // "deck.toml:12: [rl] init_checkpoint: <what>" (the key's line, or the deck file when the key is absent).
-inline InputError key_error(const AppContext& ctx, const char* block, const char* key, const std::string& what) {
-  return InputError(fmt::format("{}: [{}] {}: {}", ctx.deck.where(block, key), block, key, what));
-}
+InputError key_error(const AppContext& ctx, const char* block, const char* key, const std::string& what);
+// Where a deck key was given: "deck.toml:12", the --set argument, or the deck file when absent.
+std::string deck_where(const AppContext& ctx, const char* block, const char* key);
+// A context read from a deck's text (no --set), as the command line makes it: deck, cfg, resolved deck.
+AppContext context_from_deck_text(const std::string& text, const std::string& name);
 
 // Creates <output_dir>/<name>/ (refusing a non-empty one unless run.overwrite, which replaces it:
 // the old directory is renamed aside and removed, so no old file is taken for this run's; with

@@ -8,6 +8,7 @@
 #include "app/app.hpp"
 #include "app/exit.hpp"
 #include "app/stop.hpp"
+#include "config/deck.hpp"
 
 namespace mantissa::app {
 
@@ -76,9 +77,10 @@ int run_cli(int argc, char** argv, AppContext& ctx) {
     if (ctx.rank == 0) std::fprintf(stderr, "mantissa: an input deck is required: -i deck.toml\n");
     return 2;
   }
-  ctx.deck = config::Deck::from_file(input);
-  for (const auto& s : sets) ctx.deck.apply_override(s);
-  ctx.cfg = config::load_config(ctx.deck);
+  auto deck = std::make_shared<config::Deck>(config::Deck::from_file(input));
+  for (const auto& s : sets) deck->apply_override(s);
+  ctx.cfg = config::load_config(*deck);
+  ctx.deck = deck;
   ctx.resolved_deck = config::to_toml(ctx.cfg);
   // Every output stores the resolved deck and a restart reads it back: it must mean the same again.
   try {
@@ -138,6 +140,23 @@ int main_cli(int argc, char** argv) {
     if (ctx.rank == 0) detail::log_to_run_file(line);
   }
   return finish_collectively(outcome, printed);
+}
+
+std::string deck_where(const AppContext& ctx, const char* block, const char* key) {
+  return ctx.deck ? ctx.deck->where(block, key) : std::string("the deck");
+}
+
+InputError key_error(const AppContext& ctx, const char* block, const char* key, const std::string& what) {
+  return InputError(fmt::format("{}: [{}] {}: {}", deck_where(ctx, block, key), block, key, what));
+}
+
+AppContext context_from_deck_text(const std::string& text, const std::string& name) {
+  AppContext ctx;
+  auto deck = std::make_shared<config::Deck>(config::Deck::from_string(text, name));
+  ctx.cfg = config::load_config(*deck);
+  ctx.deck = deck;
+  ctx.resolved_deck = config::to_toml(ctx.cfg);
+  return ctx;
 }
 
 }  // namespace mantissa::app

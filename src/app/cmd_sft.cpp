@@ -90,13 +90,13 @@ void resolve_model_for_tasks(AppContext& ctx) {
   if (m.vocab == 0) m.vocab = vocab;
   if (m.vocab < vocab) {
     throw InputError(fmt::format("{}: [model] vocab = {} is smaller than the task tokenizer's {}",
-                                 ctx.deck.where("model", "vocab"), m.vocab, vocab));
+                                 deck_where(ctx, "model", "vocab"), m.vocab, vocab));
   }
   const int need = 2 + tasks::max_prompt_length(ctx.cfg.task) + tasks::max_solution_length(ctx.cfg.task);
   if (need > m.max_seq) {
     throw InputError(fmt::format("{}: [model] max_seq = {} is too short: the [task] settings produce sequences of up "
                                  "to {} tokens",
-                                 ctx.deck.where("model", "max_seq"), m.max_seq, need));
+                                 deck_where(ctx, "model", "max_seq"), m.max_seq, need));
   }
   check_memory(ctx);
 }

@@ -14,7 +14,7 @@
 
 #include "app/app.hpp"
 #include "app/stop.hpp"
-#include "config/deck.hpp"
+#include "config/checks.hpp"
 #include "io/hdf5.hpp"
 #include "model/checkpoint.hpp"
 

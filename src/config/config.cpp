@@ -35,6 +35,11 @@ struct BlockWriter {
 
 }  // namespace
 
+Config load_config_file(const std::string& path) { return load_config(Deck::from_file(path)); }
+Config load_config_text(const std::string& text, const std::string& name) {
+  return load_config(Deck::from_string(text, name));
+}
+
 Config load_config(const Deck& deck) {
   Config cfg;
   std::set<std::string> blocks;

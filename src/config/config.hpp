@@ -375,6 +375,10 @@ struct Config {
 
 // Reads every block, rejects unknown blocks and keys, checks cross-key constraints. Throws DeckError.
 Config load_config(const Deck& deck);
+// The same for a deck file or a deck's text (translation units without the Deck type: nvcc-compiled
+// ones cannot include deck.hpp's toml++).
+Config load_config_file(const std::string& path);
+Config load_config_text(const std::string& text, const std::string& name);
 // The resolved deck (every key, defaults filled in) as TOML text with documentation comments.
 std::string to_toml(Config& cfg);
 // Every key of every block, for inputs/README.md and its completeness test.

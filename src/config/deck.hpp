@@ -21,10 +21,6 @@
 
 namespace mantissa::config {
 
-struct DeckError : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
-
 // A parsed deck with its origin, so every value can be traced to a file line or a --set.
 class Deck {
  public:
