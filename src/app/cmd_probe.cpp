@@ -125,9 +125,13 @@ void run_probe(AppContext& ctx, const std::string& run_dir, const std::string& c
     }
     // Flatten this rank's data and gather it on rank 0.
     std::vector<float> logmu_f, logpi_f, full_mu_f;
-    std::vector<int> lengths, seq_index, positions, finished;
+    std::vector<int> lengths, seq_index, positions, finished, tokens, seq_id, prompt_len, prompt_tokens;
     std::vector<double> rewards;
     for (std::size_t i = 0; i < prompts.size(); ++i) {
+      tokens.insert(tokens.end(), r.response[i].begin(), r.response[i].end());
+      prompt_tokens.insert(prompt_tokens.end(), prompts[i].begin(), prompts[i].end());
+      prompt_len.push_back(static_cast<int>(prompts[i].size()));
+      seq_id.push_back(static_cast<int>(ids[i]));
       logmu_f.insert(logmu_f.end(), r.logmu[i].begin(), r.logmu[i].end());
       logpi_f.insert(logpi_f.end(), logpi[i].begin(), logpi[i].end());
       full_mu_f.insert(full_mu_f.end(), r.full_logprobs[i].begin(), r.full_logprobs[i].end());
@@ -144,6 +148,8 @@ void run_probe(AppContext& ctx, const std::string& run_dir, const std::string& c
     const auto g_len = parallel::gather_to_root(lengths), g_fin = parallel::gather_to_root(finished);
     const auto g_seq = parallel::gather_to_root(seq_index), g_pos = parallel::gather_to_root(positions);
     const auto g_rew = parallel::gather_to_root(rewards);
+    const auto g_tok = parallel::gather_to_root(tokens), g_id = parallel::gather_to_root(seq_id);
+    const auto g_plen = parallel::gather_to_root(prompt_len), g_ptok = parallel::gather_to_root(prompt_tokens);
     std::vector<double> layers(mc.n_layer);
     for (int l = 0; l < mc.n_layer; ++l) {
       const double num = parallel::allreduce_sum_scalar<double>(layer_num[l]);
@@ -176,6 +182,10 @@ void run_probe(AppContext& ctx, const std::string& run_dir, const std::string& c
     out->write(g + "/tokens/logpi", g_logpi);
     out->write(g + "/tokens/sequence", g_seq);
     out->write(g + "/tokens/position", g_pos);
+    out->write(g + "/tokens/token", g_tok);  // the sampled ids: with prompts/token the file alone replays the probe
+    out->write(g + "/sequences/id", g_id);
+    out->write(g + "/sequences/prompt_length", g_plen);
+    out->write(g + "/prompts/token", g_ptok);
     out->write(g + "/sequences/length", g_len);
     out->write(g + "/sequences/finished", g_fin);
     out->write(g + "/sequences/reward", g_rew);

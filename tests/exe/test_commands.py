@@ -57,11 +57,31 @@ class Commands(unittest.TestCase):
                  "--set", "probe.problems=8"] + common, ranks=2)
         self.assertEqual(r.status, 0, r)
         check_h5(self, os.path.join(self.dir, "probe", "probe.h5"), must_be_finite=False)  # -inf log-probs are data
+        self.check_probe_replayable(os.path.join(self.dir, "probe", "probe.h5"))
         r = run(["study", "-i", QUICKSTART, "--set", 'run.name="study"', "--set", f'rl.init_checkpoint="{self.base}"',
                  "--set", "rl.steps=3", "--set", "rl.prompts_per_step=4", "--set", "rl.updates_per_step=2",
                  "--set", 'study.precisions=["fp16","bf16"]', "--set", 'study.losses=["pg_seq_is"]'] + common, ranks=2)
         self.assertEqual(r.status, 0, r)
         check_h5(self, os.path.join(self.dir, "study", "study.h5"))
+
+    def check_probe_replayable(self, path):
+        # The file alone names every sampled token and its prompt: the per-token arrays line up with the
+        # per-sequence lengths, the prompts with their lengths, and every id is a token of the vocabulary.
+        import h5py
+        import numpy as np
+        with h5py.File(path, "r") as f:
+            for name, g in f["probe"].items():
+                length = g["sequences/length"][()]
+                n = int(length.sum())
+                for d in ("tokens/token", "tokens/logmu", "tokens/logpi", "tokens/position", "tokens/sequence"):
+                    self.assertEqual(g[d].shape, (n,), f"{name}/{d}")
+                plen = g["sequences/prompt_length"][()]
+                self.assertEqual(g["prompts/token"].shape, (int(plen.sum()),), name)
+                self.assertEqual(g["sequences/id"].shape, length.shape, name)
+                ids = np.concatenate([g["tokens/token"][()], g["prompts/token"][()]])
+                self.assertTrue(((ids >= 0) & (ids < 40)).all(), name)  # the tokenizer's 40 ids (quickstart: vocab = 0)
+                # tokens/sequence repeats sequences/id over each response
+                self.assertTrue(np.array_equal(g["tokens/sequence"][()], np.repeat(g["sequences/id"][()], length)), name)
 
     def test_run_quickstart_and_restart_changes_nothing(self):
         # The README's first command, on 2 ranks through the launcher it uses.
