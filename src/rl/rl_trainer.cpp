@@ -73,6 +73,7 @@ RlTrainer::RlTrainer(const config::Config& cfg, Precision p, MPI_Comm comm)
   const config::RlConfig& rc = cfg.rl;
   spec_.kind = parse_loss(rc.loss);
   spec_.agg = parse_loss_agg(rc.loss_agg, spec_.kind);
+  spec_.denominator = parse_loss_denominator(rc.loss_denominator);
   spec_.eps_lo = rc.clip_eps_lo;
   spec_.eps_hi = rc.clip_eps_hi;
   spec_.cap = rc.is_cap;
@@ -312,9 +313,13 @@ StepRecord RlTrainer::step() {
     ExecSpace().fence();
     rec.times.update += seconds_since(t);
     t = Clock::now();
+    std::vector<double> c4{counts.tokens, counts.sequences, counts.batch_tokens, counts.batch_sequences};
+    parallel::allreduce_sum(c4, comm_);  // integer counts: exact in double
     LossCounts global;
-    global.tokens = parallel::allreduce_sum_scalar<double>(counts.tokens, comm_);
-    global.sequences = parallel::allreduce_sum_scalar<double>(counts.sequences, comm_);
+    global.tokens = c4[0];
+    global.sequences = c4[1];
+    global.batch_tokens = c4[2];
+    global.batch_sequences = c4[3];
     rec.times.comm += seconds_since(t);
     t = Clock::now();
     if (mb.n_seqs() > 0) {
