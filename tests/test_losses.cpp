@@ -953,6 +953,24 @@ TEST(LossesValidation, InconsistentSizesAndBadSpecThrow) {
   EXPECT_THROW(rl::loss_counts(ok, in), std::invalid_argument);
 }
 
+// LossStats::values / from_values (the trainer's one allreduce of the step's sums) round-trip in
+// to_row's order, and a wrong count throws.
+TEST(LossesValidation, StatsValuesRoundTrip) {
+  rl::LossStats st;
+  st.loss = 1.5;
+  st.tokens = 7;
+  st.weight_sum = -2.25;
+  st.vetoed_sequences = 3;
+  const std::vector<double> v = st.values();
+  ASSERT_EQ(v.size(), rl::LossStats::kNumFields);
+  const auto row = st.to_row();
+  ASSERT_EQ(row.size(), v.size());
+  for (std::size_t i = 0; i < v.size(); ++i) EXPECT_EQ(row[i].second, v[i]) << row[i].first;
+  EXPECT_EQ(rl::LossStats::from_values(v).values(), v);
+  EXPECT_THROW(rl::LossStats::from_values(std::vector<double>(v.size() - 1)), std::invalid_argument);
+  EXPECT_THROW(rl::LossStats::from_values(std::vector<double>(v.size() + 1)), std::invalid_argument);
+}
+
 // Every kernel these functions launch is labelled "mantissa::rl::..." (or is Kokkos' own).
 namespace {
 std::set<std::string>& seen_labels() {

@@ -125,6 +125,27 @@ std::vector<std::pair<std::string, double>> LossStats::to_row() const {
   return row;
 }
 
+std::vector<double> LossStats::values() const {
+  std::vector<double> v;
+  v.reserve(kNumFields);
+#define MANTISSA_VALUE_FIELD(f) v.push_back(f);
+  MANTISSA_LOSS_STATS_FIELDS(MANTISSA_VALUE_FIELD)
+#undef MANTISSA_VALUE_FIELD
+  return v;
+}
+
+LossStats LossStats::from_values(const std::vector<double>& v) {
+  if (v.size() != kNumFields)
+    throw std::invalid_argument("LossStats::from_values: " + std::to_string(v.size()) + " values, expected " +
+                                std::to_string(kNumFields));
+  LossStats st;
+  std::size_t i = 0;
+#define MANTISSA_FROM_FIELD(f) st.f = v[i++];
+  MANTISSA_LOSS_STATS_FIELDS(MANTISSA_FROM_FIELD)
+#undef MANTISSA_FROM_FIELD
+  return st;
+}
+
 // ---- the loss kernels ----------------------------------------------------------------------
 //
 // One thread per sequence, a serial loop over its rows (two passes: the sequence's sums and
@@ -154,6 +175,7 @@ struct StatsAcc {
   double v[kNumStats];
 };
 static_assert(sizeof(LossStats) == sizeof(StatsAcc), "MANTISSA_LOSS_STATS_FIELDS must list every LossStats field");
+static_assert(LossStats::kNumFields == kNumStats, "LossStats::kNumFields must count MANTISSA_LOSS_STATS_FIELDS");
 
 KOKKOS_INLINE_FUNCTION double clamp_exp(double log_x) {
   return kmath::exp(kclamp(log_x, -kLogWeightClamp, kLogWeightClamp));

@@ -47,6 +47,7 @@
 // at least one live token, L'_i the live tokens of sequence i (gradients larger by B/B' or T/T').
 // gspo uses seq_mean_token_mean (its "token-mean per sequence"); its mean_t in s_i runs over the
 // live tokens of the sequence.
+#include <cstddef>
 #include <string>
 #include <utility>
 #include <vector>
@@ -134,6 +135,11 @@ struct LossStats {
                                   // (rho_i, min(rho_i, C), ...; 1 for token-level and plain losses)
   void add(const LossStats& o);
   std::vector<std::pair<std::string, double>> to_row() const;  // field names
+  // The fields in declaration order (to_row's order), e.g. for one MPI allreduce, and back;
+  // from_values throws std::invalid_argument unless it gets exactly kNumFields values.
+  static constexpr std::size_t kNumFields = 14;
+  std::vector<double> values() const;
+  static LossStats from_values(const std::vector<double>& v);
 };
 
 // Loss value and dlogp(row) = scale * dL/d log pi_theta(row) for every row (0 on non-response and
