@@ -90,13 +90,18 @@ Result run(const rl::LossSpec& spec, const Batch& b, float scale = 1.0f) {
   return r;
 }
 
-rl::LossSpec make_spec(rl::LossKind k, rl::LossAgg agg, double max_len = 1.0) {
+rl::LossSpec make_spec(rl::LossKind k, rl::LossAgg agg, double max_len = 1.0,
+                       rl::LossDenominator den = rl::LossDenominator::batch) {
   rl::LossSpec s;
   s.kind = k;
   s.agg = agg;
   s.max_len = max_len;
+  s.denominator = den;
   return s;
 }
+
+constexpr rl::LossDenominator kBothDenominators[] = {rl::LossDenominator::batch, rl::LossDenominator::surviving};
+bool surviving(rl::LossDenominator d) { return d == rl::LossDenominator::surviving; }
 
 // dlogp against the expected values: one fp32 rounding of the exact value.
 void expect_dlogp(const std::string& what, const std::vector<double>& got, const std::vector<double>& want) {
@@ -202,7 +207,8 @@ TEST(LossesHand, TokenTisCapsTheWeight) {
 
 // grpo_token_mis, C = 2, r = 1, A = -1 (seq 0) and 2 (seq 1).
 // seq 0: w = {0.5, 4 (masked), 1.5, exp(-50) -> exp(-20)}; seq 1: w = {3} (masked: no live token).
-// token_mean: T' = 3; seq_mean_token_mean: B' = 1, L'_0 = 3. Masked tokens leave both denominators.
+// surviving: token_mean T' = 3; seq_mean_token_mean B' = 1, L'_0 = 3 (masked tokens leave both).
+// batch: token_mean T = 5; seq_mean_token_mean B = 2, L_0 = 4 (masked tokens are zero terms).
 TEST(LossesHand, TokenMisMasksTokensAndTheirDenominators) {
   Batch b;
   const std::vector<double> logw = {std::log(0.5), std::log(4.0), std::log(1.5), -50.0};
@@ -213,14 +219,18 @@ TEST(LossesHand, TokenMisMasksTokensAndTheirDenominators) {
   std::vector<double> w;
   for (float m : lm) w.push_back(std::exp(std::max(-kClampLog, std::min(kClampLog, -2.0 - f64(m)))));
   EXPECT_EQ(w[3], std::exp(-20.0));
+  for (rl::LossDenominator dn : kBothDenominators)
   for (rl::LossAgg agg : {rl::LossAgg::token_mean, rl::LossAgg::seq_mean_token_mean}) {
-    SCOPED_TRACE(rl::loss_agg_name(agg));
-    rl::LossSpec spec = make_spec(rl::LossKind::grpo_token_mis, agg);
+    SCOPED_TRACE(std::string(rl::loss_agg_name(agg)) + " " + rl::loss_denominator_name(dn));
+    rl::LossSpec spec = make_spec(rl::LossKind::grpo_token_mis, agg, 1.0, dn);
     spec.cap = 2.0;
     const Result r = run(spec, b);
-    const double den = 3.0;  // T' = 3, and B' * L'_0 = 1 * 3
+    // surviving: T' = 3, and B' * L'_0 = 1 * 3; batch: T = 5, and B * L_0 = 2 * 4
+    const double den = surviving(dn) ? 3.0 : agg == rl::LossAgg::token_mean ? 5.0 : 8.0;
     EXPECT_EQ(r.counts.tokens, 3.0);
     EXPECT_EQ(r.counts.sequences, 1.0);
+    EXPECT_EQ(r.counts.batch_tokens, 5.0);
+    EXPECT_EQ(r.counts.batch_sequences, 2.0);
     // A = -1, r = 1: l = +w_t, dl = +w_t
     expect_dlogp("token-mis dlogp", r.dlogp, {w[0] / den, 0.0, w[2] / den, w[3] / den, 0.0, 0.0});
     expect_loss(r, (w[0] + w[2] + w[3]) / den, 3.0);
@@ -235,11 +245,12 @@ TEST(LossesHand, TokenMisMasksTokensAndTheirDenominators) {
 // log(pi_old/mu) sums: seq 0: log 1.5 (rho_old = 1.5), seq 1: log 3 (rho_old = 3).
 // log(pi_theta/pi_old) per token: seq 0 {log 2, 0} -> rho_cur_0 = 3; seq 1 {-log 2, 0} -> rho_cur_1 = 1.5.
 // With C = 2:
-//   grpo_seq_mis: seq 1 masked (rho_old 3 > 2): B' = 1; seq 0 weight 1.5
+//   grpo_seq_mis: seq 1 masked (rho_old 3 > 2): B' = 1 (B = 2); seq 0 weight 1.5
 //   grpo_seq_tis: weights {1.5, min(3, 2) = 2}, B' = 2
 //   pg_seq_is:    weights rho_cur {3, 1.5}, B' = 2 (uses the CURRENT log pi, not pi_old)
 //   pg_seq_tis:   weights {min(3, 2) = 2, 1.5}
-//   pg_seq_mis:   seq 0 masked (rho_cur 3 > 2): B' = 1; seq 1 weight 1.5
+//   pg_seq_mis:   seq 0 masked (rho_cur 3 > 2): B' = 1 (B = 2); seq 1 weight 1.5
+// The MIS cases run with both denominators: dr_grpo divides by B * L_max (batch) or B' * L_max.
 // grpo ratios r: seq 0 {2 (A = 1: clipped at 1.2, gradient 0), 1}; seq 1 {0.5 (A < 0: clipped at 0.8), 1}.
 TEST(LossesHand, SequenceWeightsTisMisAndCurrentVersusOldPolicy) {
   Batch b;
@@ -260,13 +271,16 @@ TEST(LossesHand, SequenceWeightsTisMisAndCurrentVersusOldPolicy) {
   const double Lmax = 2.0;
   // grpo token terms: seq 0 (A = 1): {clipped: -1.2, gradient 0}, {r = 1: -1, gradient -1};
   //                   seq 1 (A = -0.5): {clipped: 0.5*0.8, gradient 0}, {r = 1: 0.5, gradient 0.5}
-  {
-    rl::LossSpec s = make_spec(rl::LossKind::grpo_seq_mis, rl::LossAgg::dr_grpo, Lmax);
+  for (rl::LossDenominator dn : kBothDenominators) {
+    SCOPED_TRACE(rl::loss_denominator_name(dn));
+    rl::LossSpec s = make_spec(rl::LossKind::grpo_seq_mis, rl::LossAgg::dr_grpo, Lmax, dn);
     s.cap = 2.0;
     const Result r = run(s, b);
     EXPECT_EQ(r.counts.sequences, 1.0);
-    expect_dlogp("grpo_seq_mis", r.dlogp, {0.0, -rho_old0 / Lmax, 0.0, 0.0});
-    expect_loss(r, rho_old0 * (-1.2 - 1.0) / Lmax, 10.0);
+    EXPECT_EQ(r.counts.batch_sequences, 2.0);
+    const double d = (surviving(dn) ? 1.0 : 2.0) * Lmax;
+    expect_dlogp("grpo_seq_mis", r.dlogp, {0.0, -rho_old0 / d, 0.0, 0.0});
+    expect_loss(r, rho_old0 * (-1.2 - 1.0) / d, 10.0);
     EXPECT_EQ(r.stats.masked_sequences, 1.0);
     EXPECT_EQ(r.stats.clipped_tokens, 1.0);
     EXPECT_NEAR(r.stats.weight_sum, rho_old0, 8 * kDbl);
@@ -298,12 +312,13 @@ TEST(LossesHand, SequenceWeightsTisMisAndCurrentVersusOldPolicy) {
     expect_loss(r, (-2.0 * (lp[0] + lp[1]) + 0.5 * rho_cur1 * (lp[2] + lp[3])) / d, 20.0);
     EXPECT_EQ(r.stats.capped_sequences, 1.0);
   }
-  {
-    rl::LossSpec s = make_spec(rl::LossKind::pg_seq_mis, rl::LossAgg::dr_grpo, Lmax);
+  for (rl::LossDenominator dn : kBothDenominators) {
+    SCOPED_TRACE(rl::loss_denominator_name(dn));
+    rl::LossSpec s = make_spec(rl::LossKind::pg_seq_mis, rl::LossAgg::dr_grpo, Lmax, dn);
     s.cap = 2.0;
     const Result r = run(s, b);
     EXPECT_EQ(r.counts.sequences, 1.0);
-    const double d = 1.0 * Lmax;
+    const double d = (surviving(dn) ? 1.0 : 2.0) * Lmax;
     expect_dlogp("pg_seq_mis", r.dlogp, {0.0, 0.0, 0.5 * rho_cur1 / d, 0.5 * rho_cur1 / d});
     expect_loss(r, 0.5 * rho_cur1 * (lp[2] + lp[3]) / d, 20.0);
     EXPECT_EQ(r.stats.masked_sequences, 1.0);
@@ -314,8 +329,10 @@ TEST(LossesHand, SequenceWeightsTisMisAndCurrentVersusOldPolicy) {
 // sequence, token_mean over T' = 2, A = {1, -1}.
 //   pg_seq_is: rho = exp(+50 -> 20), exp(-50 -> -20)
 //   grpo_seq_tis with C = 3: min(exp(20), 3) = 3, exp(-20)
-//   grpo with log r = +50 and A = -1: -A r = exp(20) (unclipped, gradient exp(20)); log r = -50 with A = 1:
-//     r = exp(-20), unclipped -r = -exp(-20) > clipped -0.8, gradient -exp(-20)
+//   grpo with log r = +50 and A = -1: -A r = exp(20) (unclipped); log r = -50 with A = 1:
+//     r = exp(-20), unclipped -r = -exp(-20) > clipped -0.8. Both gradients are 0: the clamp of
+//     log r is active, and torch.clamp passes no gradient outside its range (the old rule gave
+//     exp(20) and -exp(-20)). At log r = +-20 exactly (bounds included) the gradient is -A r.
 TEST(LossesHand, LogWeightClampAtTwenty) {
   const double e20 = std::exp(20.0), em20 = std::exp(-20.0);
   {
@@ -336,15 +353,43 @@ TEST(LossesHand, LogWeightClampAtTwenty) {
     b.add(-1.0f, {1}, {-1.0f}, {-51.0f}, {-51.0f});  // log r = +50
     b.add(1.0f, {1}, {-51.0f}, {-1.0f}, {-1.0f});    // log r = -50
     const Result r = run(make_spec(rl::LossKind::grpo, rl::LossAgg::token_mean), b);
-    expect_dlogp("grpo clamp", r.dlogp, {e20 / 2, -em20 / 2});
+    EXPECT_EQ(r.dlogp, std::vector<double>({0.0, 0.0})) << "no gradient through an active clamp";
     expect_loss(r, (e20 - em20) / 2, e20);
     EXPECT_EQ(r.stats.clipped_tokens, 0.0);
     EXPECT_NEAR(r.stats.ratio_mean_sum, e20 + em20, 4 * kDbl * e20);
+    // The same by central differences of L(x) = sum_t -A_t exp(clamp(x_t - log pi_old)) / 2 (the
+    // torch formula): flat at x - log pi_old = +-50.
+    for (int t = 0; t < 2; ++t) {
+      auto L = [&](double dx) {
+        const double lr = f64(b.logp[t]) + dx - f64(b.logp_old[t]);
+        return -f64(b.adv[t]) * std::exp(std::max(-kClampLog, std::min(kClampLog, lr))) / 2;
+      };
+      EXPECT_EQ((L(1e-3) - L(-1e-3)) / 2e-3, 0.0) << t;
+    }
+  }
+  {
+    Batch b;
+    b.add(-1.0f, {1}, {-1.0f}, {-21.0f}, {-21.0f});  // log r = +20 exactly
+    b.add(1.0f, {1}, {-21.0f}, {-1.0f}, {-1.0f});    // log r = -20 exactly
+    const Result r = run(make_spec(rl::LossKind::grpo, rl::LossAgg::token_mean), b);
+    expect_dlogp("grpo at the clamp bounds", r.dlogp, {e20 / 2, -em20 / 2});
+  }
+  {
+    // GSPO: s = exp(clamp(mean log r)); mean log r = 30 (clamped: no gradient) and 15 (gradient
+    // -A s per token / (B L)). A = -1, so -A s > -A clip(s): unclipped.
+    Batch b;
+    b.add(-1.0f, {1, 1}, {-1.0f, -1.0f}, {-31.0f, -31.0f}, {-1.0f, -1.0f});
+    b.add(-1.0f, {1, 1}, {-1.0f, -1.0f}, {-16.0f, -16.0f}, {-1.0f, -1.0f});
+    const Result r = run(make_spec(rl::LossKind::gspo, rl::LossAgg::seq_mean_token_mean), b);
+    const double e15 = std::exp(15.0);
+    expect_dlogp("gspo clamp", r.dlogp, {0.0, 0.0, e15 / 4, e15 / 4});
+    expect_loss(r, (e20 + e15) / 2, e20);
   }
 }
 
-// Geometric rejection [0.999, 1.001] and token veto 1e-4 drop whole sequences (they leave B').
-// grpo with r = 1, A = 1, dr_grpo with L_max = 2, so a live token has dlogp = -1 / (2 B').
+// Geometric rejection [0.999, 1.001] and token veto 1e-4 drop whole sequences (they leave B', not B).
+// grpo with r = 1, A = 1, dr_grpo with L_max = 2, so a live token has dlogp = -1 / (2 B') with the
+// surviving denominator and -1 / (2 B) = -1 / 6 with the batch one.
 //   seq 0: log w = {5e-4, -3e-4} -> exp(mean) = exp(1e-4): kept
 //   seq 1: log w = {1e-2, 0}     -> exp(5e-3) > 1.001: rejected
 //   seq 2: log w = {-10, 10}     -> exp(0) = 1 (geo keeps it), but w_0 = exp(-10) < 1e-4: vetoed
@@ -363,24 +408,60 @@ TEST(LossesHand, GeometricRejectionAndTokenVetoDropSequences) {
     std::vector<int> live;  // live sequences
     double rejected, vetoed;
   };
+  for (rl::LossDenominator dn : kBothDenominators)
   for (const Variant& v : {Variant{false, 0.0, {0, 1, 2}, 0, 0}, Variant{true, 0.0, {0, 2}, 1, 0},
                            Variant{false, 1e-4, {0, 1}, 0, 1}, Variant{true, 1e-4, {0}, 1, 1}}) {
-    SCOPED_TRACE("geo " + std::to_string(v.geo) + " veto " + std::to_string(v.veto));
-    rl::LossSpec s = make_spec(rl::LossKind::grpo, rl::LossAgg::dr_grpo, 2.0);
+    SCOPED_TRACE("geo " + std::to_string(v.geo) + " veto " + std::to_string(v.veto) + " " +
+                 rl::loss_denominator_name(dn));
+    rl::LossSpec s = make_spec(rl::LossKind::grpo, rl::LossAgg::dr_grpo, 2.0, dn);
     s.geo_reject = v.geo;
     s.token_veto = v.veto;
     const Result r = run(s, b);
-    const double Bp = static_cast<double>(v.live.size());
+    const double Bp = static_cast<double>(v.live.size()), den = surviving(dn) ? Bp : 3.0;
     EXPECT_EQ(r.counts.sequences, Bp);
     EXPECT_EQ(r.counts.tokens, 2 * Bp);
+    EXPECT_EQ(r.counts.batch_sequences, 3.0);
+    EXPECT_EQ(r.counts.batch_tokens, 6.0);
     std::vector<double> want(9, 0.0);
-    for (int i : v.live) want[3 * i + 1] = want[3 * i + 2] = -1.0 / (2.0 * Bp);
+    for (int i : v.live) want[3 * i + 1] = want[3 * i + 2] = -1.0 / (2.0 * den);
     expect_dlogp("filters dlogp", r.dlogp, want);
-    expect_loss(r, -1.0, 4.0);  // every live token: l = -1, and there are 2 B' of them over 2 B'
+    expect_loss(r, -Bp / den, 4.0);  // every live token: l = -1, and there are 2 B' of them over 2 den
     EXPECT_EQ(r.stats.rejected_sequences, v.rejected);
     EXPECT_EQ(r.stats.vetoed_sequences, v.vetoed);
     EXPECT_EQ(r.stats.sequences, 3.0);
   }
+}
+
+// The filters compare unclamped logs, so thresholds beyond e^-+20 fire (the old comparison of the
+// clamped weight exp(max(log w, -20)) >= e^-20 ~ 2.1e-9 never went below a 1e-10 veto).
+// grpo, r = 1, A = 1, token_mean (batch: T = 6 over three sequences of two tokens):
+// veto 1e-10 (log -23.03) alone, then geo_reject [1e-10, 1e10] (logs -+23.03) alone:
+//   seq 0: log w = {-30, 0}   -> w_0 = e^-30 ~ 9e-14 < 1e-10: vetoed; mean -15: geo keeps it
+//   seq 1: log w = {-22, 0}   -> w_0 = e^-22 ~ 2.8e-10 >= 1e-10: kept; mean -11: kept
+//   seq 2: log w = {50, 10}   -> mean 30 > 23.03: rejected (the clamped e^20 ~ 4.9e8 < 1e10 was not)
+//   seq 3: log w = {-50, -10} -> vetoed, and mean -30 < -23.03: rejected
+TEST(LossesHand, FiltersCompareUnclampedLogs) {
+  Batch b;
+  auto seq = [&](double lw0, double lw1) {
+    b.add(1.0f, {1, 1}, {-1, -1}, {-1, -1}, {static_cast<float>(-1.0 - lw0), static_cast<float>(-1.0 - lw1)});
+  };
+  seq(-30.0, 0.0);
+  seq(-22.0, 0.0);
+  seq(50.0, 10.0);
+  seq(-50.0, -10.0);
+  rl::LossSpec s = make_spec(rl::LossKind::grpo, rl::LossAgg::token_mean);
+  s.token_veto = 1e-10;
+  const Result veto = run(s, b);
+  EXPECT_EQ(veto.stats.vetoed_sequences, 2.0);  // seq 0 and seq 3
+  EXPECT_EQ(veto.counts.sequences, 2.0);
+  expect_dlogp("veto dlogp", veto.dlogp, {0, 0, -1.0 / 8, -1.0 / 8, -1.0 / 8, -1.0 / 8, 0, 0});
+  s.token_veto = 0.0;
+  s.geo_reject = true;
+  s.geo_lo = 1e-10;
+  s.geo_hi = 1e10;
+  const Result geo = run(s, b);
+  EXPECT_EQ(geo.stats.rejected_sequences, 2.0);  // seq 2 and seq 3
+  expect_dlogp("geo dlogp", geo.dlogp, {-1.0 / 8, -1.0 / 8, -1.0 / 8, -1.0 / 8, 0, 0, 0, 0});
 }
 
 // GSPO (seq_mean_token_mean, eps 3e-4/4e-4): s_i = exp(mean over live tokens of log(pi/pi_old)),
@@ -444,7 +525,8 @@ struct Frozen {
   std::vector<int> live;       // per row
   std::vector<double> coef;    // per row
   std::vector<double> gspo_s;  // per row: s of the row's sequence
-  double tokens = 0, sequences = 0, rejected = 0, vetoed = 0;
+  double tokens = 0, sequences = 0, rejected = 0, vetoed = 0;  // T', B'
+  double batch_tokens = 0, batch_sequences = 0;                 // T, B
 };
 
 double clampd(double x) { return std::max(-kClampLog, std::min(kClampLog, x)); }
@@ -462,7 +544,7 @@ Frozen freeze(const rl::LossSpec& sp, const Batch& b) {
   f.coef.assign(N, 0.0);
   f.gspo_s.assign(N, 1.0);
   std::vector<double> seq_w(S, 1.0);
-  std::vector<int> seq_live(S, 0);
+  std::vector<int> seq_live(S, 0), seq_resp(S, 0);
   for (int i = 0; i < S; ++i) {
     double slw = 0, slpmu = 0;
     int n = 0;
@@ -473,13 +555,16 @@ Frozen freeze(const rl::LossSpec& sp, const Batch& b) {
       const double lw = f64(b.logp_old[t]) - f64(b.logmu[t]);
       slw += lw;
       slpmu += f64(b.logp[t]) - f64(b.logmu[t]);
-      if (sp.token_veto > 0 && std::exp(clampd(lw)) < sp.token_veto) veto = true;
+      if (sp.token_veto > 0 && lw < std::log(sp.token_veto)) veto = true;
     }
     if (n == 0) continue;
+    seq_resp[i] = n;
+    f.batch_tokens += n;
+    f.batch_sequences += 1;
     bool drop = false;
     if (sp.geo_reject) {
-      const double g = std::exp(clampd(slw / n));
-      if (g < sp.geo_lo || g > sp.geo_hi) {
+      const double g = slw / n;
+      if (g < std::log(sp.geo_lo) || g > std::log(sp.geo_hi)) {
         drop = true;
         f.rejected += 1;
       }
@@ -518,9 +603,11 @@ Frozen freeze(const rl::LossSpec& sp, const Batch& b) {
   for (int i = 0; i < S; ++i)
     for (int t = b.off[i]; t < b.off[i + 1]; ++t) {
       if (!f.live[t]) continue;
-      const double den = sp.agg == rl::LossAgg::dr_grpo     ? f.sequences * sp.max_len
-                         : sp.agg == rl::LossAgg::token_mean ? f.tokens
-                                                              : f.sequences * seq_live[i];
+      const bool surv = sp.denominator == rl::LossDenominator::surviving;
+      const double B = surv ? f.sequences : f.batch_sequences, T = surv ? f.tokens : f.batch_tokens;
+      const double den = sp.agg == rl::LossAgg::dr_grpo     ? B * sp.max_len
+                         : sp.agg == rl::LossAgg::token_mean ? T
+                                                              : B * (surv ? seq_live[i] : seq_resp[i]);
       f.coef[t] *= seq_w[i] / den;
     }
   return f;
@@ -607,20 +694,21 @@ TEST(LossesFiniteDifference, EveryLossAggregationAndFilter) {
   for (const std::string& name : rl::loss_names()) {
     const rl::LossKind kind = rl::parse_loss(name);
     for (rl::LossAgg agg : {rl::LossAgg::dr_grpo, rl::LossAgg::token_mean, rl::LossAgg::seq_mean_token_mean}) {
-      for (int variant = 0; variant < 3; ++variant) {
-        rl::LossSpec sp = make_spec(kind, agg, 7.0);
+      for (int variant = 0; variant < 6; ++variant) {  // 3 filter settings x 2 denominators
+        rl::LossSpec sp = make_spec(kind, agg, 7.0, variant < 3 ? rl::LossDenominator::batch
+                                                                : rl::LossDenominator::surviving);
         sp.cap = 1.3;  // some token and sequence weights fall above it
         sp.eps_hi = 0.28;
-        if (variant == 1) {
+        if (variant % 3 == 1) {
           sp.geo_reject = true;
           sp.geo_lo = 0.85;
           sp.geo_hi = 1.15;
         }
-        if (variant == 2) sp.token_veto = 0.65;
+        if (variant % 3 == 2) sp.token_veto = 0.65;
         // the first seed whose live rows are all > 10 h from a kink of the PPO/GSPO max
         Batch b;
         Frozen f;
-        std::uint64_t seed = 1000 * static_cast<std::uint64_t>(kind) + 10 * variant;
+        std::uint64_t seed = 1000 * static_cast<std::uint64_t>(kind) + 10 * (variant % 3);
         for (;; ++seed) {
           b = random_batch(seed, kind == rl::LossKind::gspo);
           f = freeze(sp, b);
@@ -631,6 +719,8 @@ TEST(LossesFiniteDifference, EveryLossAggregationAndFilter) {
         const Result r = run(sp, b, scale);
         EXPECT_EQ(r.counts.tokens, f.tokens);
         EXPECT_EQ(r.counts.sequences, f.sequences);
+        EXPECT_EQ(r.counts.batch_tokens, f.batch_tokens);
+        EXPECT_EQ(r.counts.batch_sequences, f.batch_sequences);
         EXPECT_EQ(r.stats.live_tokens, f.tokens);
         EXPECT_EQ(r.stats.rejected_sequences, f.rejected);
         EXPECT_EQ(r.stats.vetoed_sequences, f.vetoed);
@@ -650,9 +740,9 @@ TEST(LossesFiniteDifference, EveryLossAggregationAndFilter) {
       }
     }
   }
-  EXPECT_EQ(checked, 10 * 3 * 3);
+  EXPECT_EQ(checked, 10 * 3 * 6);
   std::printf("  %d non-zero dlogp rows checked\n", nonzero);
-  EXPECT_GT(nonzero, 500);  // the comparison is not vacuous
+  EXPECT_GT(nonzero, 1000);  // the comparison is not vacuous
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -801,6 +891,10 @@ TEST(LossesNames, RoundTripAndTableOrder) {
     }
   expect_throw_naming([] { rl::parse_loss_agg("bogus", rl::LossKind::pg); },
                       {"auto", "dr_grpo", "token_mean", "seq_mean_token_mean"});
+  for (const char* d : {"batch", "surviving"})
+    EXPECT_STREQ(rl::loss_denominator_name(rl::parse_loss_denominator(d)), d);
+  expect_throw_naming([] { rl::parse_loss_denominator("bogus"); }, {"batch", "surviving"});
+  EXPECT_EQ(rl::LossSpec{}.denominator, rl::LossDenominator::batch) << "the default is the paper code's";
   EXPECT_EQ(rl::parse_advantage("grpo"), rl::AdvantageKind::grpo);
   EXPECT_EQ(rl::parse_advantage("dr_grpo"), rl::AdvantageKind::dr_grpo);
   expect_throw_naming([] { rl::parse_advantage("bogus"); }, {"grpo", "dr_grpo"});
@@ -825,6 +919,19 @@ TEST(LossesNames, DeckChoicesEqualLossNames) {
   EXPECT_TRUE(found) << "no [rl] loss key in the deck documentation";
 }
 
+// [rl] loss_denominator: default "batch", choices exactly what parse_loss_denominator accepts.
+TEST(LossesNames, DeckLossDenominatorKey) {
+  bool found = false;
+  for (const auto& k : mantissa::config::document_keys()) {
+    if (k.block != "rl" || k.key != "loss_denominator") continue;
+    found = true;
+    EXPECT_EQ(k.default_value, "\"batch\"");
+    EXPECT_EQ(k.allowed, "one of batch, surviving");
+  }
+  EXPECT_TRUE(found) << "no [rl] loss_denominator key in the deck documentation";
+  EXPECT_EQ(mantissa::config::RlConfig{}.loss_denominator, "batch");
+}
+
 TEST(LossesValidation, InconsistentSizesAndBadSpecThrow) {
   Batch b;
   b.add(1.0f, {1, 1}, {-1, -1}, {-1, -1}, {-1, -1});
@@ -844,6 +951,24 @@ TEST(LossesValidation, InconsistentSizesAndBadSpecThrow) {
   EXPECT_THROW(rl::loss_counts(bad, in), std::invalid_argument);
   in.advantage = float_view("mantissa::test::adv", {1.0f, 2.0f});  // S + 1 offsets but 2 advantages
   EXPECT_THROW(rl::loss_counts(ok, in), std::invalid_argument);
+}
+
+// LossStats::values / from_values (the trainer's one allreduce of the step's sums) round-trip in
+// to_row's order, and a wrong count throws.
+TEST(LossesValidation, StatsValuesRoundTrip) {
+  rl::LossStats st;
+  st.loss = 1.5;
+  st.tokens = 7;
+  st.weight_sum = -2.25;
+  st.vetoed_sequences = 3;
+  const std::vector<double> v = st.values();
+  ASSERT_EQ(v.size(), rl::LossStats::kNumFields);
+  const auto row = st.to_row();
+  ASSERT_EQ(row.size(), v.size());
+  for (std::size_t i = 0; i < v.size(); ++i) EXPECT_EQ(row[i].second, v[i]) << row[i].first;
+  EXPECT_EQ(rl::LossStats::from_values(v).values(), v);
+  EXPECT_THROW(rl::LossStats::from_values(std::vector<double>(v.size() - 1)), std::invalid_argument);
+  EXPECT_THROW(rl::LossStats::from_values(std::vector<double>(v.size() + 1)), std::invalid_argument);
 }
 
 // Every kernel these functions launch is labelled "mantissa::rl::..." (or is Kokkos' own).

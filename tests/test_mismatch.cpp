@@ -237,6 +237,57 @@ TEST(Mismatch, DegenerateSlopeIsFlagged) {
 
 // log w = log pi - log mu = +30 on token 0 and -30 on token 1 (one token per sequence): both logs are
 // clamped to +-20 before exp.
+// k3_estimator(r) = exp(r) - r - 1 without a clamp, stable near 0. References in long double
+// (64-bit significand, 11 bits more than double): for |r| <= 2^-4 the Taylor series r^2/2 + ... +
+// r^11/11! (the rest is below 2^-68 relative); beyond, expm1l(r) - r, whose cancellation
+// (|expm1 r| + |r|) / k3 < 2^6 leaves it accurate to 2^-58. Tolerance 8 ulps of double: Horner's
+// rounding over 18 terms of a convergent series (|r| < 1), the two final products, the reference.
+// The old formula exp(clamp(r)) - r - 1 lost all accuracy near 0 (at r = 1e-8, exp(r) rounds
+// within 1.1e-16 of 1 + r, against a true k3 of 5e-17) and was wrong beyond |r| = 20.
+TEST(Mismatch, K3EstimatorIsTheTrueValueAndStable) {
+  const double tol = 8 * 0x1.0p-53;
+  auto reference = [](double r) {
+    const long double x = r;
+    if (std::fabs(r) <= 0x1.0p-4) {
+      long double term = x * x / 2, sum = 0;
+      for (int k = 3; k <= 12; ++k) {
+        sum += term;
+        term *= x / k;
+      }
+      return static_cast<double>(sum);
+    }
+    return static_cast<double>(std::expm1l(x) - x);
+  };
+  for (double r : {0x1.0p-20, -0x1.0p-20, 1e-8, -1e-8, 1e-3, -1e-3, 0x1.0p-5, -0x1.0p-5, 0.3, -0.3, 0.999, -0.999,
+                   1.0, -1.0, 1.5, -1.5, 7.0, -7.0, 25.0, -25.0, 30.0, -30.0, 300.0, -300.0, 709.0, -800.0}) {
+    const double want = reference(r), got = rl::k3_estimator(r);
+    EXPECT_TRUE(close_rel(got, want, tol)) << "r = " << r << ": got " << got << ", want " << want;
+    EXPECT_GE(got, 0.0) << r;
+  }
+  EXPECT_EQ(rl::k3_estimator(0.0), 0.0);
+  // The old formula near 0 (for the record: what the test guards against).
+  const double r = 1e-8, old = std::exp(r) + (-r) - 1.0;
+  EXPECT_FALSE(close_rel(old, reference(r), 0.1)) << old;
+  // Overflow only where the true value overflows: e^709.78 is the largest finite double.
+  EXPECT_TRUE(std::isfinite(rl::k3_estimator(709.7)));
+  EXPECT_EQ(rl::k3_estimator(710.0), std::numeric_limits<double>::infinity());
+  EXPECT_EQ(rl::k3_estimator(-1e30), 1e30 - 1.0);
+  // Through compute_mismatch: d = log mu - log pi = -2^-20 (floats -1 and -1 + 2^-20), r = 2^-20.
+  rl::MismatchInput in;
+  in.logmu = {-1.0f};
+  in.logpi = {-1.0f + 0x1.0p-20f};
+  in.seq_offsets = {0, 1};
+  const double d = static_cast<double>(in.logmu[0]) - static_cast<double>(in.logpi[0]);
+  EXPECT_TRUE(close_rel(rl::compute_mismatch(in).k3, reference(-d), tol));
+  // A ratio pi/mu that overflows in double: k3 = +Inf, and nothing is NaN.
+  in.logmu = {-1000.0f, -1.0f};
+  in.logpi = {-1.0f, -1.0f};
+  in.seq_offsets = {0, 2};
+  const rl::MismatchMetrics m = rl::compute_mismatch(in);
+  EXPECT_EQ(m.k3, std::numeric_limits<double>::infinity());
+  EXPECT_FALSE(std::isnan(m.chi2_token));
+}
+
 TEST(Mismatch, LogWeightClampAt20) {
   rl::MismatchInput in;
   in.logmu = {-30.0f, 0.0f};
@@ -251,8 +302,8 @@ TEST(Mismatch, LogWeightClampAt20) {
   const double ew = (e20 + em20) / 2.0, ew2 = (e20 * e20 + em20 * em20) / 2.0;
   EXPECT_TRUE(close_rel(m.ess_token, ew * ew / ew2, 1e-14));
   EXPECT_TRUE(close_rel(m.ess_seq, ew * ew / ew2, 1e-14));
-  // k3 with d = {-30, +30}: (e^20 - 30 - 1) + (e^-20 + 30 - 1), halved.
-  EXPECT_TRUE(close_rel(m.k3, ((e20 - 31.0) + (em20 + 29.0)) / 2.0, 1e-14));
+  // k3 is not clamped: with d = {-30, +30}, (e^30 - 30 - 1) + (e^-30 + 30 - 1), halved.
+  EXPECT_TRUE(close_rel(m.k3, ((std::exp(30.0) - 31.0) + (std::exp(-30.0) + 29.0)) / 2.0, 1e-14));
   // Unclamped metrics still see 30: k2 = 900/2, mean |log ratio| = 30.
   EXPECT_NEAR(m.k2, 450.0, 1e-12);
   EXPECT_NEAR(m.mean_abs_logratio, 30.0, 1e-12);

@@ -211,6 +211,7 @@ struct RlConfig {
   std::string advantage = "dr_grpo";
   double advantage_eps = 1e-6;
   std::string loss_agg = "auto";
+  std::string loss_denominator = "batch";
   double clip_eps_lo = 0.2;
   double clip_eps_hi = 0.2;
   double is_cap = 3.0;
@@ -260,6 +261,11 @@ struct RlConfig {
           "aggregation: dr_grpo = sum / (B * max_new_tokens), token_mean, seq_mean_token_mean; auto = dr_grpo, "
           "gspo: seq_mean_token_mean",
           OneOf{{"auto", "dr_grpo", "token_mean", "seq_mean_token_mean"}});
+    v.key("loss_denominator", loss_denominator,
+          "counts in loss_agg's denominators when masks/filters remove tokens or sequences: batch = every response "
+          "token and sequence of the mini-batch (Precision-RL's VeRL and Oat), surviving = only the live ones "
+          "(gradients larger by B/B')",
+          OneOf{{"batch", "surviving"}});
     v.key("clip_eps_lo", clip_eps_lo, "PPO clip: r >= 1 - clip_eps_lo", Range<double>{0.0, 1.0});
     v.key("clip_eps_hi", clip_eps_hi, "PPO clip: r <= 1 + clip_eps_hi (0.28 = clip-higher)", Range<double>{0.0, 10.0});
     v.key("is_cap", is_cap, "C, the cap of truncated (TIS) and masked (MIS) importance weights",

@@ -18,6 +18,7 @@ constexpr LossKind kAllLosses[] = {LossKind::pg,           LossKind::grpo,      
                                    LossKind::pg_seq_is,    LossKind::pg_seq_tis,   LossKind::pg_seq_mis,
                                    LossKind::gspo};
 constexpr LossAgg kAllAggs[] = {LossAgg::dr_grpo, LossAgg::token_mean, LossAgg::seq_mean_token_mean};
+constexpr LossDenominator kAllDenominators[] = {LossDenominator::batch, LossDenominator::surviving};
 
 std::string join_names(const std::vector<std::string>& names) {
   std::string out;
@@ -79,6 +80,23 @@ LossAgg parse_loss_agg(const std::string& name, LossKind kind) {
   throw_bad_name("loss_agg", name, choices);
 }
 
+const char* loss_denominator_name(LossDenominator d) {
+  switch (d) {
+    case LossDenominator::batch: return "batch";
+    case LossDenominator::surviving: return "surviving";
+  }
+  return "?";
+}
+
+LossDenominator parse_loss_denominator(const std::string& name) {
+  std::vector<std::string> choices;
+  for (LossDenominator d : kAllDenominators) {
+    if (name == loss_denominator_name(d)) return d;
+    choices.emplace_back(loss_denominator_name(d));
+  }
+  throw_bad_name("loss_denominator", name, choices);
+}
+
 AdvantageKind parse_advantage(const std::string& name) {
   if (name == "grpo") return AdvantageKind::grpo;
   if (name == "dr_grpo") return AdvantageKind::dr_grpo;
@@ -107,6 +125,27 @@ std::vector<std::pair<std::string, double>> LossStats::to_row() const {
   return row;
 }
 
+std::vector<double> LossStats::values() const {
+  std::vector<double> v;
+  v.reserve(kNumFields);
+#define MANTISSA_VALUE_FIELD(f) v.push_back(f);
+  MANTISSA_LOSS_STATS_FIELDS(MANTISSA_VALUE_FIELD)
+#undef MANTISSA_VALUE_FIELD
+  return v;
+}
+
+LossStats LossStats::from_values(const std::vector<double>& v) {
+  if (v.size() != kNumFields)
+    throw std::invalid_argument("LossStats::from_values: " + std::to_string(v.size()) + " values, expected " +
+                                std::to_string(kNumFields));
+  LossStats st;
+  std::size_t i = 0;
+#define MANTISSA_FROM_FIELD(f) st.f = v[i++];
+  MANTISSA_LOSS_STATS_FIELDS(MANTISSA_FROM_FIELD)
+#undef MANTISSA_FROM_FIELD
+  return st;
+}
+
 // ---- the loss kernels ----------------------------------------------------------------------
 //
 // One thread per sequence, a serial loop over its rows (two passes: the sequence's sums and
@@ -119,8 +158,9 @@ std::vector<std::pair<std::string, double>> LossStats::to_row() const {
 //   2. on the survivors, seq-MIS masks (masked_sequences) / seq-TIS caps (capped_sequences);
 //   3. on the tokens of surviving sequences, token-MIS masks (masked_tokens) / token-TIS caps
 //      (capped_tokens), and the PPO/GSPO clip (clipped_tokens, live tokens only).
-// The clamp of the log at +-kLogWeightClamp is a numerical safeguard: the derivative of the PPO
-// ratio r_t is taken as r_t (the clamped value) also outside the clamp range.
+// The clamp of the log at +-kLogWeightClamp is a numerical safeguard with torch.clamp's gradient:
+// d r_t / d log pi_theta = r_t inside [-20, 20] (bounds included), 0 outside (GSPO: s_i, and 0
+// when the clamp of its mean log-ratio is active). The filters compare unclamped logs.
 
 namespace {
 
@@ -135,9 +175,14 @@ struct StatsAcc {
   double v[kNumStats];
 };
 static_assert(sizeof(LossStats) == sizeof(StatsAcc), "MANTISSA_LOSS_STATS_FIELDS must list every LossStats field");
+static_assert(LossStats::kNumFields == kNumStats, "LossStats::kNumFields must count MANTISSA_LOSS_STATS_FIELDS");
 
 KOKKOS_INLINE_FUNCTION double clamp_exp(double log_x) {
   return kmath::exp(kclamp(log_x, -kLogWeightClamp, kLogWeightClamp));
+}
+// Whether the clamp of clamp_exp passes the gradient (torch.clamp: bounds included).
+KOKKOS_INLINE_FUNCTION bool inside_clamp(double log_x) {
+  return log_x >= -kLogWeightClamp && log_x <= kLogWeightClamp;
 }
 
 KOKKOS_INLINE_FUNCTION bool is_pg_family(LossKind k) {
@@ -152,6 +197,7 @@ struct SequenceInfo {
   bool dropped = false;
   double weight = 1.0;  // sequence weight applied to every token (rho_i, min(rho_i, C), or 1)
   double gspo_s = 1.0;  // GSPO's s_i
+  bool gspo_inside_clamp = true;  // GSPO: the clamp of mean_t log(pi_theta/pi_old) is inactive
 };
 
 class SequencePass {
@@ -161,8 +207,12 @@ class SequencePass {
   SequencePass(const LossSpec& spec, const LossInput& in, const LossCounts& global, double scale,
                const View1<float>& dlogp, bool with_grad)
       : spec_(spec), in_(in), dlogp_(dlogp), scale_(scale), with_grad_(with_grad) {
-    tokens_ = global.tokens;
-    sequences_ = global.sequences;
+    const bool batch = spec.denominator == LossDenominator::batch;
+    tokens_ = batch ? global.batch_tokens : global.tokens;
+    sequences_ = batch ? global.batch_sequences : global.sequences;
+    log_veto_ = spec.token_veto > 0.0 ? std::log(spec.token_veto) : 0.0;
+    log_geo_lo_ = std::log(spec.geo_lo);
+    log_geo_hi_ = std::log(spec.geo_hi);
   }
 
   KOKKOS_INLINE_FUNCTION void init(value_type& a) const {
@@ -204,7 +254,7 @@ class SequencePass {
       sum_logpi_mu += lp - lm;
       a.v[k_ratio_mean_sum] += clamp_exp(lp - lo);
       const double w = clamp_exp(lo - lm);
-      if (spec_.token_veto > 0.0 && w < spec_.token_veto) vetoed = true;
+      if (spec_.token_veto > 0.0 && lo - lm < log_veto_) vetoed = true;
       if (!token_masked(w)) {
         ++unmasked;
         sum_logr_live += lp - lo;
@@ -216,8 +266,8 @@ class SequencePass {
 
     bool rejected = false;
     if (spec_.geo_reject) {
-      const double g = clamp_exp(sum_logw / q.response);
-      rejected = g < spec_.geo_lo || g > spec_.geo_hi;
+      const double mean_logw = sum_logw / q.response;
+      rejected = mean_logw < log_geo_lo_ || mean_logw > log_geo_hi_;
     }
     a.v[k_rejected_sequences] += rejected ? 1.0 : 0.0;
     a.v[k_vetoed_sequences] += vetoed ? 1.0 : 0.0;
@@ -249,18 +299,23 @@ class SequencePass {
       a.v[k_live_tokens] += q.live;
       a.v[k_live_sequences] += 1.0;
       a.v[k_weight_sum] += q.weight;
-      if (spec_.kind == LossKind::gspo) q.gspo_s = clamp_exp(sum_logr_live / q.live);
+      if (spec_.kind == LossKind::gspo) {
+        q.gspo_s = clamp_exp(sum_logr_live / q.live);
+        q.gspo_inside_clamp = inside_clamp(sum_logr_live / q.live);
+      }
     }
     return q;
   }
 
   // 1 / (this token's denominator) of the aggregation; 0 for an empty (inconsistent) denominator.
+  // tokens_ and sequences_ are T and B, or T' and B' (LossDenominator); L_i likewise.
   KOKKOS_INLINE_FUNCTION double aggregation_factor(const SequenceInfo& q) const {
+    const double seq_len = spec_.denominator == LossDenominator::batch ? q.response : q.live;
     double denom = 0.0;
     switch (spec_.agg) {
       case LossAgg::dr_grpo: denom = sequences_ * spec_.max_len; break;
       case LossAgg::token_mean: denom = tokens_; break;
-      case LossAgg::seq_mean_token_mean: denom = sequences_ * q.live; break;
+      case LossAgg::seq_mean_token_mean: denom = sequences_ * seq_len; break;
     }
     return denom > 0.0 ? 1.0 / denom : 0.0;
   }
@@ -290,8 +345,11 @@ class SequencePass {
         l = -adv * lp;
         dl = -adv;
       } else {
-        // x = the ratio (r_t, or GSPO's sg(s_i) pi/sg(pi) whose value is s_i); d x / d log pi = x.
-        const double x = gspo ? q.gspo_s : clamp_exp(lp - static_cast<double>(in_.logp_old(row)));
+        // x = the ratio (r_t, or GSPO's sg(s_i) pi/sg(pi) whose value is s_i); d x / d log pi = x
+        // inside the +-20 clamp of its log, 0 outside.
+        const double log_r = lp - static_cast<double>(in_.logp_old(row));
+        const double x = gspo ? q.gspo_s : clamp_exp(log_r);
+        const bool passes = gspo ? q.gspo_inside_clamp : inside_clamp(log_r);
         const double unclipped = -adv * x;
         const double clipped = -adv * kclamp(x, lo_clip, hi_clip);
         if (clipped > unclipped) {
@@ -299,7 +357,7 @@ class SequencePass {
           a.v[k_clipped_tokens] += 1.0;
         } else {
           l = unclipped;
-          dl = -adv * x;
+          dl = passes ? -adv * x : 0.0;
         }
       }
       const double f = token_weight * factor;
@@ -312,7 +370,8 @@ class SequencePass {
   LossInput in_;
   View1<float> dlogp_;
   double scale_;
-  double tokens_ = 0.0, sequences_ = 0.0;
+  double tokens_ = 0.0, sequences_ = 0.0;  // the aggregation's T and B (or T' and B')
+  double log_veto_ = 0.0, log_geo_lo_ = 0.0, log_geo_hi_ = 0.0;
   bool with_grad_;
 };
 
@@ -346,6 +405,8 @@ LossCounts loss_counts(const LossSpec& spec, const LossInput& in) {
   LossCounts c;
   c.tokens = acc.v[k_live_tokens];
   c.sequences = acc.v[k_live_sequences];
+  c.batch_tokens = acc.v[k_tokens];
+  c.batch_sequences = acc.v[k_sequences];
   return c;
 }
 
@@ -355,7 +416,8 @@ LossStats loss_and_grad(const LossSpec& spec, const LossInput& in, const LossCou
   if (dlogp.extent(0) != in.logp.extent(0))
     throw std::invalid_argument("losses: dlogp has " + std::to_string(dlogp.extent(0)) + " rows, expected " +
                                 std::to_string(in.logp.extent(0)));
-  if (!(global.tokens >= 0.0) || !(global.sequences >= 0.0))
+  if (!(global.tokens >= 0.0) || !(global.sequences >= 0.0) || !(global.batch_tokens >= 0.0) ||
+      !(global.batch_sequences >= 0.0))
     throw std::invalid_argument("losses: global counts must be >= 0");
   Kokkos::deep_copy(ExecSpace(), dlogp, 0.0f);  // non-response, masked and dropped rows
   const StatsAcc acc =

@@ -7,7 +7,8 @@
 // deck's [rl] loss / loss_agg values.
 //
 // Per token t of sequence i (response tokens only), with A = A_i the sequence's advantage:
-//   r_t   = exp(clamp(log pi_theta - log pi_old))        PPO ratio
+//   r_t   = exp(clamp(log pi_theta - log pi_old))        PPO ratio (d r_t / d log pi_theta = r_t
+//                                                         inside the clamp, 0 outside: torch.clamp)
 //   w_t   = exp(clamp(log pi_old - log mu))              sampler correction (constant)
 //   rho_i = exp(clamp(sum_t (log pi_old - log mu)))      PPO-family sequence weight (constant)
 //   rho_i = exp(clamp(sum_t (sg(log pi_theta) - log mu))) PG-family sequence weight (sg = value only)
@@ -24,22 +25,29 @@
 // | pg_seq_tis      | -min(sg(rho_i), C) A log pi_theta(y_t)                |
 // | pg_seq_mis      | -sg(rho_i) 1[rho_i <= C] A log pi_theta(y_t)  (rho_i > C: sequence masked) |
 // | gspo            | s_i = exp(clamp(mean_t (log pi_theta - log pi_old))); ratio_t = sg(s_i) pi_theta/sg(pi_theta)
-// |                 | (value s_i, d ratio_t / d log pi_theta(y_t) = s_i);                |
+// |                 | (value s_i, d ratio_t / d log pi_theta(y_t) = s_i, 0 when the clamp is active:   |
+// |                 | the clamp acts on log ratio_t = sg(log s_i) + log pi_theta - sg(log pi_theta), as in verl) |
 // |                 | l_t = max(-A ratio_t, -A clip(ratio_t, 1 - gspo_eps_lo, 1 + gspo_eps_hi)) |
 // Gradient of max(-A x, -A clip(x)) with respect to log pi_theta: -A dx when the unclipped term is
 // the max (ties included), 0 when the clipped term is strictly larger ("clipped").
 // Optional sequence filters (any loss): geometric rejection drops sequence i when
-// exp(mean_t log w_t) (clamped log) is outside [geo_lo, geo_hi]; token veto drops it when any
-// w_t < token_veto (token_veto > 0). Dropped and masked tokens contribute 0 to the loss and LEAVE
-// THE DENOMINATORS below.
+// mean_t log w_t is outside [log geo_lo, log geo_hi]; token veto drops it when any
+// log w_t < log token_veto (token_veto > 0). Both compare the UNCLAMPED log, so thresholds beyond
+// e^-+20 still fire. Dropped and masked tokens contribute 0 to the loss; whether they also leave
+// the denominators is the LossDenominator below.
 //
 // Aggregation over a mini-batch (global over ranks: the caller sums LossCounts over ranks first):
-//   dr_grpo             L = (1/B') sum_i (1/L_max) sum_t l_t   (L_max = constant, max_new_tokens)
-//   token_mean          L = sum_{i,t} l_t / T'
-//   seq_mean_token_mean L = (1/B') sum_i (1/L'_i) sum_t l_t
-// where T' counts live (unmasked, undropped) tokens, B' counts sequences with at least one live
-// token, and L'_i the live tokens of sequence i. gspo uses seq_mean_token_mean (its "token-mean per
-// sequence"); its mean_t in s_i runs over the live tokens of the sequence.
+//   dr_grpo             L = (1/B) sum_i (1/L_max) sum_t l_t   (L_max = constant, max_new_tokens)
+//   token_mean          L = sum_{i,t} l_t / T
+//   seq_mean_token_mean L = (1/B) sum_i (1/L_i) sum_t l_t
+// LossDenominator::batch (the default; what Precision-RL's VeRL and Oat code do): T counts every
+// response token, B every sequence with at least one response token, L_i the response tokens of
+// sequence i, before any mask or filter: a masked token or dropped sequence is a zero term of the
+// mean. LossDenominator::surviving: T' counts live (unmasked, undropped) tokens, B' sequences with
+// at least one live token, L'_i the live tokens of sequence i (gradients larger by B/B' or T/T').
+// gspo uses seq_mean_token_mean (its "token-mean per sequence"); its mean_t in s_i runs over the
+// live tokens of the sequence.
+#include <cstddef>
 #include <string>
 #include <utility>
 #include <vector>
@@ -61,6 +69,7 @@ enum class LossKind {
   gspo
 };
 enum class LossAgg { dr_grpo, token_mean, seq_mean_token_mean };
+enum class LossDenominator { batch, surviving };
 
 // Deck name <-> enum; parse throws std::invalid_argument naming the bad value and the choices.
 const char* loss_name(LossKind k);
@@ -69,10 +78,13 @@ std::vector<std::string> loss_names();  // in table order
 const char* loss_agg_name(LossAgg a);
 // "auto" resolves to dr_grpo, or seq_mean_token_mean for gspo.
 LossAgg parse_loss_agg(const std::string& name, LossKind kind);
+const char* loss_denominator_name(LossDenominator d);
+LossDenominator parse_loss_denominator(const std::string& name);
 
 struct LossSpec {
   LossKind kind = LossKind::grpo;
   LossAgg agg = LossAgg::dr_grpo;
+  LossDenominator denominator = LossDenominator::batch;
   double eps_lo = 0.2, eps_hi = 0.2;            // PPO clip
   double cap = 3.0;                             // C of TIS/MIS (> 0)
   double gspo_eps_lo = 3e-4, gspo_eps_hi = 4e-4;
@@ -94,11 +106,13 @@ struct LossInput {
   ConstView1<float> advantage; // (S) A_i
 };
 
-// Live counts of this rank's mini-batch (after masks and filters): sum them over ranks, then pass
-// the global counts to loss_and_grad.
+// The denominators' counts of this rank's mini-batch: sum them over ranks, then pass the global
+// counts to loss_and_grad.
 struct LossCounts {
-  double tokens = 0.0;     // T'
-  double sequences = 0.0;  // B'
+  double tokens = 0.0;           // T'  live tokens (after masks and filters)
+  double sequences = 0.0;        // B'  sequences with a live token
+  double batch_tokens = 0.0;     // T   response tokens (before masks and filters)
+  double batch_sequences = 0.0;  // B   sequences with a response token
 };
 LossCounts loss_counts(const LossSpec& spec, const LossInput& in);
 
@@ -121,6 +135,11 @@ struct LossStats {
                                   // (rho_i, min(rho_i, C), ...; 1 for token-level and plain losses)
   void add(const LossStats& o);
   std::vector<std::pair<std::string, double>> to_row() const;  // field names
+  // The fields in declaration order (to_row's order), e.g. for one MPI allreduce, and back;
+  // from_values throws std::invalid_argument unless it gets exactly kNumFields values.
+  static constexpr std::size_t kNumFields = 14;
+  std::vector<double> values() const;
+  static LossStats from_values(const std::vector<double>& v);
 };
 
 // Loss value and dlogp(row) = scale * dL/d log pi_theta(row) for every row (0 on non-response and

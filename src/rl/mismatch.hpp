@@ -16,6 +16,11 @@ inline constexpr double kLogWeightClamp = 20.0;
 // A position is "near-certain" when the rollout engine's largest next-token probability is >= this.
 inline constexpr double kNearCertainProb = 0.99;
 
+// exp(r) - r - 1 (Schulman's k3 term with r = log pi - log mu), computed stably for every double r:
+// a series for |r| < 1 (relative error a few ulps, also for tiny r where exp(r) - 1 - r cancels),
+// expm1(r) - r otherwise; +Inf only when the true value overflows in double. No clamp.
+double k3_estimator(double r);
+
 struct MismatchInput {
   std::vector<float> logmu, logpi;  // [n_tokens] per response token, concatenated over sequences
   std::vector<int> seq_offsets;     // [S+1] sequence s = tokens [off[s], off[s+1]); off[0] = 0, off[S] = n_tokens
@@ -27,14 +32,15 @@ struct MismatchInput {
 
 // Per token d_t = log mu(y_t) - log pi(y_t); per sequence s_i = sum_t (log pi - log mu) = -sum_t d_t;
 // w_t = exp(clamp(log pi - log mu)), rho_i = exp(clamp(s_i)).
-// Every field is 0 (false) when there is nothing to average over; no field is ever NaN for finite inputs.
+// Every field is 0 (false) when there is nothing to average over; no field is ever NaN for finite inputs
+// (k3 is +Inf when some pi/mu = exp(-d_t) overflows in double, i.e. -d_t > ~709.78).
 struct MismatchMetrics {
   std::int64_t tokens = 0;     // n_tokens
   std::int64_t sequences = 0;  // S
   // Sampled-token KL(mu||pi) estimators (Schulman's k1, k2, k3 with d_t = log mu - log pi).
   double k1 = 0.0;  // mean d_t
   double k2 = 0.0;  // mean d_t^2 / 2
-  double k3 = 0.0;  // mean (exp(-d_t) + d_t - 1)  (exp(-d_t) uses the clamped log)
+  double k3 = 0.0;  // mean (exp(-d_t) + d_t - 1), the true value (k3_estimator; no clamp)
   double mean_abs_logratio = 0.0;   // mean |log pi - log mu|
   double mean_abs_prob_diff = 0.0;  // mean |pi - mu| with pi = exp(log pi), mu = exp(log mu)
   double max_prob_diff = 0.0;       // max_t (pi - mu)

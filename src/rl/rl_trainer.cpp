@@ -56,6 +56,85 @@ struct RlTrainer::MiniBatch {
   int n_seqs() const { return static_cast<int>(prompts.size()); }
 };
 
+// sample_phase: this rank's prompts (G copies of each problem's) and the rollout engine's samples.
+struct RlTrainer::Samples {
+  std::vector<tasks::Problem> problems;    // this rank's problems
+  std::vector<std::uint64_t> prompt_ids;   // their global indices j in the step
+  std::vector<std::vector<int>> prompts;   // sequence s = problem s / G, sample s % G
+  std::vector<std::uint64_t> seq_ids;      // j * G + g: the random-number key of each sequence
+  rollout::Rollout rollout;                // responses, log mu (rounded to P with logmu_in_storage)
+};
+
+namespace {
+
+// The per-rank sums of a step's health metrics, summed over ranks with the loss statistics in the
+// step's one allreduce (StepSums::values / from_values).
+#define MANTISSA_RL_STEP_SUMS(X)                                                                          \
+  X(response_len_sum) X(no_eos) X(groups_all_0) X(groups_all_1) X(entropy_sum) X(sequences)             \
+  X(rollout_tokens) X(reward_sum) X(rollout_nonfinite)
+
+struct StepSums {
+#define MANTISSA_DECLARE_SUM(f) double f = 0.0;
+  MANTISSA_RL_STEP_SUMS(MANTISSA_DECLARE_SUM)
+#undef MANTISSA_DECLARE_SUM
+  LossStats loss;  // summed over the step's updates
+
+  std::vector<double> values() const {
+    std::vector<double> v = loss.values();
+#define MANTISSA_PUSH_SUM(f) v.push_back(f);
+    MANTISSA_RL_STEP_SUMS(MANTISSA_PUSH_SUM)
+#undef MANTISSA_PUSH_SUM
+    return v;
+  }
+  static StepSums from_values(const std::vector<double>& v) {
+    constexpr std::size_t n_own = 0
+#define MANTISSA_COUNT_SUM(f) +1
+        MANTISSA_RL_STEP_SUMS(MANTISSA_COUNT_SUM)
+#undef MANTISSA_COUNT_SUM
+        ;
+    if (v.size() != LossStats::kNumFields + n_own)
+      throw std::logic_error("StepSums::from_values: " + std::to_string(v.size()) + " values, expected " +
+                             std::to_string(LossStats::kNumFields + n_own));
+    StepSums out;
+    out.loss = LossStats::from_values(std::vector<double>(v.begin(), v.begin() + LossStats::kNumFields));
+    std::size_t i = LossStats::kNumFields;
+#define MANTISSA_READ_SUM(f) out.f = v[i++];
+    MANTISSA_RL_STEP_SUMS(MANTISSA_READ_SUM)
+#undef MANTISSA_READ_SUM
+    return out;
+  }
+};
+#undef MANTISSA_RL_STEP_SUMS
+
+}  // namespace
+
+// score_phase: rewards and advantages per sequence, and this rank's rollout health sums.
+struct RlTrainer::Scores {
+  std::vector<float> rewards;    // per sequence: 1 for a verified answer, else 0
+  std::vector<float> advantage;  // per sequence (group_advantages)
+  double response_len_max = 0.0; // this rank's longest response (a maximum, not a sum)
+  double response_len_sum = 0.0, no_eos = 0.0, groups_all_0 = 0.0, groups_all_1 = 0.0;
+  double reward_sum = 0.0, rollout_nonfinite = 0.0;
+};
+
+// recompute_phase: the k mini-batches with log pi_old, and the host copies measure_phase needs.
+struct RlTrainer::Recomputed {
+  std::vector<std::unique_ptr<MiniBatch>> minibatches;  // k, some possibly empty on this rank
+  // Per response token in mini-batch order (mini-batch k-1 first), with the response lengths.
+  std::vector<float> logmu, logpi, full_logmu, full_logpi;
+  std::vector<int> response_len;
+  double entropy_sum = 0.0;  // of pi_old over response tokens
+};
+
+// update_phase: this rank's loss statistics and the optimizer's reports over the k updates.
+struct RlTrainer::UpdateTotals {
+  LossStats loss;             // this rank's, summed over updates
+  double grad_norm_sum = 0.0; // global norms, summed over updates
+  double nonfinite = 0.0;     // non-finite gradient entries
+  long long skipped = 0;      // updates skipped (inf/nan gradients)
+  double lr = 0.0;            // of the last update
+};
+
 RlTrainer::RlTrainer(const config::Config& cfg, Precision p, MPI_Comm comm)
     : cfg_(cfg),
       precision_(p),
@@ -73,6 +152,7 @@ RlTrainer::RlTrainer(const config::Config& cfg, Precision p, MPI_Comm comm)
   const config::RlConfig& rc = cfg.rl;
   spec_.kind = parse_loss(rc.loss);
   spec_.agg = parse_loss_agg(rc.loss_agg, spec_.kind);
+  spec_.denominator = parse_loss_denominator(rc.loss_denominator);
   spec_.eps_lo = rc.clip_eps_lo;
   spec_.eps_hi = rc.clip_eps_hi;
   spec_.cap = rc.is_cap;
@@ -150,89 +230,112 @@ void RlTrainer::problems_for_step(std::vector<tasks::Problem>& out, std::vector<
   }
 }
 
-StepRecord RlTrainer::step() {
-  ScopedRegion region("mantissa::rl::step");
-  const config::RlConfig& rc = cfg_.rl;
-  const int G = rc.samples_per_prompt, K = rc.updates_per_step, B = rc.prompts_per_step;
+bool RlTrainer::measures_exact_kl() const {
   // The exact KL compares full distributions; greedy sampling (temperature 0) samples from a point
   // mass, against which KL(pi||mu) is infinite by definition: it is not measured then.
-  const bool exact_kl = rc.exact_kl && cfg_.rollout.temperature > 0.0;
-  StepRecord rec;
-  const auto seed = sampling_seed();
+  return cfg_.rl.exact_kl && cfg_.rollout.temperature > 0.0;
+}
 
-  // ---- 1. rollout: G samples per prompt, log mu, rewards, advantages
+StepRecord RlTrainer::step() {
+  ScopedRegion region("mantissa::rl::step");
+  StepRecord rec;
   auto t = Clock::now();
-  std::vector<tasks::Problem> problems;
-  std::vector<std::uint64_t> gids;
-  problems_for_step(problems, gids);
-  std::vector<std::vector<int>> prompts;
-  std::vector<std::uint64_t> seq_ids;
-  for (std::size_t i = 0; i < problems.size(); ++i) {
-    const std::vector<int> p = tasks::encode_prompt(problems[i]);
-    for (int g = 0; g < G; ++g) {
-      prompts.push_back(p);
-      seq_ids.push_back(gids[i] * static_cast<std::uint64_t>(G) + static_cast<std::uint64_t>(g));
-    }
-  }
-  rollout::Rollout r;
-  if (!prompts.empty()) {
-    roll_->load_weights(opt_.master);
-    rollout::RolloutOptions ro;
-    ro.record_full_logprobs = exact_kl;
-    r = roll_->generate(prompts, seq_ids, seed, static_cast<std::uint64_t>(counters_.step), ro);
-  }
-  std::vector<float> rewards(prompts.size());
-  double len_sum = 0.0, len_max = 0.0, no_eos = 0.0, all0 = 0.0, all1 = 0.0, rollout_nonfinite = 0.0;
-  for (std::size_t s = 0; s < prompts.size(); ++s) {
-    // A response cut short by non-finite logits (overflow) is unfinished: reward 0, like a truncation.
-    rewards[s] = r.nonfinite[s] ? 0.0f
-                                : tasks::reward(problems[s / G], r.response[s].data(),
-                                                static_cast<int>(r.response[s].size()));
-    rollout_nonfinite += r.nonfinite[s] ? 1.0 : 0.0;
-    len_sum += static_cast<double>(r.response[s].size());
-    len_max = std::max(len_max, static_cast<double>(r.response[s].size()));
-    no_eos += r.finished[s] ? 0.0 : 1.0;
-    if (rc.logmu_in_storage) {
-      for (float& x : r.logmu[s]) x = round_to(precision_, x);
-    }
-  }
-  for (std::size_t i = 0; i < problems.size(); ++i) {
-    int solved = 0;
-    for (int g = 0; g < G; ++g) solved += rewards[i * G + g] > 0.5f ? 1 : 0;
-    all0 += solved == 0 ? 1.0 : 0.0;
-    all1 += solved == G ? 1.0 : 0.0;
-  }
-  const std::vector<float> adv = prompts.empty() ? std::vector<float>{}
-                                                 : group_advantages(rewards, G, adv_kind_, rc.advantage_eps);
+  const Samples samples = sample_phase();
+  const Scores scores = score_phase(samples);
   ExecSpace().fence();
   rec.times.rollout = seconds_since(t);
 
-  // ---- 2. recompute log pi_old on each mini-batch (whole groups), mismatch metrics mu vs pi_old
   t = Clock::now();
-  mbs_.clear();
-  for (int c = 0; c < K; ++c) mbs_.push_back(std::make_unique<MiniBatch>());
+  Recomputed rc = recompute_phase(samples, scores);
+  rec.mismatch = measure_phase(rc);
+  ExecSpace().fence();
+  rec.times.recompute = seconds_since(t);
+
+  const UpdateTotals up = update_phase(rc, rec.times);
+  counters_.step += 1;
+  counters_.data_counter += cfg_.rl.prompts_per_step;
+
+  log_phase(samples, scores, rc, up, rec);
+  return rec;
+}
+
+RlTrainer::Samples RlTrainer::sample_phase() {
+  const int G = cfg_.rl.samples_per_prompt;
+  Samples out;
+  problems_for_step(out.problems, out.prompt_ids);
+  for (std::size_t i = 0; i < out.problems.size(); ++i) {
+    const std::vector<int> p = tasks::encode_prompt(out.problems[i]);
+    for (int g = 0; g < G; ++g) {
+      out.prompts.push_back(p);
+      out.seq_ids.push_back(out.prompt_ids[i] * static_cast<std::uint64_t>(G) + static_cast<std::uint64_t>(g));
+    }
+  }
+  if (out.prompts.empty()) return out;
+  roll_->load_weights(opt_.master);
+  rollout::RolloutOptions ro;
+  ro.record_full_logprobs = measures_exact_kl();
+  out.rollout = roll_->generate(out.prompts, out.seq_ids, sampling_seed(), static_cast<std::uint64_t>(counters_.step), ro);
+  if (cfg_.rl.logmu_in_storage) {
+    for (std::vector<float>& lm : out.rollout.logmu)
+      for (float& x : lm) x = round_to(precision_, x);
+  }
+  return out;
+}
+
+RlTrainer::Scores RlTrainer::score_phase(const Samples& samples) const {
+  const int G = cfg_.rl.samples_per_prompt;
+  const rollout::Rollout& r = samples.rollout;
+  Scores out;
+  out.rewards.resize(samples.prompts.size());
+  for (std::size_t s = 0; s < samples.prompts.size(); ++s) {
+    // A response cut short by non-finite logits (overflow) is unfinished: reward 0, like a truncation.
+    out.rewards[s] = r.nonfinite[s] ? 0.0f
+                                    : tasks::reward(samples.problems[s / G], r.response[s].data(),
+                                                    static_cast<int>(r.response[s].size()));
+    out.rollout_nonfinite += r.nonfinite[s] ? 1.0 : 0.0;
+    out.response_len_sum += static_cast<double>(r.response[s].size());
+    out.response_len_max = std::max(out.response_len_max, static_cast<double>(r.response[s].size()));
+    out.no_eos += r.finished[s] ? 0.0 : 1.0;
+  }
+  for (float x : out.rewards) out.reward_sum += x;
+  for (std::size_t i = 0; i < samples.problems.size(); ++i) {
+    int solved = 0;
+    for (int g = 0; g < G; ++g) solved += out.rewards[i * G + g] > 0.5f ? 1 : 0;
+    out.groups_all_0 += solved == 0 ? 1.0 : 0.0;
+    out.groups_all_1 += solved == G ? 1.0 : 0.0;
+  }
+  if (!samples.prompts.empty())
+    out.advantage = group_advantages(out.rewards, G, adv_kind_, cfg_.rl.advantage_eps);
+  return out;
+}
+
+RlTrainer::Recomputed RlTrainer::recompute_phase(const Samples& samples, const Scores& scores) {
+  const int G = cfg_.rl.samples_per_prompt, K = cfg_.rl.updates_per_step, B = cfg_.rl.prompts_per_step;
+  const bool exact_kl = measures_exact_kl();
+  const rollout::Rollout& r = samples.rollout;
+  Recomputed out;
+  for (int c = 0; c < K; ++c) out.minibatches.push_back(std::make_unique<MiniBatch>());
+  // Prompt j (global index) goes to mini-batch j*K/B with its whole group.
   std::vector<std::vector<int>> mb_of_seq(K);
-  for (std::size_t i = 0; i < problems.size(); ++i) {
-    const int c = static_cast<int>(gids[i] * static_cast<std::uint64_t>(K) / static_cast<std::uint64_t>(B));
+  for (std::size_t i = 0; i < samples.problems.size(); ++i) {
+    const int c = static_cast<int>(samples.prompt_ids[i] * static_cast<std::uint64_t>(K) / static_cast<std::uint64_t>(B));
     for (int g = 0; g < G; ++g) mb_of_seq[c].push_back(static_cast<int>(i) * G + g);
   }
-  std::vector<float> all_logmu, all_logpi, all_full_mu, all_full_pi;
-  std::vector<int> all_len;
-  double entropy_sum = 0.0;
   // Reverse order: the last forward is mini-batch 0, which is also the first update's pi_theta.
   for (int c = K - 1; c >= 0; --c) {
-    MiniBatch& mb = *mbs_[c];
+    MiniBatch& mb = *out.minibatches[c];
     std::vector<int> mask_h;
     std::vector<float> logmu_h, adv_h;
     for (int s : mb_of_seq[c]) {
-      mb.prompts.push_back(prompts[s]);
-      std::vector<int> ids = prompts[s];
+      const std::vector<int>& prompt = samples.prompts[s];
+      mb.prompts.push_back(prompt);
+      std::vector<int> ids = prompt;
       ids.insert(ids.end(), r.response[s].begin(), r.response[s].end());
-      const int first = mb.batch.n_tokens() + static_cast<int>(prompts[s].size()) - 1;
-      mb.batch.add_sequence(ids, static_cast<int>(prompts[s].size()) - 1);
+      const int first = mb.batch.n_tokens() + static_cast<int>(prompt.size()) - 1;
+      mb.batch.add_sequence(ids, static_cast<int>(prompt.size()) - 1);
       const int L = static_cast<int>(r.response[s].size());
       mb.response_len.push_back(L);
-      adv_h.push_back(adv[s]);
+      adv_h.push_back(scores.advantage[s]);
       mask_h.resize(mb.batch.n_tokens(), 0);
       logmu_h.resize(mb.batch.n_tokens(), 0.0f);
       for (int k = 0; k < L; ++k) {
@@ -241,8 +344,8 @@ StepRecord RlTrainer::step() {
         mb.response_rows.push_back(first + k);
       }
       mb.logmu_tokens.insert(mb.logmu_tokens.end(), r.logmu[s].begin(), r.logmu[s].end());
-      if (exact_kl) all_full_mu.insert(all_full_mu.end(), r.full_logprobs[s].begin(), r.full_logprobs[s].end());
-      all_len.push_back(L);
+      if (exact_kl) out.full_logmu.insert(out.full_logmu.end(), r.full_logprobs[s].begin(), r.full_logprobs[s].end());
+      out.response_len.push_back(L);
     }
     if (mb.n_seqs() == 0) continue;
     mb.batch.upload();
@@ -261,38 +364,38 @@ StepRecord RlTrainer::step() {
     Kokkos::parallel_reduce(
         "mantissa::rl::entropy_sum", Kokkos::RangePolicy<ExecSpace>(0, N),
         KOKKOS_LAMBDA(const int n, double& acc) { acc += mask(n) ? ent(n) : 0.0f; }, e);
-    entropy_sum += e;
+    out.entropy_sum += e;
     auto lp = Kokkos::create_mirror_view_and_copy(HostSpace(), mb.logp_old);
-    for (int row : mb.response_rows) all_logpi.push_back(lp(row));
-    all_logmu.insert(all_logmu.end(), mb.logmu_tokens.begin(), mb.logmu_tokens.end());
+    for (int row : mb.response_rows) out.logpi.push_back(lp(row));
+    out.logmu.insert(out.logmu.end(), mb.logmu_tokens.begin(), mb.logmu_tokens.end());
     if (exact_kl) {
       const std::vector<float> full = train_->log_softmax_rows(mb.response_rows);
-      all_full_pi.insert(all_full_pi.end(), full.begin(), full.end());
+      out.full_logpi.insert(out.full_logpi.end(), full.begin(), full.end());
     }
   }
-  {
-    MismatchInput in;
-    in.logmu = parallel::gather_to_root(all_logmu, comm_);
-    in.logpi = parallel::gather_to_root(all_logpi, comm_);
-    const std::vector<int> lens = parallel::gather_to_root(all_len, comm_);
-    in.seq_offsets.assign(1, 0);
-    for (int L : lens) in.seq_offsets.push_back(in.seq_offsets.back() + L);
-    if (exact_kl) {
-      in.full_logmu = parallel::gather_to_root(all_full_mu, comm_);
-      in.full_logpi = parallel::gather_to_root(all_full_pi, comm_);
-      in.vocab = cfg_.model.vocab;
-    }
-    if (rank_ == 0) rec.mismatch = compute_mismatch(in, rc.is_cap);
-  }
-  ExecSpace().fence();
-  rec.times.recompute = seconds_since(t);
+  return out;
+}
 
-  // ---- 3. k optimizer updates, one per mini-batch
-  double grad_norm_sum = 0.0, nonfinite = 0.0, lr = 0.0;
-  LossStats local_stats;
-  for (int c = 0; c < K; ++c) {
-    MiniBatch& mb = *mbs_[c];
-    t = Clock::now();
+MismatchMetrics RlTrainer::measure_phase(const Recomputed& rc) const {
+  MismatchInput in;
+  in.logmu = parallel::gather_to_root(rc.logmu, comm_);
+  in.logpi = parallel::gather_to_root(rc.logpi, comm_);
+  const std::vector<int> lens = parallel::gather_to_root(rc.response_len, comm_);
+  in.seq_offsets.assign(1, 0);
+  for (int L : lens) in.seq_offsets.push_back(in.seq_offsets.back() + L);
+  if (measures_exact_kl()) {
+    in.full_logmu = parallel::gather_to_root(rc.full_logmu, comm_);
+    in.full_logpi = parallel::gather_to_root(rc.full_logpi, comm_);
+    in.vocab = cfg_.model.vocab;
+  }
+  return rank_ == 0 ? compute_mismatch(in, cfg_.rl.is_cap) : MismatchMetrics{};
+}
+
+RlTrainer::UpdateTotals RlTrainer::update_phase(Recomputed& rc, PhaseTimes& times) {
+  UpdateTotals out;
+  for (std::size_t c = 0; c < rc.minibatches.size(); ++c) {
+    MiniBatch& mb = *rc.minibatches[c];
+    auto t = Clock::now();
     opt_.zero_grad();
     LossCounts counts;
     LossInput in;
@@ -310,110 +413,109 @@ StepRecord RlTrainer::step() {
       counts = loss_counts(spec_, in);
     }
     ExecSpace().fence();
-    rec.times.update += seconds_since(t);
+    times.update += seconds_since(t);
     t = Clock::now();
+    std::vector<double> c4{counts.tokens, counts.sequences, counts.batch_tokens, counts.batch_sequences};
+    parallel::allreduce_sum(c4, comm_);  // integer counts: exact in double
     LossCounts global;
-    global.tokens = parallel::allreduce_sum_scalar<double>(counts.tokens, comm_);
-    global.sequences = parallel::allreduce_sum_scalar<double>(counts.sequences, comm_);
-    rec.times.comm += seconds_since(t);
+    global.tokens = c4[0];
+    global.sequences = c4[1];
+    global.batch_tokens = c4[2];
+    global.batch_sequences = c4[3];
+    times.comm += seconds_since(t);
     t = Clock::now();
     if (mb.n_seqs() > 0) {
-      local_stats.add(loss_and_grad(spec_, in, global, static_cast<float>(opt_.loss_scale()), mb.dlogp));
+      out.loss.add(loss_and_grad(spec_, in, global, static_cast<float>(opt_.loss_scale()), mb.dlogp));
       train_->backward(mb.batch, mb.dlogp, opt_.grads);
     }
     ExecSpace().fence();
-    rec.times.update += seconds_since(t);
+    times.update += seconds_since(t);
     t = Clock::now();
     if (nranks_ > 1) parallel::allreduce_sum(opt_.grads, comm_);
-    rec.times.comm += seconds_since(t);
+    times.comm += seconds_since(t);
     t = Clock::now();
     const model::StepReport rep = opt_.step();
     ExecSpace().fence();
-    rec.times.update += seconds_since(t);
-    grad_norm_sum += rep.grad_norm;
-    nonfinite += static_cast<double>(rep.nonfinite);
-    rec.skipped += rep.skipped ? 1 : 0;
-    lr = rep.lr;
+    times.update += seconds_since(t);
+    out.grad_norm_sum += rep.grad_norm;
+    out.nonfinite += static_cast<double>(rep.nonfinite);
+    out.skipped += rep.skipped ? 1 : 0;
+    out.lr = rep.lr;
   }
   train_->load_weights(opt_.master);
-  counters_.step += 1;
-  counters_.data_counter += B;
+  return out;
+}
 
-  // ---- 4. metrics (global)
-  Row stats_row = local_stats.to_row();
-  std::vector<double> sums;
-  for (const auto& kv : stats_row) sums.push_back(kv.second);
-  for (double x : {len_sum, len_max, no_eos, all0, all1, entropy_sum, static_cast<double>(prompts.size()),
-                   static_cast<double>(r.tokens_processed), [&] {
-                     double s = 0;
-                     for (float x : rewards) s += x;
-                     return s;
-                   }(), rollout_nonfinite}) {
-    sums.push_back(x);
-  }
-  const std::size_t ns = stats_row.size();
-  const double len_max_local = len_max;
+void RlTrainer::log_phase(const Samples& samples, const Scores& scores, const Recomputed& rc, const UpdateTotals& up,
+                          StepRecord& rec) const {
+  const int G = cfg_.rl.samples_per_prompt, K = cfg_.rl.updates_per_step;
+  StepSums local;
+  local.loss = up.loss;
+  local.response_len_sum = scores.response_len_sum;
+  local.no_eos = scores.no_eos;
+  local.groups_all_0 = scores.groups_all_0;
+  local.groups_all_1 = scores.groups_all_1;
+  local.entropy_sum = rc.entropy_sum;
+  local.sequences = static_cast<double>(samples.prompts.size());
+  local.rollout_tokens = static_cast<double>(samples.rollout.tokens_processed);
+  local.reward_sum = scores.reward_sum;
+  local.rollout_nonfinite = scores.rollout_nonfinite;
+  std::vector<double> sums = local.values();
   parallel::allreduce_sum(sums, comm_);
-  // len_max is a maximum, not a sum
-  double len_max_global = 0.0;
-  MPI_Allreduce(&len_max_local, &len_max_global, 1, MPI_DOUBLE, MPI_MAX, comm_);
-  for (std::size_t i = 0; i < ns; ++i) stats_row[i].second = sums[i];
-  LossStats& ls = rec.loss;
-  {
-    std::size_t i = 0;
-    ls.loss = sums[i++], ls.tokens = sums[i++], ls.sequences = sums[i++], ls.live_tokens = sums[i++];
-    ls.live_sequences = sums[i++], ls.clipped_tokens = sums[i++], ls.capped_tokens = sums[i++];
-    ls.masked_tokens = sums[i++], ls.capped_sequences = sums[i++], ls.masked_sequences = sums[i++];
-    ls.rejected_sequences = sums[i++], ls.vetoed_sequences = sums[i++], ls.ratio_mean_sum = sums[i++];
-    ls.weight_sum = sums[i++];
-  }
-  const double n_seq = std::max(1.0, sums[ns + 6]), n_groups = std::max(1.0, n_seq / G);
+  const StepSums g = StepSums::from_values(sums);
+  double len_max = 0.0;  // a maximum, not a sum
+  MPI_Allreduce(&scores.response_len_max, &len_max, 1, MPI_DOUBLE, MPI_MAX, comm_);
+
+  rec.loss = g.loss;
+  const LossStats& ls = rec.loss;
+  const double n_seq = std::max(1.0, g.sequences), n_groups = std::max(1.0, n_seq / G);
   const double tokens_all = std::max(1.0, ls.tokens);
-  rec.reward_mean = sums[ns + 8] / n_seq;
-  rec.response_length_mean = sums[ns + 0] / n_seq;
-  rec.grad_norm = grad_norm_sum / K;
+  const double seqs_all = std::max(1.0, ls.sequences);
+  rec.reward_mean = g.reward_sum / n_seq;
+  rec.response_length_mean = g.response_len_sum / n_seq;
+  rec.grad_norm = up.grad_norm_sum / K;
   rec.loss_scale = opt_.loss_scale();
+  rec.skipped = up.skipped;
   rec.step = counters_.step;
-  const double gen_tokens = sums[ns + 7];
-  Row& row = rec.row;
-  row = {{"step", static_cast<double>(rec.step)},
-         {"reward_mean", rec.reward_mean},
-         {"response_length_mean", rec.response_length_mean},
-         {"response_length_max", len_max_global},
-         {"no_eos", sums[ns + 2]},
-         {"groups_all_0", sums[ns + 3]},
-         {"groups_all_1", sums[ns + 4]},
-         {"groups_all_0_frac", sums[ns + 3] / n_groups},
-         {"groups_all_1_frac", sums[ns + 4] / n_groups},
-         {"entropy_mean", sums[ns + 5] / tokens_all},
-         {"loss", ls.loss / K},
-         {"ratio_mean", ls.ratio_mean_sum / tokens_all},
-         {"clip_frac", ls.clipped_tokens / tokens_all},
-         {"token_capped_frac", ls.capped_tokens / tokens_all},
-         {"token_masked_frac", ls.masked_tokens / tokens_all},
-         {"seq_capped_frac", ls.capped_sequences / std::max(1.0, ls.sequences)},
-         {"seq_masked_frac", ls.masked_sequences / std::max(1.0, ls.sequences)},
-         {"seq_rejected_frac", ls.rejected_sequences / std::max(1.0, ls.sequences)},
-         {"seq_vetoed_frac", ls.vetoed_sequences / std::max(1.0, ls.sequences)},
-         {"live_token_frac", ls.live_tokens / tokens_all},
-         {"seq_weight_mean", ls.live_sequences > 0 ? ls.weight_sum / ls.live_sequences : 0.0},
-         {"grad_norm", rec.grad_norm},
-         {"weight_norm", opt_.weight_norm()},
-         {"loss_scale", rec.loss_scale},
-         {"skipped_updates", static_cast<double>(rec.skipped)},
-         {"skipped_total", static_cast<double>(opt_.scaler.skipped())},
-         {"nonfinite", nonfinite},
-         {"rollout_nonfinite", sums[ns + 9]},
-         {"lr", lr},
-         {"time_rollout", rec.times.rollout},
-         {"time_recompute", rec.times.recompute},
-         {"time_update", rec.times.update},
-         {"time_comm", rec.times.comm},
-         {"rollout_tokens_per_s", rec.times.rollout > 0 ? gen_tokens / rec.times.rollout : 0.0},
-         {"recompute_tokens_per_s", rec.times.recompute > 0 ? gen_tokens / rec.times.recompute : 0.0},
-         {"update_tokens_per_s", rec.times.update > 0 ? gen_tokens / rec.times.update : 0.0}};
-  for (const auto& kv : to_row(rec.mismatch)) row.emplace_back("mm_" + kv.first, kv.second);
-  return rec;
+  const PhaseTimes& tm = rec.times;
+  auto per_s = [&](double seconds) { return seconds > 0 ? g.rollout_tokens / seconds : 0.0; };
+  rec.row = {{"step", static_cast<double>(rec.step)},
+             {"reward_mean", rec.reward_mean},
+             {"response_length_mean", rec.response_length_mean},
+             {"response_length_max", len_max},
+             {"no_eos", g.no_eos},
+             {"groups_all_0", g.groups_all_0},
+             {"groups_all_1", g.groups_all_1},
+             {"groups_all_0_frac", g.groups_all_0 / n_groups},
+             {"groups_all_1_frac", g.groups_all_1 / n_groups},
+             {"entropy_mean", g.entropy_sum / tokens_all},
+             {"loss", ls.loss / K},
+             {"ratio_mean", ls.ratio_mean_sum / tokens_all},
+             {"clip_frac", ls.clipped_tokens / tokens_all},
+             {"token_capped_frac", ls.capped_tokens / tokens_all},
+             {"token_masked_frac", ls.masked_tokens / tokens_all},
+             {"seq_capped_frac", ls.capped_sequences / seqs_all},
+             {"seq_masked_frac", ls.masked_sequences / seqs_all},
+             {"seq_rejected_frac", ls.rejected_sequences / seqs_all},
+             {"seq_vetoed_frac", ls.vetoed_sequences / seqs_all},
+             {"live_token_frac", ls.live_tokens / tokens_all},
+             {"seq_weight_mean", ls.live_sequences > 0 ? ls.weight_sum / ls.live_sequences : 0.0},
+             {"grad_norm", rec.grad_norm},
+             {"weight_norm", opt_.weight_norm()},
+             {"loss_scale", rec.loss_scale},
+             {"skipped_updates", static_cast<double>(rec.skipped)},
+             {"skipped_total", static_cast<double>(opt_.scaler.skipped())},
+             {"nonfinite", up.nonfinite},
+             {"rollout_nonfinite", g.rollout_nonfinite},
+             {"lr", up.lr},
+             {"time_rollout", tm.rollout},
+             {"time_recompute", tm.recompute},
+             {"time_update", tm.update},
+             {"time_comm", tm.comm},
+             {"rollout_tokens_per_s", per_s(tm.rollout)},
+             {"recompute_tokens_per_s", per_s(tm.recompute)},
+             {"update_tokens_per_s", per_s(tm.update)}};
+  for (const auto& kv : to_row(rec.mismatch)) rec.row.emplace_back("mm_" + kv.first, kv.second);
 }
 
 EvalRecord RlTrainer::evaluate() {

@@ -1,11 +1,16 @@
 #pragma once
 // One RL fine-tuning run in one storage precision P (mission.md section 2, architecture.md "One RL
-// step"):
-//   prompts -> rollout engine (G samples each, log mu per token) -> verifier rewards -> group
-//   advantages -> training engine without gradient: log pi_old per token on each mini-batch ->
-//   mismatch metrics (mu vs pi_old) -> k optimizer updates, one per mini-batch of whole groups:
-//   forward (pi_theta), loss (losses.hpp), backward (scaled by the loss scale), allreduce of the flat
-//   fp32 gradient, unscale / inf-nan check / clip / AdamW on the fp32 master weights.
+// step"). RlTrainer::step is six phases, private member functions in this order:
+//   sample_phase     prompts -> rollout engine: G samples each, log mu per token        -> Samples
+//   score_phase      verifier rewards, group advantages, rollout health sums              -> Scores
+//   recompute_phase  training engine without gradient: log pi_old per token on each of the k
+//                    mini-batches of whole groups, entropy                                -> Recomputed
+//   measure_phase    mismatch metrics mu vs pi_old over every response token (rank 0)    -> MismatchMetrics
+//   update_phase     k optimizer updates, one per mini-batch: forward (pi_theta), loss (losses.hpp),
+//                    backward (scaled by the loss scale), allreduce of the flat fp32 gradient,
+//                    unscale / inf-nan check / clip / AdamW on the fp32 master weights  -> UpdateTotals
+//   log_phase        one allreduce of every per-rank sum (StepSums), the metrics row     -> StepRecord
+// The structs that carry data between phases are defined in rl_trainer.cpp.
 // Data parallel over MPI ranks: prompt j of a step (global index) is sampled on rank j % nranks,
 // with random numbers keyed by its global index, so samples do not depend on the rank count; loss
 // denominators and metrics are global.
@@ -88,8 +93,21 @@ class RlTrainer {
 
  private:
   struct MiniBatch;
+  struct Samples;
+  struct Scores;
+  struct Recomputed;
+  struct UpdateTotals;
   std::uint64_t sampling_seed() const;  // [rl] seed, or run.seed when it is -1
+  bool measures_exact_kl() const;
   void problems_for_step(std::vector<tasks::Problem>& out, std::vector<std::uint64_t>& global_ids);
+  // The phases of step(), in order (see the comment at the top).
+  Samples sample_phase();
+  Scores score_phase(const Samples& samples) const;
+  Recomputed recompute_phase(const Samples& samples, const Scores& scores);
+  MismatchMetrics measure_phase(const Recomputed& rc) const;
+  UpdateTotals update_phase(Recomputed& rc, PhaseTimes& times);
+  void log_phase(const Samples& samples, const Scores& scores, const Recomputed& rc, const UpdateTotals& up,
+                 StepRecord& rec) const;
   config::Config cfg_;
   Precision precision_;
   MPI_Comm comm_;
@@ -104,7 +122,6 @@ class RlTrainer {
   model::Counters counters_;
   TaskSet task_set_;
   bool has_task_set_ = false;
-  std::vector<std::unique_ptr<MiniBatch>> mbs_;
 };
 
 // Ljung-Box drift diagnostic of a per-step series (h = min(10, n/5) lags); lags = 0 when the series
