@@ -6,6 +6,7 @@
 #include "mantissa/kernels/decode.hpp"
 #include "mantissa/kernels/decode_gemm.hpp"
 #include "mantissa/kernels/embedding.hpp"
+#include "mantissa/kernels/fp8_round.hpp"
 #include "mantissa/kernels/region.hpp"
 #include "mantissa/kernels/rmsnorm.hpp"
 #include "mantissa/kernels/rope.hpp"
@@ -36,8 +37,9 @@ void upload(const std::vector<typename V::value_type>& h, V& d, const char* labe
 template <class T>
 class Engine final : public RolloutEngine {
  public:
-  Engine(const config::ModelConfig& m, const config::RolloutConfig& r, const model::ParamTable& table, int eos)
-      : m_(m), r_(r), table_(table), eos_(eos),
+  Engine(const config::ModelConfig& m, const config::RolloutConfig& r, const model::ParamTable& table, int eos,
+         Fp8Format fp8)
+      : m_(m), r_(r), table_(table), eos_(eos), fp8_(fp8),
         w_(Kokkos::view_alloc("mantissa::rollout::weights", Kokkos::WithoutInitializing), table.total()),
         rope_(rope_table(ExecSpace(), m.max_seq, m.head_dim(), static_cast<float>(m.rope_theta))) {
     params_.temperature = static_cast<float>(r.temperature);
@@ -46,11 +48,27 @@ class Engine final : public RolloutEngine {
     validate_sampling_params(params_);
   }
   Precision precision() const override { return precision_traits<T>::precision; }
+  Fp8Format fp8() const override { return fp8_; }
   void load_weights(const ConstView1<float>& master) override {
-    convert<float, T>(space_, master, w_);
+    if (fp8_ == Fp8Format::none) {
+      convert<float, T>(space_, master, w_);
+    } else {  // the weight sync of an FP8 engine: every linear layer's weights rounded per 128 x 128 block
+      ScopedRegion region("mantissa::rollout::fp8_weights");
+      const View1<float> w32(Kokkos::view_alloc("mantissa::rollout::fp8_master", Kokkos::WithoutInitializing),
+                             master.extent(0));
+      Kokkos::deep_copy(space_, w32, master);
+      for (const LayerSlices& ls : table_.layers())
+        for (const std::size_t i : {ls.wqkv, ls.wo, ls.wgu, ls.wd})
+          fp8_round_blocks(space_, model::slice2(w32, table_[i]), fp8_weight_block, fp8_weight_block, fp8_);
+      convert<float, T>(space_, w32, w_);  // exact: power-of-two-scaled FP8 values are T values
+    }
     packed_valid_ = false;  // repacked at the next default-mode generate
   }
-  void set_consistent(bool on) override { consistent_ = on; }
+  void set_consistent(bool on) override {
+    if (on && fp8_ != Fp8Format::none)
+      throw std::invalid_argument("rollout engine: consistent mode needs both engines in one precision, not an FP8 rollout");
+    consistent_ = on;
+  }
 
   Rollout generate(const std::vector<std::vector<int>>& prompts, const std::vector<std::uint64_t>& seq_ids,
                    std::uint64_t seed, std::uint64_t step, const RolloutOptions& opt) override {
@@ -87,6 +105,7 @@ class Engine final : public RolloutEngine {
     for (int b = 0; b < B; ++b) cur[b] = prompts[b][0];
     std::vector<int> h_tok, h_pos, h_slot, h_len, rows;
     std::vector<std::uint64_t> h_seq;
+    kv_scale_.assign(2 * L, 0.0f);  // FP8 KV cache: recalibrated at every generate (one RL step), from its prefill
     while (true) {
       rows.clear();
       h_tok.clear(), h_pos.clear(), h_slot.clear(), h_len.clear(), h_seq.clear();
@@ -135,18 +154,23 @@ class Engine final : public RolloutEngine {
       for (int l = 0; l < L; ++l) {
         const LayerSlices& ls = table_.layers()[l];
         rmsnorm_forward<T>(space_, x, weight1(ls.attn_norm), eps(), h, rstd);
+        fp8_activations(h);
         linear(gemm, 4 * l + 0, h, weight2(ls.wqkv), none, qkv);
         rope_forward<T>(space_, qkv, ps, H, Hkv, hd, static_cast<float>(m_.rope_theta), rope_);
+        fp8_kv(l, qkv, H * hd, Hkv * hd);
         kv_cache_append<T>(space_, qkv, slot, ps, H, Hkv, hd, cache_k_[l], cache_v_[l]);
         attention_decode<T>(space_, qkv, cache_k_[l], cache_v_[l], slot, len, H, Hkv, hd, r_.kv_split, att, lse);
+        fp8_activations(att);
         linear(gemm, 4 * l + 1, att, weight2(ls.wo), x, x2);  // residual fused
         rmsnorm_forward<T>(space_, x2, weight1(ls.mlp_norm), eps(), h, rstd);
+        fp8_activations(h);
         if (gemm) {  // SwiGLU fused into the gate/up GEMM's epilogue: the bits of the two calls below
           decode_gemm_swiglu<T>(space_, h, packed_[4 * l + 2], s);
         } else {
           linear(gemm, 4 * l + 2, h, weight2(ls.wgu), none, gu);
           swiglu_forward<T>(space_, gu, s);
         }
+        fp8_activations(s);
         linear(gemm, 4 * l + 3, s, weight2(ls.wd), x2, x);  // residual fused
         if (opt.record_hidden) {
           auto hx = Kokkos::create_mirror_view_and_copy(HostSpace(), x);
@@ -200,6 +224,25 @@ class Engine final : public RolloutEngine {
   }
 
  private:
+  // FP8 mode (fp8_round.hpp): a linear layer's input rounded per token in 1 x 128 groups, each with
+  // its power-of-two scale; the layer's weights were rounded per 128 x 128 block at load_weights.
+  void fp8_activations(const View2<T>& x) {
+    if (fp8_ != Fp8Format::none) fp8_round_groups<T>(space_, x, fp8_activation_group, fp8_);
+  }
+  // FP8 KV cache: the K and V columns of this layer's qkv rows rounded with one scale each per
+  // layer, set from the amax of the first rows of this generate (the prefill) and kept for its
+  // decode steps (larger values saturate, as in an FP8 engine with calibrated KV scales).
+  void fp8_kv(int l, const View2<T>& qkv, int k0, int nkv) {
+    if (fp8_ == Fp8Format::none) return;
+    for (int kv = 0; kv < 2; ++kv) {
+      float& s = kv_scale_[2 * l + kv];
+      const int c0 = k0 + kv * nkv;
+      if (s == 0.0f) s = fp8_pow2_scale(fp8_amax_columns<T>(space_, qkv, c0, nkv), fp8_);
+      fp8_round_columns<T>(space_, qkv, c0, nkv, s, fp8_);
+    }
+  }
+  static constexpr int fp8_weight_block = 128, fp8_activation_group = 128;
+
   // y = round_T(x W^T (+ residual)): the default mode's GEMM over all rows on packed weights
   // (decode_gemm.hpp), or linear_decode's batch-invariant split-K kernel (consistent mode, or where
   // decode_gemm is not available). Both are batch-invariant (D1/D1g, D3 in decode.hpp).
@@ -235,6 +278,8 @@ class Engine final : public RolloutEngine {
   config::RolloutConfig r_;
   model::ParamTable table_;
   int eos_;
+  Fp8Format fp8_;
+  std::vector<float> kv_scale_;  // FP8 KV cache: [2 l + (0 K, 1 V)], 0 = not yet calibrated in this generate
   ExecSpace space_;
   View1<T> w_;
   RopeTable rope_;  // cos/sin of positions < max_seq
@@ -254,9 +299,10 @@ class Engine final : public RolloutEngine {
 
 std::unique_ptr<RolloutEngine> make_rollout_engine(const config::ModelConfig& model,
                                                    const config::RolloutConfig& rollout,
-                                                   const model::ParamTable& table, Precision p, int eos_id) {
+                                                   const model::ParamTable& table, Precision p, int eos_id,
+                                                   Fp8Format fp8) {
   return dispatch_precision(p, [&](auto t) -> std::unique_ptr<RolloutEngine> {
-    return std::make_unique<Engine<decltype(t)>>(model, rollout, table, eos_id);
+    return std::make_unique<Engine<decltype(t)>>(model, rollout, table, eos_id, fp8);
   });
 }
 

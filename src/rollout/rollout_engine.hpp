@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "config/config.hpp"
+#include "mantissa/kernels/fp8_round.hpp"
 #include "mantissa/kernels/types.hpp"
 #include "model/params.hpp"
 
@@ -40,6 +41,7 @@ class RolloutEngine {
  public:
   virtual ~RolloutEngine() = default;
   virtual Precision precision() const = 0;
+  virtual Fp8Format fp8() const = 0;  // none, or the FP8 format of an FP8 rollout (see make_rollout_engine)
   virtual void load_weights(const ConstView1<float>& master) = 0;
   // Consistent mode (precision.consistent): the linear layers run linear_decode's batch-invariant
   // split-K kernel, which the training engine's consistent forward reproduces bit for bit. Default
@@ -51,8 +53,16 @@ class RolloutEngine {
                            std::uint64_t seed, std::uint64_t step, const RolloutOptions& opt) = 0;
 };
 
+// p: the storage precision of weights, activations and KV cache. fp8 != none makes it an FP8 rollout
+// engine as FP8-RL runs one (W8A8 linear layers and an FP8 KV cache; the rest in p, as DeepSeek-V3
+// keeps embedding, output head, norms and attention in 16 bits): every transformer block's linear
+// weights rounded to FP8 per 128 x 128 block at load_weights (the weight sync), each linear layer's
+// input per token in 1 x 128 groups, K and V with one scale per layer recalibrated at every generate,
+// all with power-of-two scales (fp8_round.hpp), fp32 accumulation, log mu in fp32. Not with
+// consistent mode (set_consistent throws).
 std::unique_ptr<RolloutEngine> make_rollout_engine(const config::ModelConfig& model,
                                                    const config::RolloutConfig& rollout,
-                                                   const model::ParamTable& table, Precision p, int eos_id);
+                                                   const model::ParamTable& table, Precision p, int eos_id,
+                                                   Fp8Format fp8 = Fp8Format::none);
 
 }  // namespace mantissa::rollout
