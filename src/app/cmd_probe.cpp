@@ -1,4 +1,5 @@
-// `mantissa probe`: for each storage precision, on the same master weights and the same prompts,
+// `mantissa probe`: for each engine precision ("P", or "T+R": training engine T, rollout engine R,
+// R possibly FP8), on the same master weights and the same prompts,
 // sample responses with the rollout engine (log mu), recompute log pi with the training engine, and
 // report every mismatch measure (mission.md section 5), the per-layer attribution, per-token and
 // per-sequence data in HDF5, and the two figures of the paper's offline analysis.
@@ -9,6 +10,7 @@
 #include <filesystem>
 
 #include "app/app.hpp"
+#include "mantissa/version.hpp"
 #include "app/jobs.hpp"
 #include "io/hdf5.hpp"
 #include "model/checkpoint.hpp"
@@ -28,7 +30,7 @@ namespace {
 struct ProbeResult {
   std::vector<double> bin_abs, bin_mean;  // |s_i| and s_i averaged per response-length quartile
   std::vector<int> bin_max_len;
-  Precision precision;
+  std::string precision;  // the engines' name (config::EnginePrecisions::name)
   rl::MismatchMetrics metrics;
   std::vector<double> layer_rel_diff;
   double reward_mean = 0.0, mean_length = 0.0, rollout_tokens_per_s = 0.0;
@@ -83,11 +85,11 @@ void run_probe(AppContext& ctx, const std::string& run_dir, const std::string& c
     out->write_attr("/", "checkpoint", checkpoint);
   }
   std::vector<ProbeResult> results;
-  for (const std::string& pname : pc.precisions) {
-    Precision p = Precision::fp32;
-    parse_precision(pname, p);
+  for (const std::string& entry : pc.precisions) {
+    const config::EnginePrecisions e = ctx.cfg.precision.engines(entry);
+    const std::string pname = e.name();
     const auto tr = std::chrono::steady_clock::now();
-    auto roll = rollout::make_rollout_engine(mc, ctx.cfg.rollout, table, p, tasks::eos_id());
+    auto roll = rollout::make_rollout_engine(mc, ctx.cfg.rollout, table, e.rollout, tasks::eos_id(), e.fp8);
     roll->set_consistent(ctx.cfg.precision.consistent);
     roll->load_weights(opt.master);
     rollout::RolloutOptions ro;
@@ -95,7 +97,7 @@ void run_probe(AppContext& ctx, const std::string& run_dir, const std::string& c
     ro.record_hidden = true;
     const rollout::Rollout r = roll->generate(prompts, ids, seed, 0, ro);
     const double roll_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - tr).count();
-    auto train = model::make_training_engine(mc, table, p);
+    auto train = model::make_training_engine(mc, table, e.train);
     train->set_temperature(static_cast<float>(ctx.cfg.rollout.temperature));
     train->set_consistent(ctx.cfg.precision.consistent, ctx.cfg.rollout.split_k, ctx.cfg.rollout.kv_split);
     train->load_weights(opt.master);
@@ -167,7 +169,7 @@ void run_probe(AppContext& ctx, const std::string& run_dir, const std::string& c
     in.full_logpi = g_full_pi;
     in.vocab = mc.vocab;
     ProbeResult res;
-    res.precision = p;
+    res.precision = pname;
     res.metrics = rl::compute_mismatch(in);
     res.layer_rel_diff = layers;
     double rsum = 0, lsum = 0;
@@ -211,23 +213,24 @@ void run_probe(AppContext& ctx, const std::string& run_dir, const std::string& c
       }
     }
     out->write(g + "/layers/rel_diff", layers);
+    out->write(g + "/tokens/exact_kl", res.metrics.exact_kl_per_token);  // KL(mu||pi) per position, nats
     for (const auto& [k, v] : rl::to_row(res.metrics)) out->write_attr(g, k, v);
   }
 
   if (ctx.rank == 0) {
     out->close();
     say(ctx, "\n{:<28}", "measure");
-    for (const auto& r : results) say(ctx, " {:>12}", precision_name(r.precision));
+    for (const auto& r : results) say(ctx, " {:>13}", r.precision);
     say(ctx, "\n");
     const auto rows0 = rl::to_row(results.front().metrics);
     for (std::size_t k = 0; k < rows0.size(); ++k) {
       say(ctx, "{:<28}", rows0[k].first);
-      for (const auto& r : results) say(ctx, " {:>12.4g}", rl::to_row(r.metrics)[k].second);
+      for (const auto& r : results) say(ctx, " {:>13.4g}", rl::to_row(r.metrics)[k].second);
       say(ctx, "\n");
     }
     const auto extra = [&](const char* name, auto get) {
       say(ctx, "{:<28}", name);
-      for (const auto& r : results) say(ctx, " {:>12.4g}", get(r));
+      for (const auto& r : results) say(ctx, " {:>13.4g}", get(r));
       say(ctx, "\n");
     };
     extra("reward_mean", [](const ProbeResult& r) { return r.reward_mean; });
@@ -235,16 +238,16 @@ void run_probe(AppContext& ctx, const std::string& run_dir, const std::string& c
     extra("rollout_tokens_per_s", [](const ProbeResult& r) { return r.rollout_tokens_per_s; });
     for (int l = 0; l < mc.n_layer; ++l) {
       say(ctx, "{:<28}", fmt::format("hidden_rel_diff_layer{}", l));
-      for (const auto& r : results) say(ctx, " {:>12.4g}", r.layer_rel_diff[l]);
+      for (const auto& r : results) say(ctx, " {:>13.4g}", r.layer_rel_diff[l]);
       say(ctx, "\n");
     }
     for (std::size_t q = 0; q < results.front().bin_abs.size(); ++q) {
       say(ctx, "{:<28}", fmt::format("seq_abs_logratio_q{} (L<={})", q + 1, results.front().bin_max_len[q]));
-      for (const auto& r : results) say(ctx, " {:>12.4g}", q < r.bin_abs.size() ? r.bin_abs[q] : 0.0);
+      for (const auto& r : results) say(ctx, " {:>13.4g}", q < r.bin_abs.size() ? r.bin_abs[q] : 0.0);
       say(ctx, "\n");
     }
     say(ctx, "per-token and per-sequence data: {}\n", h5);
-    const std::string plot = fmt::format("/usr/bin/python3 {} {} {}", MANTISSA_PLOT_PROBE, h5, run_dir);
+    const std::string plot = fmt::format("/usr/bin/python3 {} {} {}", kPlotProbe, h5, run_dir);
     if (pc.plot && std::system("/usr/bin/python3 -c 'import h5py, matplotlib' >/dev/null 2>&1") == 0) {
       const int rc = std::system((plot + " >/dev/null").c_str());
       say(ctx, rc == 0 ? "figures: {0}/probe_token_probs.png, {0}/probe_seq_logratio.png\n"

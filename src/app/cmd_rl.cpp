@@ -9,6 +9,7 @@
 #include <filesystem>
 
 #include "app/app.hpp"
+#include "mantissa/version.hpp"
 #include "app/exit.hpp"
 #include "app/health.hpp"
 #include "app/jobs.hpp"
@@ -102,8 +103,11 @@ std::vector<RlSummary> run_rl(AppContext& ctx, const std::string& run_dir, const
                               const std::string& task_set_path, bool fresh_metrics) {
   namespace fs = std::filesystem;
   const config::RlConfig& rc = ctx.cfg.rl;
-  std::vector<std::string> precisions = rc.precisions;
-  if (precisions.empty()) precisions.push_back(ctx.cfg.precision.storage);
+  // The engines of each run, by their resolved names ([precision] rollout_storage applied): the names
+  // of the metrics groups, checkpoints and final files.
+  std::vector<std::string> precisions;
+  for (const std::string& e : rc.precisions) precisions.push_back(ctx.cfg.precision.engines(e).name());
+  if (precisions.empty()) precisions.push_back(ctx.cfg.precision.engines().name());
   rl::TaskSet set;
   if (!task_set_path.empty()) {
     try {
@@ -132,8 +136,7 @@ std::vector<RlSummary> run_rl(AppContext& ctx, const std::string& run_dir, const
   }
   std::vector<RlSummary> out;
   for (const std::string& pname : precisions) {
-    Precision p = Precision::fp32;
-    parse_precision(pname, p);
+    const config::EnginePrecisions p = ctx.cfg.precision.engines(pname);
     const std::string final_path = (fs::path(run_dir) / fmt::format("rl_{}_final.h5", pname)).string();
     rl::RlTrainer trainer(ctx.cfg, p, ctx.comm);
     // Where this precision's run starts: the base policy, or on a restart its newest usable checkpoint.
@@ -256,7 +259,7 @@ std::vector<RlSummary> run_rl(AppContext& ctx, const std::string& run_dir, const
   if (file) file->close();
   print_rl_summary(ctx, out);
   if (ctx.rank == 0 && !out.empty()) {
-    const std::string plot = fmt::format("/usr/bin/python3 {} {} {}", MANTISSA_PLOT_RL, h5, run_dir);
+    const std::string plot = fmt::format("/usr/bin/python3 {} {} {}", kPlotRl, h5, run_dir);
     if (rc.plot && std::system("/usr/bin/python3 -c 'import h5py, matplotlib' >/dev/null 2>&1") == 0) {
       const int rc_plot = std::system((plot + " >/dev/null").c_str());
       say(ctx, rc_plot == 0 ? "figure: {0}/rl_curves.png\n" : "plotting failed; run: {1}\n", run_dir, plot);

@@ -65,6 +65,7 @@
 #include <thread>
 
 #include "app/app.hpp"
+#include "mantissa/version.hpp"
 #include "app/jobs.hpp"
 #include "io/hdf5.hpp"
 #include "mantissa/kernels/region.hpp"
@@ -405,10 +406,10 @@ int cmd_study(AppContext& ctx) {
       for (const std::int64_t s : sc.seeds) {
         Configuration c;
         c.index = static_cast<int>(confs.size());
-        c.precision = p;
+        c.precision = ctx.cfg.precision.engines(p).name();  // resolved: the name of its metrics group
         c.loss = l;
         c.seed = s;
-        c.name = fmt::format("{}_{}_seed{}", p, l, s);
+        c.name = fmt::format("{}_{}_seed{}", c.precision, l, s);
         c.group = c.index % ngroups;
         confs.push_back(c);
       }
@@ -587,7 +588,7 @@ int cmd_study(AppContext& ctx) {
       f.close();
     }
     say(ctx, "table: {}\n", h5);
-    const std::string plot = fmt::format("/usr/bin/python3 {} {} {}", MANTISSA_PLOT_STUDY, h5, study_dir);
+    const std::string plot = fmt::format("/usr/bin/python3 {} {} {}", kPlotStudy, h5, study_dir);
     if (sc.plot && std::system("/usr/bin/python3 -c 'import h5py, matplotlib' >/dev/null 2>&1") == 0) {
       const int rc_plot = std::system((plot + " >/dev/null").c_str());
       say(ctx, rc_plot == 0 ? "figure: {0}/study_curves.png\n" : "plotting failed; run: {1}\n", study_dir, plot);

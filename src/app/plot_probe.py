@@ -24,8 +24,13 @@ import h5py  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-PRECISIONS = ("fp32", "bf16", "fp16")
-COLOURS = {"fp32": "tab:green", "bf16": "tab:red", "fp16": "tab:blue"}
+PRECISIONS = ("fp32", "bf16", "fp16")  # first, in this order; then any pair ("bf16+fp8_e4m3", ...) in file order
+COLOURS = {"fp32": "tab:green", "bf16": "tab:red", "fp16": "tab:blue", "bf16+fp8_e4m3": "tab:orange",
+           "bf16+fp8_e5m2": "tab:brown", "fp16+fp8_e4m3": "tab:purple", "fp16+fp8_e5m2": "tab:pink"}
+
+
+def colour(prec):
+    return COLOURS.get(prec, "tab:gray")
 
 
 def read_probe(path):
@@ -35,9 +40,7 @@ def read_probe(path):
         if "probe" not in f:
             return out
         grp = f["probe"]
-        for prec in PRECISIONS:
-            if prec not in grp:
-                continue
+        for prec in [p for p in PRECISIONS if p in grp] + [p for p in grp if p not in PRECISIONS]:
             g = grp[prec]
             d = {}
             for key in ("tokens/logmu", "tokens/logpi", "sequences/length", "sequences/logratio_sum"):
@@ -87,7 +90,7 @@ def main(argv):
         pi = np.exp(d["logpi"].astype(np.float64))
         mad = float(np.mean(np.abs(pi - mu))) if mu.size else 0.0
         summary[prec] = {"tokens": mu.size, "mean_abs_prob_diff": mad}
-        ax.scatter(mu, pi, s=2, alpha=0.4, color=COLOURS[prec], rasterized=True, linewidths=0)
+        ax.scatter(mu, pi, s=2, alpha=0.4, color=colour(prec), rasterized=True, linewidths=0)
         ax.plot([0, 1], [0, 1], color="black", linewidth=0.8, linestyle="--")
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
@@ -104,7 +107,7 @@ def main(argv):
     for ax, (prec, d) in zip(axes[0], data.items()):
         L = d["length"].astype(np.float64)
         s = d["logratio_sum"].astype(np.float64)
-        ax.scatter(L, s, s=6, alpha=0.5, color=COLOURS[prec], linewidths=0, label="sequences")
+        ax.scatter(L, s, s=6, alpha=0.5, color=colour(prec), linewidths=0, label="sequences")
         fit = fit_slope(d["length"], s)
         summary[prec]["sequences"] = L.size
         if fit is not None:

@@ -20,7 +20,8 @@ import h5py  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-COLOURS = {"fp32": "tab:green", "bf16": "tab:red", "fp16": "tab:blue"}
+COLOURS = {"fp32": "tab:green", "bf16": "tab:red", "fp16": "tab:blue", "bf16+fp8_e4m3": "tab:orange",
+           "bf16+fp8_e5m2": "tab:brown", "fp16+fp8_e4m3": "tab:purple", "fp16+fp8_e5m2": "tab:pink"}
 
 
 def smooth(y, w):

@@ -35,6 +35,49 @@ struct BlockWriter {
 
 }  // namespace
 
+std::string EnginePrecisions::name() const {
+  const std::string t(precision_name(train));
+  if (fp8 != Fp8Format::none) return t + "+" + std::string(fp8_format_name(fp8));
+  return train == rollout ? t : t + "+" + std::string(precision_name(rollout));
+}
+
+bool parse_engine_precisions(const std::string& name, EnginePrecisions& out) {
+  EnginePrecisions e;
+  const std::size_t plus = name.find('+');
+  if (!parse_precision(name.substr(0, plus), e.train)) return false;
+  e.rollout = e.train;
+  if (plus != std::string::npos) {
+    const std::string r = name.substr(plus + 1);
+    if (!parse_fp8_format(r, e.fp8) && !parse_precision(r, e.rollout)) return false;
+    if (!e.mixed()) return false;  // "bf16+bf16" is spelled "bf16"
+  }
+  out = e;
+  return true;
+}
+
+std::vector<std::string> engine_precision_names() {
+  const Precision ps[] = {Precision::fp32, Precision::bf16, Precision::fp16};
+  std::vector<std::string> names;
+  for (Precision p : ps) names.emplace_back(precision_name(p));
+  for (Precision t : ps) {
+    for (Precision r : ps)
+      if (r != t) names.push_back(EnginePrecisions{t, r, Fp8Format::none}.name());
+    for (Fp8Format f : {Fp8Format::e4m3, Fp8Format::e5m2}) names.push_back(EnginePrecisions{t, t, f}.name());
+  }
+  return names;
+}
+
+EnginePrecisions PrecisionConfig::engines(const std::string& entry) const {
+  EnginePrecisions e;
+  const std::string name = entry.empty() ? storage : entry;
+  if (!parse_engine_precisions(name, e)) throw DeckError("not an engine precision: \"" + name + "\"");
+  if (name.find('+') == std::string::npos && rollout_storage != "same") {
+    if (!parse_fp8_format(rollout_storage, e.fp8) && !parse_precision(rollout_storage, e.rollout))
+      throw DeckError("[precision] rollout_storage: not a precision: \"" + rollout_storage + "\"");
+  }
+  return e;
+}
+
 Config load_config_file(const std::string& path) { return load_config(Deck::from_file(path)); }
 Config load_config_text(const std::string& text, const std::string& name) {
   return load_config(Deck::from_string(text, name));
@@ -84,11 +127,34 @@ Config load_config(const Deck& deck) {
     if (o.empty() || o.find_first_of(std::string("\n\r\0", 3)) != std::string::npos)
       fail("run", "output_dir", "must be a non-empty path without line breaks or NUL characters");
   }
-  no_duplicates("rl", "precisions", cfg.rl.precisions);
+  // Precision lists: compared as the engines they resolve to ([precision] rollout_storage applies to
+  // plain entries), so that "fp16" and "fp16+fp8_e4m3" under rollout_storage = "fp8_e4m3" are one entry.
+  const auto resolved = [&](const std::vector<std::string>& list) {
+    std::vector<std::string> names;
+    for (const auto& e : list) names.push_back(cfg.precision.engines(e).name());
+    return names;
+  };
+  const auto one_engine_pair = [&](const char* block, const std::vector<std::string>& list) {
+    if (!cfg.precision.consistent) return;
+    for (const auto& e : list)
+      if (cfg.precision.engines(e).mixed())
+        fail(block, "precisions",
+             fmt::format("\"{}\" runs the engines in different precisions ({}), which [precision] consistent = true "
+                         "cannot make bit-identical; use one precision for both",
+                         e, cfg.precision.engines(e).name()));
+  };
+  no_duplicates("rl", "precisions", resolved(cfg.rl.precisions));
   not_empty("probe", "precisions", cfg.probe.precisions);
-  no_duplicates("probe", "precisions", cfg.probe.precisions);
+  no_duplicates("probe", "precisions", resolved(cfg.probe.precisions));
   not_empty("study", "precisions", cfg.study.precisions);
-  no_duplicates("study", "precisions", cfg.study.precisions);
+  no_duplicates("study", "precisions", resolved(cfg.study.precisions));
+  one_engine_pair("rl", cfg.rl.precisions);
+  one_engine_pair("probe", cfg.probe.precisions);
+  one_engine_pair("study", cfg.study.precisions);
+  if (cfg.precision.consistent && cfg.precision.engines().mixed())
+    fail("precision", "rollout_storage",
+         fmt::format("\"{}\" with storage \"{}\": consistent = true needs both engines in one precision",
+                     cfg.precision.rollout_storage, cfg.precision.storage));
   not_empty("study", "losses", cfg.study.losses);
   no_duplicates("study", "losses", cfg.study.losses);
   not_empty("study", "seeds", cfg.study.seeds);

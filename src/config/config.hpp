@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "config/checks.hpp"  // not deck.hpp: no toml++ here (see checks.hpp)
+#include "mantissa/kernels/fp8.hpp"
 #include "mantissa/kernels/precision.hpp"
 #include "tasks/tasks.hpp"
 
@@ -63,18 +64,46 @@ struct ModelConfig {
   }
 };
 
+// The numerics of the two engines of one run. Named "P" when both engines store in P, "T+R" when
+// the training engine stores in T and the rollout engine in R (fp32, bf16, fp16), or R is an FP8
+// format (fp8_e4m3, fp8_e5m2): an FP8 rollout engine (rollout_engine.hpp) whose other parts run in T,
+// as FP8-RL pairs a BF16 trainer with an FP8 sampler. These names are the entries of [rl], [probe]
+// and [study] precisions, the groups of metrics.h5 and probe.h5, and the checkpoints' precision.
+struct EnginePrecisions {
+  Precision train = Precision::fp16;    // the training engine's storage (and the optimizer's loss scaling)
+  Precision rollout = Precision::fp16;  // the rollout engine's storage (for FP8: the non-FP8 parts, = train)
+  Fp8Format fp8 = Fp8Format::none;      // FP8 rollout format, or none
+  bool mixed() const { return train != rollout || fp8 != Fp8Format::none; }
+  std::string name() const;
+};
+// "P" or "T+R" as above, canonical only ("bf16+bf16" is "bf16"); false for anything else.
+bool parse_engine_precisions(const std::string& name, EnginePrecisions& out);
+// Every canonical name: the 3 single precisions, then the 12 pairs.
+std::vector<std::string> engine_precision_names();
+
 struct PrecisionConfig {
   std::string storage = "fp16";
+  std::string rollout_storage = "same";
   bool consistent = false;
   Precision storage_precision() const {
     Precision p = Precision::fp32;
     parse_precision(storage, p);
     return p;
   }
+  // The engines an entry of a precisions list names ("P" or "T+R"); a plain "P" takes rollout_storage
+  // for its rollout engine unless that is "same". An empty entry: [precision] storage itself.
+  EnginePrecisions engines(const std::string& entry = "") const;
   template <class V>
   void visit(V& v) {
-    v.key("storage", storage, "storage precision P of weights used in compute, activations and KV cache",
+    v.key("storage", storage,
+          "storage precision P of weights used in compute, activations and KV cache (the training engine's, and the "
+          "rollout engine's unless rollout_storage says otherwise)",
           OneOf{{"fp32", "bf16", "fp16"}});
+    v.key("rollout_storage", rollout_storage,
+          "the rollout engine's storage: same (= the training engine's), fp32, bf16, fp16, or an FP8 rollout "
+          "(fp8_e4m3, fp8_e5m2: W8A8 linear layers and an FP8 KV cache, the rest in the training engine's precision); "
+          "applies to storage and to every plain entry of the precisions lists",
+          OneOf{{"same", "fp32", "bf16", "fp16", "fp8_e4m3", "fp8_e5m2"}});
     v.key("consistent", consistent,
           "both engines use the rollout engine's batch-invariant kernels, so log mu == log pi bit for bit");
   }
@@ -188,8 +217,10 @@ struct ProbeConfig {
   void visit(V& v) {
     v.key("enabled", enabled, "mantissa run: probe the base policy (and compare the training engine's precisions) before RL");
     v.key("checkpoint", checkpoint, "master weights to probe (a checkpoint from mantissa sft or run); required by probe");
-    v.key("precisions", precisions, "storage precisions compared, each on the same weights and prompts",
-          OneOf{{"fp32", "bf16", "fp16"}});
+    v.key("precisions", precisions,
+          "engine precisions compared, each on the same weights and prompts: P or T+R, e.g. \"bf16+fp8_e4m3\" "
+          "(training engine T, rollout engine R; see [precision] rollout_storage)",
+          OneOf{engine_precision_names()});
     v.key("problems", problems, "held-out prompts sampled", Range<int>{1, 1 << 20});
     v.key("samples_per_problem", samples_per_problem, "responses sampled per prompt", Range<int>{1, 1 << 16});
     v.key("plot", plot, "draw the PNG figures with /usr/bin/python3 (h5py, matplotlib) when available");
@@ -238,8 +269,9 @@ struct RlConfig {
     v.key("task_set", task_set,
           "train on this curated task set (HDF5 from mantissa curate); empty = fresh generated train problems");
     v.key("precisions", precisions,
-          "run the RL stage once per storage precision, each from the same base policy; empty = [precision] storage",
-          OneOf{{"fp32", "bf16", "fp16"}});
+          "run the RL stage once per engine precision (P, or T+R: training engine T, rollout engine R, e.g. "
+          "\"bf16+fp8_e4m3\"), each from the same base policy; empty = [precision] storage",
+          OneOf{engine_precision_names()});
     v.key("seed", seed,
           "seed of the RL stage's sampling and curated-set order; -1 = run.seed (the problems themselves, and "
           "so a curated set, stay tied to run.seed)",
@@ -329,7 +361,8 @@ struct StudyConfig {
   bool plot = true;
   template <class V>
   void visit(V& v) {
-    v.key("precisions", precisions, "storage precisions swept", OneOf{{"fp32", "bf16", "fp16"}});
+    v.key("precisions", precisions, "engine precisions swept (P, or T+R as in [rl] precisions)",
+          OneOf{engine_precision_names()});
     v.key("losses", losses, "losses swept (names of [rl] loss)",
           OneOf{{"pg", "grpo", "grpo_token_tis", "grpo_token_mis", "grpo_seq_tis", "grpo_seq_mis", "pg_seq_is",
                  "pg_seq_tis", "pg_seq_mis", "gspo"}});

@@ -251,9 +251,10 @@ Counters load_checkpoint(const std::string& path, const config::ModelConfig& mod
     c.data_counter = counter(f, path, "/counters", "data_counter", kMaxDataCounter);
     c.seed = counter(f, path, "/counters", "seed", std::numeric_limits<std::int64_t>::max());
     if (f.has_attr("/counters", "precision")) c.precision = f.read_attr<std::string>("/counters", "precision");
-    Precision parsed = Precision::fp32;
-    if (!c.precision.empty() && !parse_precision(c.precision, parsed))
-      corrupt(path, fmt::format("attribute precision of /counters is \"{}\", not a precision name (fp32, bf16, fp16)",
+    config::EnginePrecisions parsed;
+    if (!c.precision.empty() && !config::parse_engine_precisions(c.precision, parsed))
+      corrupt(path, fmt::format("attribute precision of /counters is \"{}\", not an engine precision name (fp32, "
+                                "bf16, fp16, or training+rollout such as bf16+fp8_e4m3)",
                                 c.precision));
     const double scale = f.read_attr<double>("/loss_scale", "scale");
     if (!std::isfinite(scale) || scale <= 0.0)

@@ -270,6 +270,7 @@ MismatchMetrics compute_mismatch(const MismatchInput& in, double C) {
       for (int t = in.seq_offsets[i]; t < in.seq_offsets[i + 1]; ++t) sum_seq += kl_pos[t];
     }
     m.exact_kl_seq = S > 0 ? sum_seq / static_cast<double>(S) : 0.0;
+    m.exact_kl_per_token = std::move(kl_pos);
   }
   return m;
 }

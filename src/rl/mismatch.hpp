@@ -76,6 +76,7 @@ struct MismatchMetrics {
   double exact_uncertain_token_frac = 0.0;  // share of positions with max_v mu_v < kNearCertainProb
   double exact_uncertain_kl_share = 0.0;    // share of total KL(mu||pi) carried by those positions
   double exact_max_norm_error = 0.0;
+  std::vector<double> exact_kl_per_token;  // KL(mu||pi) at each position (has_exact; not a row column)
 };
 
 // Throws std::invalid_argument when sizes are inconsistent (logmu/logpi lengths differ, offsets not

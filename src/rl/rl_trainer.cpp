@@ -43,6 +43,18 @@ float round_to(Precision p, float x) {
 
 }  // namespace
 
+namespace detail {
+// sum of v(n) over the rows with mask(n) != 0. A free function: CUDA does not allow a device lambda
+// in a private member function (nor in an anonymous namespace).
+double masked_sum(const ConstView1<float>& v, const View1<int>& mask) {
+  double e = 0.0;
+  Kokkos::parallel_reduce(
+      "mantissa::rl::entropy_sum", Kokkos::RangePolicy<ExecSpace>(0, static_cast<int>(v.extent(0))),
+      KOKKOS_LAMBDA(const int n, double& acc) { acc += mask(n) ? v(n) : 0.0f; }, e);
+  return e;
+}
+}  // namespace detail
+
 // One mini-batch: whole groups of this rank, packed for the training engine, with the per-row
 // inputs of the loss.
 struct RlTrainer::MiniBatch {
@@ -135,17 +147,19 @@ struct RlTrainer::UpdateTotals {
   double lr = 0.0;            // of the last update
 };
 
-RlTrainer::RlTrainer(const config::Config& cfg, Precision p, MPI_Comm comm)
+RlTrainer::RlTrainer(const config::Config& cfg, const config::EnginePrecisions& e, MPI_Comm comm)
     : cfg_(cfg),
-      precision_(p),
+      engines_(e),
+      precision_(e.train),
       comm_(comm),
       table_(cfg.model),
-      opt_(table_, cfg.rl_optimizer, cfg.loss_scale, p),
-      train_(model::make_training_engine(cfg.model, table_, p)),
-      roll_(rollout::make_rollout_engine(cfg.model, cfg.rollout, table_, p, tasks::eos_id())) {
+      opt_(table_, cfg.rl_optimizer, cfg.loss_scale, e.train),
+      train_(model::make_training_engine(cfg.model, table_, e.train)),
+      roll_(rollout::make_rollout_engine(cfg.model, cfg.rollout, table_, e.rollout, tasks::eos_id(), e.fp8)) {
   config::RolloutConfig eval_cfg = cfg.rollout;
   eval_cfg.temperature = cfg.rl.eval_temperature;
-  eval_roll_ = rollout::make_rollout_engine(cfg.model, eval_cfg, table_, p, tasks::eos_id());
+  // Held-out evaluation samples with the rollout engine's numerics, as a deployed policy would be served.
+  eval_roll_ = rollout::make_rollout_engine(cfg.model, eval_cfg, table_, e.rollout, tasks::eos_id(), e.fp8);
   train_->set_temperature(static_cast<float>(cfg.rollout.temperature));
   train_->set_consistent(cfg.precision.consistent, cfg.rollout.split_k, cfg.rollout.kv_split);
   roll_->set_consistent(cfg.precision.consistent);  // pi == mu needs both engines in the mode
@@ -168,7 +182,7 @@ RlTrainer::RlTrainer(const config::Config& cfg, Precision p, MPI_Comm comm)
   opt_.horizon = static_cast<long long>(rc.steps) * rc.updates_per_step;
   counters_.stage = "rl";
   counters_.seed = cfg.run.seed;
-  counters_.precision = std::string(precision_name(p));
+  counters_.precision = e.name();
   MPI_Comm_rank(comm_, &rank_);
   MPI_Comm_size(comm_, &nranks_);
 }
@@ -277,7 +291,7 @@ RlTrainer::Samples RlTrainer::sample_phase() {
   out.rollout = roll_->generate(out.prompts, out.seq_ids, sampling_seed(), static_cast<std::uint64_t>(counters_.step), ro);
   if (cfg_.rl.logmu_in_storage) {
     for (std::vector<float>& lm : out.rollout.logmu)
-      for (float& x : lm) x = round_to(precision_, x);
+      for (float& x : lm) x = round_to(engines_.rollout, x);
   }
   return out;
 }
@@ -358,13 +372,7 @@ RlTrainer::Recomputed RlTrainer::recompute_phase(const Samples& samples, const S
     train_->load_weights(opt_.master);
     train_->forward(mb.batch);
     Kokkos::deep_copy(mb.logp_old, train_->logp());
-    const auto ent = train_->entropy();
-    const auto mask = mb.mask;
-    double e = 0.0;
-    Kokkos::parallel_reduce(
-        "mantissa::rl::entropy_sum", Kokkos::RangePolicy<ExecSpace>(0, N),
-        KOKKOS_LAMBDA(const int n, double& acc) { acc += mask(n) ? ent(n) : 0.0f; }, e);
-    out.entropy_sum += e;
+    out.entropy_sum += detail::masked_sum(train_->entropy(), mb.mask);
     auto lp = Kokkos::create_mirror_view_and_copy(HostSpace(), mb.logp_old);
     for (int row : mb.response_rows) out.logpi.push_back(lp(row));
     out.logmu.insert(out.logmu.end(), mb.logmu_tokens.begin(), mb.logmu_tokens.end());

@@ -69,9 +69,11 @@ struct EvalRecord {
 
 class RlTrainer {
  public:
-  // cfg.model.vocab must be resolved. p: the storage precision of both engines for this run. The run
-  // is data-parallel over the ranks of `comm` (a study gives each configuration its own group).
-  RlTrainer(const config::Config& cfg, Precision p, MPI_Comm comm = MPI_COMM_WORLD);
+  // cfg.model.vocab must be resolved. e: the two engines' precisions for this run (a Precision p: both
+  // in p). The run is data-parallel over the ranks of `comm` (a study gives each configuration its own group).
+  RlTrainer(const config::Config& cfg, const config::EnginePrecisions& e, MPI_Comm comm = MPI_COMM_WORLD);
+  RlTrainer(const config::Config& cfg, Precision p, MPI_Comm comm = MPI_COMM_WORLD)
+      : RlTrainer(cfg, config::EnginePrecisions{p, p, Fp8Format::none}, comm) {}
   ~RlTrainer();
   // The base policy: a stage "sft" checkpoint gives master weights only (fresh AdamW moments, loss
   // scaler and counters); a stage "rl" checkpoint (a restart) gives the whole optimizer state and
@@ -85,7 +87,8 @@ class RlTrainer {
   EvalRecord evaluate();
   void save(const std::string& path, const std::string& resolved_deck) const;
 
-  Precision precision() const { return precision_; }
+  Precision precision() const { return precision_; }  // the training engine's
+  const config::EnginePrecisions& engines() const { return engines_; }
   long long steps_done() const { return counters_.step; }
   const model::Optimizer& optimizer() const { return opt_; }
   const model::ParamTable& table() const { return table_; }
@@ -109,6 +112,7 @@ class RlTrainer {
   void log_phase(const Samples& samples, const Scores& scores, const Recomputed& rc, const UpdateTotals& up,
                  StepRecord& rec) const;
   config::Config cfg_;
+  config::EnginePrecisions engines_;
   Precision precision_;
   MPI_Comm comm_;
   int rank_ = 0, nranks_ = 1;

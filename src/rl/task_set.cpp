@@ -77,8 +77,8 @@ std::vector<double> sample_reward_sums(const config::Config& cfg, const model::P
   // This rank's sequences in order: (candidate j, sample k) for j = rank, rank + nranks, ...
   const long long mine = cc.candidates > rank ? (cc.candidates - rank + nranks - 1) / nranks : 0;
   const long long total = mine * S;
-  auto engine = rollout::make_rollout_engine(cfg.model, cfg.rollout, table, cfg.precision.storage_precision(),
-                                             tasks::eos_id());
+  const config::EnginePrecisions e = cfg.precision.engines();  // curated with the rollout engine's numerics
+  auto engine = rollout::make_rollout_engine(cfg.model, cfg.rollout, table, e.rollout, tasks::eos_id(), e.fp8);
   engine->load_weights(master);
   std::vector<tasks::Problem> problems;  // the chunk's candidates
   std::vector<long long> owner;          // candidate of each sequence of the chunk

@@ -106,13 +106,17 @@ class ReadmeCommands(unittest.TestCase):
     def test_using_it_runs_as_written(self):
         """Every command line of README's "Using it" section, verbatim, from a copy of the repository
         root's layout (build/, inputs/, src/ linked), so its runs/ stay out of the checkout."""
-        text = open(os.path.join(SOURCE, "README.md")).read()
+        with open(os.path.join(SOURCE, "README.md")) as f:
+            text = f.read()
         section = text.split("\n## Using it\n", 1)[1].split("\n## ", 1)[0]
         lines = [l[4:] for l in section.splitlines() if l.startswith("    ") and l.strip()]
         self.assertGreater(len(lines), 5, "README's Using it section has no commands")
-        build_dir = os.path.dirname(os.path.dirname(os.path.dirname(EXE)))  # <root>/build/<preset>/src/mantissa
+        # The README names build/release; here that is the build under test (<build dir>/src/mantissa), so
+        # an OpenMP or CUDA build dir runs the commands with its own executable.
+        build_dir = os.path.dirname(os.path.dirname(EXE))
         with tempfile.TemporaryDirectory(prefix="mantissa-readme-") as tmp:
-            os.symlink(build_dir, os.path.join(tmp, "build"))
+            os.makedirs(os.path.join(tmp, "build"))
+            os.symlink(build_dir, os.path.join(tmp, "build", "release"))
             for name in ("inputs", "src"):
                 os.symlink(os.path.join(SOURCE, name), os.path.join(tmp, name))
             for line in lines:

@@ -29,6 +29,7 @@
 // not stored in it); precision_traits<fp8_*> have no `precision` member for that reason.
 // Tested bit-exactly on all 256 patterns and all 2^32 floats in both modes (tests/test_fp8.cpp).
 #include <cstdint>
+#include <string_view>
 #include <type_traits>
 
 #include "mantissa/kernels/precision.hpp"
@@ -187,5 +188,17 @@ template <>
 struct is_fp8<fp8_e4m3_t> : std::true_type {};
 template <>
 struct is_fp8<fp8_e5m2_t> : std::true_type {};
+
+// Which FP8 format an engine rounds to (the rollout engine's FP8 mode, fp8_round.hpp); none = no FP8.
+enum class Fp8Format { none, e4m3, e5m2 };
+
+constexpr std::string_view fp8_format_name(Fp8Format f) {
+  return f == Fp8Format::e4m3 ? "fp8_e4m3" : f == Fp8Format::e5m2 ? "fp8_e5m2" : "none";
+}
+constexpr bool parse_fp8_format(std::string_view s, Fp8Format& out) {
+  if (s == "fp8_e4m3") return out = Fp8Format::e4m3, true;
+  if (s == "fp8_e5m2") return out = Fp8Format::e5m2, true;
+  return false;
+}
 
 }  // namespace mantissa

@@ -18,23 +18,10 @@
 //
 // Non-finite values pass through unchanged (NaN stays NaN, Inf stays Inf: an overflow upstream
 // stays visible), and a group whose amax is not finite gets scale 1 for its finite members.
-#include <string_view>
-
 #include "mantissa/kernels/fp8.hpp"
 #include "mantissa/kernels/types.hpp"
 
 namespace mantissa {
-
-enum class Fp8Format { none, e4m3, e5m2 };
-
-constexpr std::string_view fp8_format_name(Fp8Format f) {
-  return f == Fp8Format::e4m3 ? "fp8_e4m3" : f == Fp8Format::e5m2 ? "fp8_e5m2" : "none";
-}
-constexpr bool parse_fp8_format(std::string_view s, Fp8Format& out) {
-  if (s == "fp8_e4m3") return out = Fp8Format::e4m3, true;
-  if (s == "fp8_e5m2") return out = Fp8Format::e5m2, true;
-  return false;
-}
 
 MANTISSA_HD bool fp8_round_finite(float x) { return (float_bits(x) & 0x7f800000u) != 0x7f800000u; }
 
