@@ -84,6 +84,45 @@ TEST(Deck, OutOfRangeAndChoices) {
   EXPECT_NE(e.find("unknown block"), std::string::npos) << e;
 }
 
+TEST(Deck, EnginePrecisionsNamesPairsAndRolloutStorage) {
+  EnginePrecisions e;
+  ASSERT_TRUE(parse_engine_precisions("bf16+fp8_e4m3", e));
+  EXPECT_EQ(e.train, mantissa::Precision::bf16);
+  EXPECT_EQ(e.rollout, mantissa::Precision::bf16);
+  EXPECT_EQ(e.fp8, mantissa::Fp8Format::e4m3);
+  EXPECT_EQ(e.name(), "bf16+fp8_e4m3");
+  ASSERT_TRUE(parse_engine_precisions("fp16+bf16", e));
+  EXPECT_TRUE(e.mixed());
+  EXPECT_EQ(e.rollout, mantissa::Precision::bf16);
+  ASSERT_TRUE(parse_engine_precisions("fp32", e));
+  EXPECT_FALSE(e.mixed());
+  for (const char* bad : {"bf16+bf16", "fp8_e4m3", "fp8_e4m3+bf16", "bf16+", "+bf16", "bf16+fp8", ""})
+    EXPECT_FALSE(parse_engine_precisions(bad, e)) << bad;
+  const auto names = engine_precision_names();
+  EXPECT_EQ(names.size(), 15u);
+  for (const auto& n : names) {  // every listed name parses back to itself
+    ASSERT_TRUE(parse_engine_precisions(n, e)) << n;
+    EXPECT_EQ(e.name(), n);
+  }
+  // rollout_storage applies to [precision] storage and to plain list entries, not to explicit pairs
+  Config c = load_config(Deck::from_string("[precision]\nstorage = \"bf16\"\nrollout_storage = \"fp8_e5m2\"\n", "deck.toml"));
+  EXPECT_EQ(c.precision.engines().name(), "bf16+fp8_e5m2");
+  EXPECT_EQ(c.precision.engines("fp16").name(), "fp16+fp8_e5m2");
+  EXPECT_EQ(c.precision.engines("fp16+fp32").name(), "fp16+fp32");
+  c = load_config(Deck::from_string("", "deck.toml"));
+  EXPECT_EQ(c.precision.engines().name(), "fp16");  // default: the same for both engines
+  // errors: duplicates after resolution, consistent mode with a mixed pair, unknown names
+  std::string err = error_of("[precision]\nrollout_storage = \"fp8_e4m3\"\n[probe]\nprecisions = [\"fp16\", \"fp16+fp8_e4m3\"]\n");
+  EXPECT_NE(err.find("twice"), std::string::npos) << err;
+  err = error_of("[precision]\nconsistent = true\n[rl]\nprecisions = [\"bf16+fp8_e4m3\"]\n");
+  EXPECT_NE(err.find("consistent"), std::string::npos) << err;
+  EXPECT_NE(err.find("precisions"), std::string::npos) << err;
+  err = error_of("[precision]\nconsistent = true\nrollout_storage = \"bf16\"\n");
+  EXPECT_NE(err.find("rollout_storage"), std::string::npos) << err;
+  err = error_of("[study]\nprecisions = [\"bf16+bf16\"]\n");
+  EXPECT_NE(err.find("one of"), std::string::npos) << err;
+}
+
 namespace {
 struct Needs {
   int value = 0;

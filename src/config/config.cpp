@@ -143,6 +143,10 @@ Config load_config(const Deck& deck) {
                          "cannot make bit-identical; use one precision for both",
                          e, cfg.precision.engines(e).name()));
   };
+  if (cfg.precision.consistent && cfg.precision.engines().mixed())
+    fail("precision", "rollout_storage",
+         fmt::format("\"{}\" with storage \"{}\": consistent = true needs both engines in one precision",
+                     cfg.precision.rollout_storage, cfg.precision.storage));
   no_duplicates("rl", "precisions", resolved(cfg.rl.precisions));
   not_empty("probe", "precisions", cfg.probe.precisions);
   no_duplicates("probe", "precisions", resolved(cfg.probe.precisions));
@@ -151,10 +155,7 @@ Config load_config(const Deck& deck) {
   one_engine_pair("rl", cfg.rl.precisions);
   one_engine_pair("probe", cfg.probe.precisions);
   one_engine_pair("study", cfg.study.precisions);
-  if (cfg.precision.consistent && cfg.precision.engines().mixed())
-    fail("precision", "rollout_storage",
-         fmt::format("\"{}\" with storage \"{}\": consistent = true needs both engines in one precision",
-                     cfg.precision.rollout_storage, cfg.precision.storage));
+
   not_empty("study", "losses", cfg.study.losses);
   no_duplicates("study", "losses", cfg.study.losses);
   not_empty("study", "seeds", cfg.study.seeds);
