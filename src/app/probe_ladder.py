@@ -70,7 +70,8 @@ def main():
     print("| engines | tokens | mean abs(log pi - log mu) [95% CI] | ratio | exact KL(mu\\|\\|pi) per token [95% CI] | ratio "
           "| seq log-ratio slope (nats/1K tokens) +- s.e. |")
     print("|---|---|---|---|---|---|---|")
-    for name, d in data.items():
+    order = ["fp32", "fp16", "bf16", "fp16+fp8_e4m3", "bf16+fp8_e4m3", "fp16+fp8_e5m2", "bf16+fp8_e5m2"]
+    for name, d in sorted(data.items(), key=lambda kv: (order.index(kv[0]) if kv[0] in order else len(order), kv[0])):
         row = [name, f"{int(d['n'].sum())}"]
         for key in ("abs", "kl"):
             if d[key] is None:
