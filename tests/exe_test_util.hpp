@@ -4,6 +4,7 @@
 
 #include <cstdio>
 #include <string>
+#include "mantissa_test_paths.hpp"  // MANTISSA_SOURCE_DIR, MANTISSA_EXE
 
 namespace mantissa::test {
 

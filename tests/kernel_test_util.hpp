@@ -86,6 +86,14 @@ View2<T> make_view2(const char* label, const std::vector<double>& v, std::size_t
   Kokkos::deep_copy(d, h);
   return d;
 }
+// Whether the build's kernels run on the host, where the bit-exact host emulations apply. Read through
+// a volatile so that the skip it decides is not a compile-time constant: nvcc warns that the code after
+// a constant GTEST_SKIP is unreachable.
+inline bool kernels_run_on_host() {
+  volatile bool host = std::is_same<MemSpace, Kokkos::HostSpace>::value;
+  return host;
+}
+
 inline View1<int> make_int_view(const char* label, const std::vector<int>& v) {
   View1<int> d(std::string(label), v.size());
   auto h = Kokkos::create_mirror_view(d);

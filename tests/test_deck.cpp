@@ -12,6 +12,7 @@
 #include "config/deck.hpp"
 
 #include "exe_test_util.hpp"
+#include "mantissa_test_paths.hpp"  // MANTISSA_SOURCE_DIR, MANTISSA_EXE
 
 using mantissa::test::Cmd;
 using mantissa::test::run_exe;

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "rl/mismatch.hpp"
+#include "mantissa_test_paths.hpp"  // MANTISSA_SOURCE_DIR, MANTISSA_EXE
 
 namespace rl = mantissa::rl;
 

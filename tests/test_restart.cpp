@@ -17,6 +17,7 @@
 #include "model/checkpoint.hpp"
 #include "rl_test_util.hpp"
 #include "tasks/tokenizer.hpp"
+#include "mantissa_test_paths.hpp"  // MANTISSA_SOURCE_DIR, MANTISSA_EXE
 
 using namespace mantissa;
 using mantissa::test::run_exe;
