@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "kernel_test_util.hpp"
+#include "label_test_util.hpp"
 #include "mantissa/kernels/fp8.hpp"
 #include "mantissa/kernels/fp8_quant.hpp"
 
@@ -711,24 +712,9 @@ TEST(Fp8Gemm, RejectsMismatchedSegments) {
 }
 
 // ---- labels -----------------------------------------------------------------------------------------
-namespace fp8_test {
-std::set<std::string>& labels() {
-  static std::set<std::string> s;
-  return s;
-}
-void record_kernel(const char* name, const std::uint32_t, std::uint64_t* id) {
-  *id = 0;
-  labels().insert(name);
-}
-}  // namespace fp8_test
-
 TEST(Fp8, EveryKernelIsLabelledMantissaFp8) {
-  if (std::getenv("KOKKOS_TOOLS_LIBS") || std::getenv("KOKKOS_PROFILE_LIBRARY"))
-    GTEST_SKIP() << "a Kokkos Tools library is loaded";
-  namespace kt = Kokkos::Tools::Experimental;
-  kt::set_begin_parallel_for_callback(record_kernel);
-  kt::set_begin_parallel_reduce_callback(record_kernel);
-  kt::set_begin_parallel_scan_callback(record_kernel);
+  if (test::KernelLabels::tools_loaded()) GTEST_SKIP() << "a Kokkos Tools library is loaded";
+  test::KernelLabels rec;
   {
     const View2<float> x("mantissa::test::x", 3, 200), w("mantissa::test::w", 5, 200), y("mantissa::test::y", 3, 5);
     Fp8Blocked<fp8_e4m3_t> xq;
@@ -741,16 +727,8 @@ TEST(Fp8, EveryKernelIsLabelledMantissaFp8) {
     const View1<fp8_e4m3_t> tq("mantissa::test::tq", 16);
     fp8_quantize_tensor<fp8_e4m3_t>(ExecSpace(), t, fp8_scale_from_amax<fp8_e4m3_t>(fp8_amax(ExecSpace(), t)), tq);
     fp8_dequantize_tensor<fp8_e4m3_t>(ExecSpace(), tq, 1.0f, t);
-    Kokkos::fence();
   }
-  kt::set_begin_parallel_for_callback(nullptr);
-  kt::set_begin_parallel_reduce_callback(nullptr);
-  kt::set_begin_parallel_scan_callback(nullptr);
-  int ours = 0;
-  for (const auto& l : labels()) {
-    if (l.rfind("Kokkos::", 0) == 0) continue;  // Kokkos' own (View fills)
-    EXPECT_EQ(l.rfind("mantissa::fp8::", 0), 0u) << "kernel label '" << l << "'";
-    ++ours;
-  }
-  EXPECT_GE(ours, 7);  // quantize_blockwise, dequantize_blockwise, widen, gemm, amax, quantize/dequantize_tensor
+  rec.stop();
+  for (const auto& l : rec.ours()) EXPECT_EQ(l.rfind("mantissa::fp8::", 0), 0u) << "kernel label '" << l << "'";
+  EXPECT_GE(rec.ours().size(), 7u);  // quantize_blockwise, dequantize_blockwise, widen, gemm, amax, quantize/dequantize_tensor
 }

@@ -59,8 +59,9 @@ class Engine final : public RolloutEngine {
       Kokkos::deep_copy(space_, w32, master);
       for (const LayerSlices& ls : table_.layers())
         for (const std::size_t i : {ls.wqkv, ls.wo, ls.wgu, ls.wd})
-          fp8_round_blocks(space_, model::slice2(w32, table_[i]), fp8_weight_block, fp8_weight_block, fp8_);
-      convert<float, T>(space_, w32, w_);  // exact: power-of-two-scaled FP8 values are T values
+          fp8_round_blocks(space_, model::slice2(w32, table_[i]), fp8_weight_block, fp8_weight_block, fp8_,
+                           static_cast<float>(precision_traits<T>::max));
+      convert<float, T>(space_, w32, w_);  // exact: power-of-two-scaled FP8 values within T's range are T values
     }
     packed_valid_ = false;  // repacked at the next default-mode generate
   }

@@ -11,6 +11,7 @@ void fp8_round_groups(const ExecSpace& space, const View2<T>& x, int group, Fp8F
   const int n = static_cast<int>(x.extent(0)), k = static_cast<int>(x.extent(1));
   if (n == 0 || k == 0) return;
   const int ng = (k + group - 1) / group;
+  const float limit = static_cast<float>(precision_traits<T>::max);
   Kokkos::parallel_for(
       "mantissa::fp8::round_groups", Kokkos::RangePolicy<ExecSpace>(space, 0, n * ng), KOKKOS_LAMBDA(const int e) {
         const int i = e / ng, c0 = (e % ng) * group, c1 = c0 + group < k ? c0 + group : k;
@@ -21,11 +22,11 @@ void fp8_round_groups(const ExecSpace& space, const View2<T>& x, int group, Fp8F
           if (fp8_round_finite(v) && a > amax) amax = a;
         }
         const float s = fp8_pow2_scale(amax, f);
-        for (int c = c0; c < c1; ++c) x(i, c) = from_float<T>(fp8_round_scaled(to_float(x(i, c)), s, f));
+        for (int c = c0; c < c1; ++c) x(i, c) = from_float<T>(fp8_round_scaled(to_float(x(i, c)), s, f, limit));
       });
 }
 
-void fp8_round_blocks(const ExecSpace& space, const View2<float>& w, int br, int bc, Fp8Format f) {
+void fp8_round_blocks(const ExecSpace& space, const View2<float>& w, int br, int bc, Fp8Format f, float limit) {
   if (br <= 0 || bc <= 0) throw std::invalid_argument("mantissa::fp8_round_blocks: block sizes must be positive");
   if (f == Fp8Format::none) return;
   const int rows = static_cast<int>(w.extent(0)), cols = static_cast<int>(w.extent(1));
@@ -43,7 +44,7 @@ void fp8_round_blocks(const ExecSpace& space, const View2<float>& w, int br, int
           }
         const float s = fp8_pow2_scale(amax, f);
         for (int r = r0; r < r1; ++r)
-          for (int c = c0; c < c1; ++c) w(r, c) = fp8_round_scaled(w(r, c), s, f);
+          for (int c = c0; c < c1; ++c) w(r, c) = fp8_round_scaled(w(r, c), s, f, limit);
       });
 }
 
@@ -70,10 +71,11 @@ void fp8_round_columns(const ExecSpace& space, const View2<T>& x, int c0, int n,
   if (c0 < 0 || n < 0 || c0 + n > static_cast<int>(x.extent(1)))
     throw std::invalid_argument("mantissa::fp8_round_columns: columns out of range");
   if (f == Fp8Format::none || rows == 0 || n == 0) return;
+  const float limit = static_cast<float>(precision_traits<T>::max);
   Kokkos::parallel_for(
       "mantissa::fp8::round_columns", Kokkos::RangePolicy<ExecSpace>(space, 0, rows * n), KOKKOS_LAMBDA(const int e) {
         const int i = e / n, c = c0 + e % n;
-        x(i, c) = from_float<T>(fp8_round_scaled(to_float(x(i, c)), s, f));
+        x(i, c) = from_float<T>(fp8_round_scaled(to_float(x(i, c)), s, f, limit));
       });
 }
 

@@ -16,8 +16,15 @@
 // The engine keeps the rounded values in its storage type T: FP8's memory saving is not realised;
 // this is a model of FP8's numerics, bit-exact in what it rounds.
 //
+// Where the scaled grid's top passes the storage type's range (E4M3: amax near FLT_MAX gives
+// s = 2^120 and x / s up to 256, 256 s = 2^128; fp16: 65504 -> s = 256, 256 s = 65536), x' saturates at
+// the largest grid value within it (FLT_MAX -> 240 * 2^120, 65504 -> 61440), as FP8 itself saturates
+// at max: a finite x never becomes Inf here (a real FP8 pipeline never stores s * q in T).
+//
 // Non-finite values pass through unchanged (NaN stays NaN, Inf stays Inf: an overflow upstream
-// stays visible), and a group whose amax is not finite gets scale 1 for its finite members.
+// stays visible) and are skipped in the amax: the finite members of such a group use the finite amax.
+#include <cfloat>
+
 #include "mantissa/kernels/fp8.hpp"
 #include "mantissa/kernels/types.hpp"
 
@@ -42,12 +49,28 @@ MANTISSA_HD float fp8_pow2_scale(float amax, Fp8Format f) {
   return s;
 }
 
-// s * fp8(x / s), saturating; non-finite x unchanged.
-MANTISSA_HD float fp8_round_scaled(float x, float s, Fp8Format f) {
+// y rounded onto f's grid (RNE, saturating at max) as its code, and a code's value (e4m3 or e5m2).
+MANTISSA_HD std::uint8_t fp8_round_code(float y, Fp8Format f) {
+  return f == Fp8Format::e4m3 ? fp8_e4m3_bits_from_float(y, Fp8Overflow::saturate)
+                              : fp8_e5m2_bits_from_float(y, Fp8Overflow::saturate);
+}
+MANTISSA_HD float fp8_code_value(std::uint8_t c, Fp8Format f) {
+  return f == Fp8Format::e4m3 ? fp8_e4m3_bits_to_float(c) : fp8_e5m2_bits_to_float(c);
+}
+
+// s * fp8(x / s), saturating at max, and at the largest grid value s q <= limit (the storage type's
+// largest finite value: FLT_MAX, bf16's or fp16's max) where s fp8(x / s) would pass it; non-finite x
+// unchanged. (x / s and s q are exact: s is a power of two, q has <= 4 significant bits.)
+MANTISSA_HD float fp8_round_scaled(float x, float s, Fp8Format f, float limit = FLT_MAX) {
   if (!fp8_round_finite(x) || f == Fp8Format::none) return x;
-  const float q = f == Fp8Format::e4m3 ? round_to<fp8_e4m3_t>(x / s, Fp8Overflow::saturate)
-                                       : round_to<fp8_e5m2_t>(x / s, Fp8Overflow::saturate);
-  return q * s;
+  const float r = fp8_code_value(fp8_round_code(x / s, f), f) * s;  // Inf where s q > FLT_MAX
+  if ((r < 0.0f ? -r : r) <= limit) return r;
+  // limit / s rounded onto the grid; one code lower where that rounded up (codes of positive values
+  // are in increasing order)
+  std::uint8_t c = fp8_round_code(limit / s, f);
+  float top = fp8_code_value(c, f) * s;
+  if (!(top <= limit)) top = c > 0u ? fp8_code_value(static_cast<std::uint8_t>(c - 1u), f) * s : 0.0f;
+  return x < 0.0f ? -top : top;
 }
 
 // Every row of x (N, K), per group of `group` consecutive columns (the last may be shorter): the
@@ -55,8 +78,10 @@ MANTISSA_HD float fp8_round_scaled(float x, float s, Fp8Format f) {
 template <class T>
 void fp8_round_groups(const ExecSpace& space, const View2<T>& x, int group, Fp8Format f);
 
-// Every br x bc block of w (edge blocks may be smaller) with its own scale; fp32, in place.
-void fp8_round_blocks(const ExecSpace& space, const View2<float>& w, int br, int bc, Fp8Format f);
+// Every br x bc block of w (edge blocks may be smaller) with its own scale; fp32, in place; values
+// saturate at limit (the storage type the result is converted to: its largest finite value).
+void fp8_round_blocks(const ExecSpace& space, const View2<float>& w, int br, int bc, Fp8Format f,
+                      float limit = FLT_MAX);
 
 // max |x(i, c)| over every row i and c in [c0, c0 + n) (non-finite values skipped); one host
 // synchronisation (a reduction).
