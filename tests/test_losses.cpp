@@ -464,6 +464,30 @@ TEST(LossesHand, FiltersCompareUnclampedLogs) {
   expect_dlogp("geo dlogp", geo.dlogp, {-1.0 / 8, -1.0 / 8, -1.0 / 8, -1.0 / 8, 0, 0, 0, 0});
 }
 
+// The IS caps compare unclamped logs too: a cap C = 1e10 (log 23.03), above the clamp's e^20 ~ 4.9e8,
+// masks a token or a sequence whose log weight is 30 (the clamped weight e^20 < C never did).
+//   seq 0: log w = {30, 0}  -> token-MIS masks token 0; seq-MIS masks the sequence (sum 30)
+//   seq 1: log w = {22, 0}  -> below log C: kept by both
+TEST(LossesHand, CapsCompareUnclampedLogs) {
+  Batch b;
+  auto seq = [&](double lw0, double lw1) {
+    b.add(1.0f, {1, 1}, {-1, -1}, {-1, -1}, {static_cast<float>(-1.0 - lw0), static_cast<float>(-1.0 - lw1)});
+  };
+  seq(30.0, 0.0);
+  seq(22.0, 0.0);
+  rl::LossSpec s = make_spec(rl::LossKind::grpo_token_mis, rl::LossAgg::token_mean);
+  s.cap = 1e10;
+  const Result tok = run(s, b);
+  EXPECT_EQ(tok.stats.masked_tokens, 1.0);
+  s = make_spec(rl::LossKind::grpo_seq_mis, rl::LossAgg::token_mean);
+  s.cap = 1e10;
+  const Result sq = run(s, b);
+  EXPECT_EQ(sq.stats.masked_sequences, 1.0);
+  s = make_spec(rl::LossKind::grpo_token_tis, rl::LossAgg::token_mean);
+  s.cap = 1e10;
+  EXPECT_EQ(run(s, b).stats.capped_tokens, 1.0);
+}
+
 // GSPO (seq_mean_token_mean, eps 3e-4/4e-4): s_i = exp(mean over live tokens of log(pi/pi_old)),
 // every token of sequence i has ratio value s_i and d ratio / d log pi = s_i; l = max(-A s, -A clip(s)).
 //   seq 0: A = 1,  log ratios {1e-4, -1e-4, 0} -> s = 1 (approximately): inside, dlogp = -s/(B' L'_0)

@@ -212,6 +212,7 @@ class SequencePass {
     sequences_ = batch ? global.batch_sequences : global.sequences;
     log_veto_ = spec.token_veto > 0.0 ? std::log(spec.token_veto) : 0.0;
     log_geo_lo_ = std::log(spec.geo_lo);
+    log_cap_ = std::log(spec.cap);
     log_geo_hi_ = std::log(spec.geo_hi);
   }
 
@@ -228,12 +229,13 @@ class SequencePass {
   }
 
  private:
-  // Token-MIS: is this token masked by its own weight w_t?
-  KOKKOS_INLINE_FUNCTION bool token_masked(double w) const {
-    return spec_.kind == LossKind::grpo_token_mis && w > spec_.cap;
+  // Token-MIS: is this token masked by its own weight w_t = exp(logw)? (compared as logs, unclamped, so
+  // that a cap C above e^20 still masks)
+  KOKKOS_INLINE_FUNCTION bool token_masked(double logw) const {
+    return spec_.kind == LossKind::grpo_token_mis && logw > log_cap_;
   }
-  KOKKOS_INLINE_FUNCTION double token_w(int row) const {
-    return clamp_exp(static_cast<double>(in_.logp_old(row)) - static_cast<double>(in_.logmu(row)));
+  KOKKOS_INLINE_FUNCTION double token_logw(int row) const {
+    return static_cast<double>(in_.logp_old(row)) - static_cast<double>(in_.logmu(row));
   }
 
   // First pass: sums over the sequence's response tokens, filters, liveness, sequence weight.
@@ -253,9 +255,8 @@ class SequencePass {
       sum_logw += lo - lm;
       sum_logpi_mu += lp - lm;
       a.v[k_ratio_mean_sum] += clamp_exp(lp - lo);
-      const double w = clamp_exp(lo - lm);
       if (spec_.token_veto > 0.0 && lo - lm < log_veto_) vetoed = true;
-      if (!token_masked(w)) {
+      if (!token_masked(lo - lm)) {
         ++unmasked;
         sum_logr_live += lp - lo;
       }
@@ -278,8 +279,9 @@ class SequencePass {
       const bool ppo_seq = k == LossKind::grpo_seq_tis || k == LossKind::grpo_seq_mis;
       const bool pg_seq = k == LossKind::pg_seq_is || k == LossKind::pg_seq_tis || k == LossKind::pg_seq_mis;
       if (ppo_seq || pg_seq) {
-        const double rho = clamp_exp(ppo_seq ? sum_logw : sum_logpi_mu);
-        const bool over = rho > spec_.cap;
+        const double log_rho = ppo_seq ? sum_logw : sum_logpi_mu;
+        const double rho = clamp_exp(log_rho);
+        const bool over = log_rho > log_cap_;  // unclamped: a cap above e^20 still fires
         if (k == LossKind::grpo_seq_tis || k == LossKind::pg_seq_tis) {
           q.weight = kmin(rho, spec_.cap);
           a.v[k_capped_sequences] += over ? 1.0 : 0.0;
@@ -330,12 +332,13 @@ class SequencePass {
     const double hi_clip = 1.0 + (gspo ? spec_.gspo_eps_hi : spec_.eps_hi);
     for (int row = q.begin; row < q.end; ++row) {
       if (in_.mask(row) == 0) continue;
-      const double w = token_w(row);
-      if (token_masked(w)) continue;
+      const double logw = token_logw(row);
+      if (token_masked(logw)) continue;
+      const double w = clamp_exp(logw);
       double token_weight = 1.0;
       if (k == LossKind::grpo_token_tis) {
         token_weight = kmin(w, spec_.cap);
-        a.v[k_capped_tokens] += w > spec_.cap ? 1.0 : 0.0;
+        a.v[k_capped_tokens] += logw > log_cap_ ? 1.0 : 0.0;
       } else if (k == LossKind::grpo_token_mis) {
         token_weight = w;
       }
@@ -371,7 +374,7 @@ class SequencePass {
   View1<float> dlogp_;
   double scale_;
   double tokens_ = 0.0, sequences_ = 0.0;  // the aggregation's T and B (or T' and B')
-  double log_veto_ = 0.0, log_geo_lo_ = 0.0, log_geo_hi_ = 0.0;
+  double log_veto_ = 0.0, log_geo_lo_ = 0.0, log_geo_hi_ = 0.0, log_cap_ = 0.0;
   bool with_grad_;
 };
 
