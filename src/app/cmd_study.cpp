@@ -508,14 +508,18 @@ int cmd_study(AppContext& ctx) {
     const auto pair_or_dash = [](double a, double b, const char* f) {
       return std::isfinite(a) && std::isfinite(b) ? fmt::format(fmt::runtime(f), a, b) : std::string("-");
     };
-    say(ctx, "{:<{}} {:>5} {:>6} {:>6} {:>8} {:>6} {:>9} {:>18} {:>9} {:>18} {:>9} {:>9} {:>13} {:>6} {:>7} {:>8}  {}\n",
+    say(ctx,
+        "{:<{}} {:>5} {:>6} {:>6} {:>8} {:>6} {:>9} {:>18} {:>9} {:>18} {:>9} {:>9} {:>13} {:>6} {:>7} {:>8}  "
+        "{}\n",
         "configuration", namew, "group", "final", "peak", "collapse", "c.frac", "KL/token", "KL start->end",
         "|pi-mu|", "|pi-mu| start->end", "|dlogp|", "|seq lr|", "pass@1 b->a", "LB p", "skipped", "seconds",
         "status");
     for (const auto& c : confs) {
       const Summary& s = rows[c.index];
       const StudyRow& r = s.row;
-      say(ctx, "{:<{}} {:>5} {:>6} {:>6} {:>8} {:>6} {:>9} {:>18} {:>9} {:>18} {:>9} {:>9} {:>13} {:>6} {:>7} {:>8}  {}\n",
+      say(ctx,
+          "{:<{}} {:>5} {:>6} {:>6} {:>8} {:>6} {:>9} {:>18} {:>9} {:>18} {:>9} {:>9} {:>13} {:>6} {:>7} {:>8}  "
+          "{}\n",
           c.name, namew, c.group, fmt_or_dash(r.final_reward, "{:.3f}"), fmt_or_dash(r.peak_reward, "{:.3f}"),
           step_or_dash(r.collapse_step), step_or_dash(r.collapse_step_fraction), fmt_or_dash(r.exact_kl, "{:.2e}"),
           pair_or_dash(r.exact_kl_start, r.exact_kl_end, "{:.2e}->{:.2e}"), fmt_or_dash(r.abs_prob_diff, "{:.2e}"),
@@ -584,8 +588,10 @@ int cmd_study(AppContext& ctx) {
     const std::string plot = fmt::format("/usr/bin/python3 {} {} {}", kPlotStudy, h5, study_dir);
     if (sc.plot && std::system("/usr/bin/python3 -c 'import h5py, matplotlib' >/dev/null 2>&1") == 0) {
       const int rc_plot = std::system((plot + " >/dev/null").c_str());
-      say(ctx, rc_plot == 0 ? "figures: {0}/study_curves.png, {0}/study_mismatch.png; markdown table: {0}/study_table.md\n"
-                          : "plotting failed; run: {1}\n", study_dir, plot);
+      say(ctx,
+          rc_plot == 0 ? "figures: {0}/study_curves.png, {0}/study_mismatch.png; markdown table: {0}/study_table.md\n"
+                       : "plotting failed; run: {1}\n",
+          study_dir, plot);
     } else {
       say(ctx, "figure: run {}\n", plot);
     }

@@ -44,14 +44,18 @@ StudyRow summarize_study_series(const StudySeries& s, double collapse_drop, doub
   r.peak_reward = ma[ipeak];
   r.peak_step = static_cast<long long>(s.step[ipeak]);
   for (std::size_t i = ipeak + 1; i < n; ++i) {
-    if (r.collapse_step < 0 && r.peak_reward - ma[i] > collapse_drop) r.collapse_step = static_cast<long long>(s.step[i]);
+    if (r.collapse_step < 0 && r.peak_reward - ma[i] > collapse_drop) {
+      r.collapse_step = static_cast<long long>(s.step[i]);
+    }
     if (r.collapse_step_fraction < 0 && ma[i] < collapse_fraction * r.peak_reward) {
       r.collapse_step_fraction = static_cast<long long>(s.step[i]);
     }
   }
   const auto whole = [&](const std::vector<double>& v) { return finite_mean(v, 0, v.size()); };
   const auto first = [&](const std::vector<double>& v) { return finite_mean(v, 0, w); };
-  const auto last = [&](const std::vector<double>& v) { return finite_mean(v, v.size() - std::min(v.size(), w), v.size()); };
+  const auto last = [&](const std::vector<double>& v) {
+    return finite_mean(v, v.size() - std::min(v.size(), w), v.size());
+  };
   r.exact_kl = whole(s.exact_kl);
   r.exact_kl_start = first(s.exact_kl);
   r.exact_kl_end = last(s.exact_kl);
