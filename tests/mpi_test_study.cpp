@@ -3,7 +3,8 @@
 // on different groups. Checks the files of every configuration, study.h5 (its mismatch-at-start/end and
 // skipped-update columns against the configurations' metrics.h5), the group assignment, that
 // a configuration computes exactly what a 1-rank run computes (bit for bit, whatever the number of
-// groups), that running the study again skips finished configurations, and that bad [study] and
+// groups), that running the study again skips finished configurations (also one whose stored deck
+// has an older build's key comments), and that bad [study] and
 // [rl] settings are input errors before any directory is made.
 #include <gtest/gtest.h>
 #include <mpi.h>
@@ -241,7 +242,23 @@ TEST(MpiStudy, ConfigurationsRunOnGroupsAndDoNotDependOnTheGroupCount) {
     for (double x : reward) sum += x;
     EXPECT_GT(sum, 0.0) << "the base policy must solve some problems for the comparison to mean anything";
   }
+  // The first configuration's stored deck as an older build wrote it: other key comments, and no line
+  // for a key added since (collapse_drop, at its default). It still counts as the same deck.
+  if (world_rank() == 0) {
+    const fs::path metrics = dir / names[0] / "metrics.h5";
+    io::File m = io::File::open_rw(metrics.string());
+    std::string deck = m.read_string("/provenance/deck");
+    const std::size_t comment = deck.find("# run name");
+    ASSERT_NE(comment, std::string::npos) << deck;
+    deck.insert(comment + 2, "(an older build's comment) ");
+    const std::size_t drop = deck.find("\ncollapse_drop");
+    ASSERT_NE(drop, std::string::npos) << deck;
+    deck.erase(drop + 1, deck.find('\n', drop + 1) - drop);
+    m.write_string("/provenance/deck", deck);
+    m.close();
+  }
   MPI_Barrier(MPI_COMM_WORLD);
+  mtimes[0] = fs::last_write_time(dir / names[0] / "metrics.h5");  // on every rank: each checks it below
   // Again: both configurations are finished, so they are skipped and their summaries read back.
   {
     app::AppContext ctx = context_of(study_deck(name, base, kStudy, "overwrite = true\n"));

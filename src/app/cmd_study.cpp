@@ -26,9 +26,11 @@
 //                    problems, and so a curated task set, stay those of run.seed.
 //   restart          running the same study again (run.overwrite = true) skips every configuration
 //                    whose directory holds a loadable rl_<precision>_final.h5 and a complete metrics.h5
-//                    made with the same deck ([run] wall_time and overwrite and [study] collapse_* aside);
-//                    its summary is read back from that metrics.h5 (with this invocation's collapse
-//                    settings). Others run again from the base policy.
+//                    made with the same deck ([run] wall_time and overwrite and [study] collapse_* aside;
+//                    the stored deck is compared as this build writes it, so key comments of an older
+//                    build and keys added since at their defaults do not count); its summary is read
+//                    back from that metrics.h5 (with this invocation's collapse settings). Others run
+//                    again from the base policy.
 //   failures         a configuration that throws ends its group's work (an interrupted job must not
 //                    start another); the other groups finish theirs, the summary shows what completed,
 //                    and the exception is rethrown on the ranks that caught it (exit status 2 or 3 from
@@ -120,8 +122,7 @@ std::vector<double> column_or_empty(const io::File& f, const std::string& path) 
 }
 
 // The deck lines that decide results ([run] wall_time and overwrite may differ between invocations;
-// [study] collapse_* only shape the study's summary, so a configuration made before such a key existed
-// is still finished).
+// [study] collapse_* only shape the study's summary).
 std::string result_lines(const std::string& deck) {
   std::istringstream in(deck);
   std::string out;
@@ -178,9 +179,17 @@ std::string unfinished_reason(const std::string& dir, const Configuration& c, co
   try {
     model::read_checkpoint_model(final_path);
     const io::File f = io::File::open_read((fs::path(dir) / "metrics.h5").string());
-    if (result_lines(f.read_string("/provenance/deck")) != result_lines(deck)) {
-      return "its metrics.h5 was made with another deck";
+    // Both decks as this build writes them: the stored one is read back and written again, so that
+    // its key comments (the documentation of an older build) and keys added since (at their defaults)
+    // do not count as another deck.
+    std::string stored;
+    try {
+      config::Config old = config::load_config_text(f.read_string("/provenance/deck"), "its /provenance/deck");
+      stored = config::to_toml(old);
+    } catch (const std::exception& e) {
+      return std::string("its metrics.h5 holds a deck this build does not read: ") + e.what();
     }
+    if (result_lines(stored) != result_lines(deck)) return "its metrics.h5 was made with another deck";
     const std::string g = "/rl/" + c.precision;
     std::vector<double> reward;
     f.read(g + "/steps/reward_mean", reward);
