@@ -1,8 +1,10 @@
 // `mantissa study` (src/app/cmd_study.cpp), run on 1 and 2 ranks: a 2-configuration study (fp32 and
 // bf16, one loss, one seed) on groups of one rank, so on 2 ranks the configurations run side by side
-// on different groups. Checks the files of every configuration, study.h5, the group assignment, that
+// on different groups. Checks the files of every configuration, study.h5 (its mismatch-at-start/end and
+// skipped-update columns against the configurations' metrics.h5), the group assignment, that
 // a configuration computes exactly what a 1-rank run computes (bit for bit, whatever the number of
-// groups), that running the study again skips finished configurations, and that bad [study] and
+// groups), that running the study again skips finished configurations (also one whose stored deck
+// has an older build's key comments), and that bad [study] and
 // [rl] settings are input errors before any directory is made.
 #include <gtest/gtest.h>
 #include <mpi.h>
@@ -111,6 +113,9 @@ TEST(MpiStudy, BadSettingsAreInputErrorsBeforeAnyDirectory) {
   EXPECT_NE(e.find("[study] losses"), std::string::npos) << e;
   e = input_error_of(study_deck("bad", "nowhere.h5", "seeds = [3, 3]\n"));
   EXPECT_NE(e.find("[study] seeds"), std::string::npos) << e;
+  e = input_error_of(study_deck("bad", "nowhere.h5", "collapse_drop = 0.0\n"));
+  EXPECT_NE(e.find("[study] collapse_drop"), std::string::npos) << e;
+  EXPECT_NE(e.find("out of range"), std::string::npos) << "a drop of 0 would call every dip a collapse: " << e;
   e = input_error_of(study_deck("bad", "", kStudy));
   EXPECT_NE(e.find("[rl] init_checkpoint"), std::string::npos) << e;
   e = input_error_of(study_deck("bad", "nowhere.h5", kStudy));
@@ -157,7 +162,8 @@ TEST(MpiStudy, ConfigurationsRunOnGroupsAndDoNotDependOnTheGroupCount) {
     EXPECT_EQ(group, (std::vector<std::int64_t>{0, world_size() > 1 ? 1 : 0}));
     EXPECT_EQ(steps, (std::vector<std::int64_t>{3, 3}));
     EXPECT_EQ(seed, (std::vector<std::int64_t>{7, 7}));
-    for (const char* col : {"final_reward", "peak_reward", "exact_kl_mean", "mean_abs_logratio_mean",
+    for (const char* col : {"final_reward", "peak_reward", "exact_kl_mean", "exact_kl_start", "exact_kl_end",
+                            "abs_prob_diff_mean", "abs_prob_diff_start", "abs_prob_diff_end", "mean_abs_logratio_mean",
                             "seq_logratio_abs_mean", "pass_at_1_before", "pass_at_1_after", "seconds"}) {
       std::vector<double> v;
       f.read(std::string("/") + col, v);
@@ -170,6 +176,41 @@ TEST(MpiStudy, ConfigurationsRunOnGroupsAndDoNotDependOnTheGroupCount) {
     f.read("/exact_kl_mean", kl);
     EXPECT_GT(kl[1], kl[0]) << "bf16's mismatch exceeds fp32's";
     f.read("/final_reward", final_reward_first);
+    EXPECT_EQ(f.read_attr<double>("/", "collapse_drop"), 0.10);
+    EXPECT_EQ(f.read_attr<std::int64_t>("/", "window"), 1) << "w = min(10, 3/4 + 1)";
+    // The new columns against the configurations' own metrics.h5: with w = 1 the start and end of a
+    // series are its first and last steps; the skipped updates are the sum of skipped_updates.
+    std::vector<double> kl_start, kl_end, dp_start, dp_end, dp_mean;
+    std::vector<std::int64_t> collapse, collapse_fraction, peak_step, skipped;
+    f.read("/exact_kl_start", kl_start);
+    f.read("/exact_kl_end", kl_end);
+    f.read("/abs_prob_diff_start", dp_start);
+    f.read("/abs_prob_diff_end", dp_end);
+    f.read("/abs_prob_diff_mean", dp_mean);
+    f.read("/collapse_step", collapse);
+    f.read("/collapse_step_fraction", collapse_fraction);
+    f.read("/peak_step", peak_step);
+    f.read("/skipped_updates", skipped);
+    for (int i = 0; i < 2; ++i) {
+      const io::File m = io::File::open_read((dir / names[i] / "metrics.h5").string());
+      const std::string g = "/rl/" + precisions[i] + "/steps/";
+      std::vector<double> kl_i, dp_i, skipped_i;
+      m.read(g + "mm_exact_kl_mu_pi_token", kl_i);
+      m.read(g + "mm_mean_abs_prob_diff", dp_i);
+      m.read(g + "skipped_updates", skipped_i);
+      ASSERT_EQ(kl_i.size(), 3u);
+      EXPECT_EQ(kl_start[i], kl_i.front()) << names[i];
+      EXPECT_EQ(kl_end[i], kl_i.back()) << names[i];
+      EXPECT_EQ(dp_start[i], dp_i.front()) << names[i];
+      EXPECT_EQ(dp_end[i], dp_i.back()) << names[i];
+      // The mean of 3 values, summed in order and divided once: the same operations, the same double.
+      EXPECT_EQ(dp_mean[i], (dp_i[0] + dp_i[1] + dp_i[2]) / 3.0) << names[i];
+      EXPECT_EQ(skipped[i], static_cast<std::int64_t>(skipped_i[0] + skipped_i[1] + skipped_i[2])) << names[i];
+      for (const std::int64_t c : {collapse[i], collapse_fraction[i]}) {
+        EXPECT_TRUE(c == -1 || (c > peak_step[i] && c <= 3)) << names[i] << ": a collapse is a step after the peak";
+      }
+    }
+    EXPECT_GT(dp_mean[1], dp_mean[0]) << "bf16's |pi - mu| exceeds fp32's";
   }
   // Each rank recomputes some configurations with a plain 1-rank trainer: evaluate, 3 steps, as
   // run_rl does. Same rewards and mismatch bit for bit: a configuration on a 1-rank group computes
@@ -201,7 +242,23 @@ TEST(MpiStudy, ConfigurationsRunOnGroupsAndDoNotDependOnTheGroupCount) {
     for (double x : reward) sum += x;
     EXPECT_GT(sum, 0.0) << "the base policy must solve some problems for the comparison to mean anything";
   }
+  // The first configuration's stored deck as an older build wrote it: other key comments, and no line
+  // for a key added since (collapse_drop, at its default). It still counts as the same deck.
+  if (world_rank() == 0) {
+    const fs::path metrics = dir / names[0] / "metrics.h5";
+    io::File m = io::File::open_rw(metrics.string());
+    std::string deck = m.read_string("/provenance/deck");
+    const std::size_t comment = deck.find("# run name");
+    ASSERT_NE(comment, std::string::npos) << deck;
+    deck.insert(comment + 2, "(an older build's comment) ");
+    const std::size_t drop = deck.find("\ncollapse_drop");
+    ASSERT_NE(drop, std::string::npos) << deck;
+    deck.erase(drop + 1, deck.find('\n', drop + 1) - drop);
+    m.write_string("/provenance/deck", deck);
+    m.close();
+  }
   MPI_Barrier(MPI_COMM_WORLD);
+  mtimes[0] = fs::last_write_time(dir / names[0] / "metrics.h5");  // on every rank: each checks it below
   // Again: both configurations are finished, so they are skipped and their summaries read back.
   {
     app::AppContext ctx = context_of(study_deck(name, base, kStudy, "overwrite = true\n"));

@@ -14,8 +14,8 @@
 //                    [precision], rl.plot = false, run.output_dir/name = study dir/configuration name,
 //                    run.overwrite = true (the study directory itself is guarded by the deck's
 //                    run.overwrite; the directories inside it are the study's own), and a [study]
-//                    block that names this configuration alone (collapse_fraction and plot at their
-//                    defaults: they only shape the study's summary). It is stored in the
+//                    block that names this configuration alone (collapse_drop, collapse_fraction and
+//                    plot at their defaults: they only shape the study's summary). It is stored in the
 //                    configuration's deck.toml, metrics.h5 and checkpoints.
 //   progress         run_rl's lines come from each group's rank 0, with the deck's [rl] log_every.
 //                    With several groups every line of a configuration is prefixed "[<name>] " (this
@@ -26,27 +26,46 @@
 //                    problems, and so a curated task set, stay those of run.seed.
 //   restart          running the same study again (run.overwrite = true) skips every configuration
 //                    whose directory holds a loadable rl_<precision>_final.h5 and a complete metrics.h5
-//                    made with the same deck ([run] wall_time and overwrite aside); its summary is read
-//                    back from that metrics.h5. Others run again from the base policy.
+//                    made with the same deck ([run] wall_time and overwrite and [study] collapse_* aside;
+//                    the stored deck is compared as this build writes it, so key comments of an older
+//                    build and keys added since at their defaults do not count); its summary is read
+//                    back from that metrics.h5 (with this invocation's collapse settings). Others run
+//                    again from the base policy.
 //   failures         a configuration that throws ends its group's work (an interrupted job must not
 //                    start another); the other groups finish theirs, the summary shows what completed,
 //                    and the exception is rethrown on the ranks that caught it (exit status 2 or 3 from
 //                    the command line; 1 on the others).
 //   summary          after a barrier on the world, rank 0 reads every configuration's metrics.h5 (HDF5
-//                    from one process): with w = min(10, steps/4 + 1), the final training reward (mean
-//                    of the last w steps), its peak (max of the trailing w-step moving average), the
-//                    collapse step (first step after the peak where that average falls below
-//                    [study] collapse_fraction x peak; -1 = none), the means over steps of
-//                    mm_exact_kl_mu_pi_token, mm_mean_abs_logratio and mm_seq_logratio_abs_mean,
-//                    held-out pass@1 before and after, the Ljung-Box p (NaN below 10 steps) and the
-//                    configuration's wall seconds (stored by the study as the attribute study_seconds
-//                    of /rl/<precision> in its metrics.h5). It prints the table, writes
-//                    <study dir>/study.h5 (one row per configuration: string datasets /name,
-//                    /precision, /loss, /status; int64 /seed, /group, /steps, /collapse_step,
-//                    /peak_step; float64 /final_reward, /peak_reward, /exact_kl_mean,
-//                    /mean_abs_logratio_mean, /seq_logratio_abs_mean, /pass_at_1_before,
-//                    /pass_at_1_after, /ljung_box_p (-1: under 10 steps), /seconds; /provenance/deck) and draws
-//                    study_curves.png with src/app/plot_study.py when [study] plot.
+//                    from one process) and computes its row with summarize_study_series
+//                    (study_summary.hpp, tests/test_study_summary.cpp): with w = min(10, steps/4 + 1)
+//                    and the trailing w-step moving average of the training reward (reward_mean), the
+//                    final reward (that average at the last step), its peak (its max, the first on
+//                    ties) and peak step, the collapse step (the first step after the peak where the
+//                    average has fallen from the peak by more than [study] collapse_drop, absolute
+//                    reward points; -1 = none) and the relative one of earlier studies (the first step
+//                    after the peak where it falls below [study] collapse_fraction x peak); the
+//                    mismatch mm_exact_kl_mu_pi_token and mm_mean_abs_prob_diff as means over all steps
+//                    and over the first w and the last w steps (start, end); the means over steps of
+//                    mm_mean_abs_logratio and mm_seq_logratio_abs_mean; the skipped updates (sum of
+//                    skipped_updates); held-out pass@1 before and after, the Ljung-Box p (NaN below
+//                    10 steps) and the configuration's wall seconds (stored by the study as the
+//                    attribute study_seconds of /rl/<precision> in its metrics.h5). It prints the
+//                    table and writes <study dir>/study.h5, one row per configuration:
+//                      strings  /name, /precision, /loss, /status
+//                      int64    /seed, /group, /steps, /peak_step, /collapse_step (collapse_drop rule),
+//                               /collapse_step_fraction (collapse_fraction rule), /skipped_updates
+//                      float64  /final_reward, /peak_reward, /exact_kl_mean, /exact_kl_start,
+//                               /exact_kl_end, /abs_prob_diff_mean, /abs_prob_diff_start,
+//                               /abs_prob_diff_end, /mean_abs_logratio_mean, /seq_logratio_abs_mean,
+//                               /pass_at_1_before, /pass_at_1_after, /ljung_box_p (-1: under 10 steps),
+//                               /seconds
+//                      /provenance/deck; root attributes collapse_drop, collapse_fraction, window,
+//                      ranks_per_group, groups
+//                    (before collapse_drop existed, /collapse_step was the collapse_fraction rule; a
+//                    study.h5 without the collapse_drop attribute is such a file). When [study] plot,
+//                    src/app/plot_study.py draws study_curves.png (training reward per loss),
+//                    study_mismatch.png (|pi - mu|, exact KL and max/min pi - mu per loss) and writes
+//                    study_table.md (this table in Markdown) in the study directory.
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -67,6 +86,7 @@
 #include "app/app.hpp"
 #include "mantissa/version.hpp"
 #include "app/jobs.hpp"
+#include "app/study_summary.hpp"
 #include "io/hdf5.hpp"
 #include "mantissa/kernels/region.hpp"
 #include "model/checkpoint.hpp"
@@ -85,67 +105,15 @@ struct Configuration {
   int group = 0;
 };
 
-// One row of the study's table, read from a configuration's metrics.h5.
+// One row of the study's table: the per-step statistics (study_summary.hpp) and what a configuration's
+// metrics.h5 holds besides its steps.
 struct Summary {
   std::string status = "not run";  // "ran", "restored" (finished before this invocation), "failed", "not run"
-  long long steps = 0;
-  int window = 0;                     // w = min(10, steps/4 + 1) steps of the moving average
-  double final_reward = kNaN;         // mean training reward of the last w steps
-  double peak_reward = kNaN;          // max of the trailing w-step moving average
-  long long peak_step = -1;
-  long long collapse_step = -1;       // first step after the peak whose moving average < collapse_fraction * peak
-  double exact_kl = kNaN;             // mean over steps of mm_exact_kl_mu_pi_token
-  double abs_logratio = kNaN;         // mean of mm_mean_abs_logratio
-  double seq_abs_logratio = kNaN;     // mean of mm_seq_logratio_abs_mean
+  StudyRow row;
   double pass_before = kNaN, pass_after = kNaN;  // first / last row of /rl/<p>/eval/pass_at_1
   double ljung_box_p = kNaN;          // NaN when the series is too short for the test (< 10 steps)
   double seconds = kNaN;              // wall seconds of the configuration (RL steps and evaluations)
 };
-
-struct RewardShape {
-  int window = 1;
-  double final_reward = kNaN, peak = kNaN;
-  long long peak_step = -1, collapse_step = -1;
-};
-
-// Final reward, peak and collapse of a training-reward series (steps[i] is row i's step number).
-RewardShape reward_shape(const std::vector<double>& steps, const std::vector<double>& reward, double fraction) {
-  RewardShape r;
-  const std::size_t n = reward.size();
-  if (n == 0) return r;
-  const std::size_t w = std::max<std::size_t>(1, std::min<std::size_t>(10, n / 4 + 1));
-  r.window = static_cast<int>(w);
-  std::vector<double> ma(n, kNaN);  // trailing moving average, defined from row w-1 on
-  double s = 0.0;
-  for (std::size_t i = 0; i < n; ++i) {
-    s += reward[i];
-    if (i >= w) s -= reward[i - w];
-    if (i + 1 >= w) ma[i] = s / static_cast<double>(w);
-  }
-  r.final_reward = ma[n - 1];
-  std::size_t ipeak = w - 1;
-  for (std::size_t i = w; i < n; ++i) {
-    if (ma[i] > ma[ipeak]) ipeak = i;
-  }
-  r.peak = ma[ipeak];
-  r.peak_step = static_cast<long long>(steps[ipeak]);
-  for (std::size_t i = ipeak + 1; i < n; ++i) {
-    if (ma[i] < fraction * r.peak) {
-      r.collapse_step = static_cast<long long>(steps[i]);
-      break;
-    }
-  }
-  return r;
-}
-
-double finite_mean(const std::vector<double>& v) {
-  double s = 0.0;
-  long long k = 0;
-  for (double x : v) {
-    if (std::isfinite(x)) s += x, ++k;
-  }
-  return k > 0 ? s / static_cast<double>(k) : kNaN;
-}
 
 std::vector<double> column_or_empty(const io::File& f, const std::string& path) {
   std::vector<double> v;
@@ -153,12 +121,15 @@ std::vector<double> column_or_empty(const io::File& f, const std::string& path) 
   return v;
 }
 
-// The deck lines that decide results ([run] wall_time and overwrite may differ between invocations).
+// The deck lines that decide results ([run] wall_time and overwrite may differ between invocations;
+// [study] collapse_* only shape the study's summary).
 std::string result_lines(const std::string& deck) {
   std::istringstream in(deck);
   std::string out;
   for (std::string line; std::getline(in, line);) {
-    if (line.rfind("wall_time", 0) == 0 || line.rfind("overwrite", 0) == 0) continue;
+    if (line.rfind("wall_time", 0) == 0 || line.rfind("overwrite", 0) == 0 || line.rfind("collapse_", 0) == 0) {
+      continue;
+    }
     out += line + "\n";
   }
   return out;
@@ -167,24 +138,24 @@ std::string result_lines(const std::string& deck) {
 const char* kSecondsAttr = "study_seconds";  // written by the study on /rl/<precision> of metrics.h5
 
 // The summary of a finished configuration from its metrics.h5. Throws io::IoError on a missing piece.
-Summary read_summary(const std::string& metrics_path, const std::string& precision, double fraction) {
+Summary read_summary(const std::string& metrics_path, const std::string& precision, const config::StudyConfig& sc) {
   const io::File f = io::File::open_read(metrics_path);
-  const std::string g = "/rl/" + precision;
+  const std::string g = "/rl/" + precision, steps = g + "/steps/";
   Summary s;
-  std::vector<double> step, reward, pass;
-  f.read(g + "/steps/step", step);
-  f.read(g + "/steps/reward_mean", reward);
-  if (step.size() != reward.size()) throw io::IoError(metrics_path + ": " + g + "/steps has columns of unequal length");
-  s.steps = static_cast<long long>(reward.size());
-  const RewardShape r = reward_shape(step, reward, fraction);
-  s.window = r.window;
-  s.final_reward = r.final_reward;
-  s.peak_reward = r.peak;
-  s.peak_step = r.peak_step;
-  s.collapse_step = r.collapse_step;
-  s.exact_kl = finite_mean(column_or_empty(f, g + "/steps/mm_exact_kl_mu_pi_token"));
-  s.abs_logratio = finite_mean(column_or_empty(f, g + "/steps/mm_mean_abs_logratio"));
-  s.seq_abs_logratio = finite_mean(column_or_empty(f, g + "/steps/mm_seq_logratio_abs_mean"));
+  StudySeries series;
+  f.read(steps + "step", series.step);
+  f.read(steps + "reward_mean", series.reward);
+  if (series.step.size() != series.reward.size()) {
+    throw io::IoError(metrics_path + ": " + g + "/steps has columns of unequal length");
+  }
+  series.exact_kl = column_or_empty(f, steps + "mm_exact_kl_mu_pi_token");
+  series.abs_prob_diff = column_or_empty(f, steps + "mm_mean_abs_prob_diff");
+  series.abs_logratio = column_or_empty(f, steps + "mm_mean_abs_logratio");
+  series.seq_abs_logratio = column_or_empty(f, steps + "mm_seq_logratio_abs_mean");
+  series.skipped_updates = column_or_empty(f, steps + "skipped_updates");
+  series.skipped_total = column_or_empty(f, steps + "skipped_total");
+  s.row = summarize_study_series(series, sc.collapse_drop, sc.collapse_fraction);
+  std::vector<double> pass;
   f.read(g + "/eval/pass_at_1", pass);
   if (!pass.empty()) s.pass_before = pass.front(), s.pass_after = pass.back();
   if (f.has_attr(g, "ljung_box_lags") && f.read_attr<std::int64_t>(g, "ljung_box_lags") > 0) {
@@ -208,9 +179,17 @@ std::string unfinished_reason(const std::string& dir, const Configuration& c, co
   try {
     model::read_checkpoint_model(final_path);
     const io::File f = io::File::open_read((fs::path(dir) / "metrics.h5").string());
-    if (result_lines(f.read_string("/provenance/deck")) != result_lines(deck)) {
-      return "its metrics.h5 was made with another deck";
+    // Both decks as this build writes them: the stored one is read back and written again, so that
+    // its key comments (the documentation of an older build) and keys added since (at their defaults)
+    // do not count as another deck.
+    std::string stored;
+    try {
+      config::Config old = config::load_config_text(f.read_string("/provenance/deck"), "its /provenance/deck");
+      stored = config::to_toml(old);
+    } catch (const std::exception& e) {
+      return std::string("its metrics.h5 holds a deck this build does not read: ") + e.what();
     }
+    if (result_lines(stored) != result_lines(deck)) return "its metrics.h5 was made with another deck";
     const std::string g = "/rl/" + c.precision;
     std::vector<double> reward;
     f.read(g + "/steps/reward_mean", reward);
@@ -238,6 +217,7 @@ config::Config configuration_config(const config::Config& study, const Configura
   cfg.study.precisions = {c.precision};
   cfg.study.losses = {c.loss};
   cfg.study.seeds = {c.seed};
+  cfg.study.collapse_drop = defaults.collapse_drop;
   cfg.study.collapse_fraction = defaults.collapse_fraction;
   cfg.study.plot = defaults.plot;
   return cfg;
@@ -511,7 +491,7 @@ int cmd_study(AppContext& ctx) {
       Summary& s = rows[c.index];
       if (ran[c.index] || done[c.index]) {
         try {
-          s = read_summary((fs::path(study_dir) / c.name / "metrics.h5").string(), c.precision, sc.collapse_fraction);
+          s = read_summary((fs::path(study_dir) / c.name / "metrics.h5").string(), c.precision, sc);
           s.status = ran[c.index] ? "ran" : "restored";
         } catch (const std::exception& e) {
           say(ctx, "study: cannot read the summary of {}: {}\n", c.name, e.what());
@@ -522,44 +502,52 @@ int cmd_study(AppContext& ctx) {
         s.status = "failed";
       }
     }
-    const int w = std::max(1, std::min(10, ctx.cfg.rl.steps / 4 + 1));  // as in reward_shape
+    const int w = study_window(ctx.cfg.rl.steps);
     say(ctx,
         "\nstudy summary ({} configurations, {} group(s) of {} rank(s), {} RL steps each)\n"
         "final = mean training reward of the last {} steps; peak = max of the {}-step moving average; collapse = "
-        "first step after the peak where it falls below {:g} x peak (- = none); KL = mean exact KL(mu||pi_old) per "
-        "token; LB p = Ljung-Box p of the sequence log-ratio series (- below 10 steps)\n",
-        n, ngroups, rpg, ctx.cfg.rl.steps, w, w, sc.collapse_fraction);
+        "first step after the peak where it has fallen from the peak by more than {:g} (- = none); c.frac = first "
+        "step after the peak where it falls below {:g} x peak; KL = exact KL(mu||pi_old) per token, |pi-mu| = mean "
+        "|pi - mu| per token: mean over all steps, and over the first -> last {} steps; skipped = skipped updates; "
+        "LB p = Ljung-Box p of the sequence log-ratio series (- below 10 steps)\n",
+        n, ngroups, rpg, ctx.cfg.rl.steps, w, w, sc.collapse_drop, sc.collapse_fraction, w);
     std::size_t namew = 13;
     for (const auto& c : confs) namew = std::max(namew, c.name.size());
-    say(ctx, "{:<{}} {:>5} {:>6} {:>6} {:>8} {:>9} {:>9} {:>9} {:>13} {:>6} {:>8}  {}\n", "configuration", namew,
-        "group", "final", "peak", "collapse", "KL/token", "|dlogp|", "|seq lr|", "pass@1 b->a", "LB p", "seconds",
+    const auto step_or_dash = [](long long k) { return k >= 0 ? fmt::format("{}", k) : std::string("-"); };
+    const auto pair_or_dash = [](double a, double b, const char* f) {
+      return std::isfinite(a) && std::isfinite(b) ? fmt::format(fmt::runtime(f), a, b) : std::string("-");
+    };
+    say(ctx,
+        "{:<{}} {:>5} {:>6} {:>6} {:>8} {:>6} {:>9} {:>18} {:>9} {:>18} {:>9} {:>9} {:>13} {:>6} {:>7} {:>8}  "
+        "{}\n",
+        "configuration", namew, "group", "final", "peak", "collapse", "c.frac", "KL/token", "KL start->end",
+        "|pi-mu|", "|pi-mu| start->end", "|dlogp|", "|seq lr|", "pass@1 b->a", "LB p", "skipped", "seconds",
         "status");
     for (const auto& c : confs) {
       const Summary& s = rows[c.index];
-      say(ctx, "{:<{}} {:>5} {:>6} {:>6} {:>8} {:>9} {:>9} {:>9} {:>13} {:>6} {:>8}  {}\n", c.name, namew, c.group,
-          fmt_or_dash(s.final_reward, "{:.3f}"), fmt_or_dash(s.peak_reward, "{:.3f}"),
-          s.collapse_step >= 0 ? fmt::format("{}", s.collapse_step) : std::string("-"),
-          fmt_or_dash(s.exact_kl, "{:.2e}"), fmt_or_dash(s.abs_logratio, "{:.2e}"),
-          fmt_or_dash(s.seq_abs_logratio, "{:.2e}"),
-          std::isfinite(s.pass_before) ? fmt::format("{:.3f}->{:.3f}", s.pass_before, s.pass_after) : std::string("-"),
-          fmt_or_dash(s.ljung_box_p, "{:.3f}"), fmt_or_dash(s.seconds, "{:.1f}"), s.status);
+      const StudyRow& r = s.row;
+      say(ctx,
+          "{:<{}} {:>5} {:>6} {:>6} {:>8} {:>6} {:>9} {:>18} {:>9} {:>18} {:>9} {:>9} {:>13} {:>6} {:>7} {:>8}  "
+          "{}\n",
+          c.name, namew, c.group, fmt_or_dash(r.final_reward, "{:.3f}"), fmt_or_dash(r.peak_reward, "{:.3f}"),
+          step_or_dash(r.collapse_step), step_or_dash(r.collapse_step_fraction), fmt_or_dash(r.exact_kl, "{:.2e}"),
+          pair_or_dash(r.exact_kl_start, r.exact_kl_end, "{:.2e}->{:.2e}"), fmt_or_dash(r.abs_prob_diff, "{:.2e}"),
+          pair_or_dash(r.abs_prob_diff_start, r.abs_prob_diff_end, "{:.2e}->{:.2e}"),
+          fmt_or_dash(r.abs_logratio, "{:.2e}"), fmt_or_dash(r.seq_abs_logratio, "{:.2e}"),
+          pair_or_dash(s.pass_before, s.pass_after, "{:.3f}->{:.3f}"), fmt_or_dash(s.ljung_box_p, "{:.3f}"),
+          s.status == "ran" || s.status == "restored" ? fmt::format("{}", r.skipped) : std::string("-"),
+          fmt_or_dash(s.seconds, "{:.1f}"), s.status);
     }
     const std::string h5 = (fs::path(study_dir) / "study.h5").string();
     {
       io::File f = io::File::create(h5);
       f.write_string("/provenance/deck", ctx.resolved_deck);
       std::vector<std::string> names, precisions, losses, status;
-      std::vector<std::int64_t> seeds, groups, steps, collapse, peak_step;
-      std::vector<double> fin, peak, kl, dlogp, seq, before, after, lbp, secs;
+      std::vector<std::int64_t> seeds, groups;
       for (const auto& c : confs) {
-        const Summary& s = rows[c.index];
         names.push_back(c.name), precisions.push_back(c.precision), losses.push_back(c.loss);
-        status.push_back(s.status);
-        seeds.push_back(c.seed), groups.push_back(c.group), steps.push_back(s.steps);
-        collapse.push_back(s.collapse_step), peak_step.push_back(s.peak_step);
-        fin.push_back(s.final_reward), peak.push_back(s.peak_reward), kl.push_back(s.exact_kl);
-        dlogp.push_back(s.abs_logratio), seq.push_back(s.seq_abs_logratio), before.push_back(s.pass_before);
-        after.push_back(s.pass_after), lbp.push_back(s.ljung_box_p), secs.push_back(s.seconds);
+        status.push_back(rows[c.index].status);
+        seeds.push_back(c.seed), groups.push_back(c.group);
       }
       write_strings(f, "/name", names);
       write_strings(f, "/precision", precisions);
@@ -567,20 +555,38 @@ int cmd_study(AppContext& ctx) {
       write_strings(f, "/status", status);
       f.write("/seed", seeds);
       f.write("/group", groups);
-      f.write("/steps", steps);
-      f.write("/collapse_step", collapse);
-      f.write("/peak_step", peak_step);
-      f.write("/final_reward", fin);
-      f.write("/peak_reward", peak);
-      f.write("/exact_kl_mean", kl);
-      f.write("/mean_abs_logratio_mean", dlogp);
-      f.write("/seq_logratio_abs_mean", seq);
-      f.write("/pass_at_1_before", before);
-      f.write("/pass_at_1_after", after);
+      // One int64 or float64 dataset per column, a row per configuration.
+      const auto ints = [&](const char* path, auto get) {
+        std::vector<std::int64_t> v;
+        for (const auto& c : confs) v.push_back(static_cast<std::int64_t>(get(rows[c.index])));
+        f.write(path, v);
+      };
+      const auto reals = [&](const char* path, auto get) {
+        std::vector<double> v;
+        for (const auto& c : confs) v.push_back(get(rows[c.index]));
+        f.write(path, v);
+      };
+      ints("/steps", [](const Summary& s) { return s.row.steps; });
+      ints("/collapse_step", [](const Summary& s) { return s.row.collapse_step; });
+      ints("/collapse_step_fraction", [](const Summary& s) { return s.row.collapse_step_fraction; });
+      ints("/peak_step", [](const Summary& s) { return s.row.peak_step; });
+      ints("/skipped_updates", [](const Summary& s) { return s.row.skipped; });
+      reals("/final_reward", [](const Summary& s) { return s.row.final_reward; });
+      reals("/peak_reward", [](const Summary& s) { return s.row.peak_reward; });
+      reals("/exact_kl_mean", [](const Summary& s) { return s.row.exact_kl; });
+      reals("/exact_kl_start", [](const Summary& s) { return s.row.exact_kl_start; });
+      reals("/exact_kl_end", [](const Summary& s) { return s.row.exact_kl_end; });
+      reals("/abs_prob_diff_mean", [](const Summary& s) { return s.row.abs_prob_diff; });
+      reals("/abs_prob_diff_start", [](const Summary& s) { return s.row.abs_prob_diff_start; });
+      reals("/abs_prob_diff_end", [](const Summary& s) { return s.row.abs_prob_diff_end; });
+      reals("/mean_abs_logratio_mean", [](const Summary& s) { return s.row.abs_logratio; });
+      reals("/seq_logratio_abs_mean", [](const Summary& s) { return s.row.seq_abs_logratio; });
+      reals("/pass_at_1_before", [](const Summary& s) { return s.pass_before; });
+      reals("/pass_at_1_after", [](const Summary& s) { return s.pass_after; });
       // -1 = not computed (fewer than 10 steps): no NaN in an output file.
-      for (double& p : lbp) p = std::isfinite(p) ? p : -1.0;
-      f.write("/ljung_box_p", lbp);
-      f.write("/seconds", secs);
+      reals("/ljung_box_p", [](const Summary& s) { return std::isfinite(s.ljung_box_p) ? s.ljung_box_p : -1.0; });
+      reals("/seconds", [](const Summary& s) { return s.seconds; });
+      f.write_attr("/", "collapse_drop", sc.collapse_drop);
       f.write_attr("/", "collapse_fraction", sc.collapse_fraction);
       f.write_attr("/", "window", static_cast<std::int64_t>(w));
       f.write_attr("/", "ranks_per_group", static_cast<std::int64_t>(rpg));
@@ -591,7 +597,10 @@ int cmd_study(AppContext& ctx) {
     const std::string plot = fmt::format("/usr/bin/python3 {} {} {}", kPlotStudy, h5, study_dir);
     if (sc.plot && std::system("/usr/bin/python3 -c 'import h5py, matplotlib' >/dev/null 2>&1") == 0) {
       const int rc_plot = std::system((plot + " >/dev/null").c_str());
-      say(ctx, rc_plot == 0 ? "figure: {0}/study_curves.png\n" : "plotting failed; run: {1}\n", study_dir, plot);
+      say(ctx,
+          rc_plot == 0 ? "figures: {0}/study_curves.png, {0}/study_mismatch.png; markdown table: {0}/study_table.md\n"
+                       : "plotting failed; run: {1}\n",
+          study_dir, plot);
     } else {
       say(ctx, "figure: run {}\n", plot);
     }

@@ -357,6 +357,7 @@ struct StudyConfig {
   std::vector<std::string> losses{"pg_seq_is", "grpo"};
   std::vector<std::int64_t> seeds{1234};
   int ranks_per_group = 1;
+  double collapse_drop = 0.10;
   double collapse_fraction = 0.5;
   bool plot = true;
   template <class V>
@@ -369,11 +370,17 @@ struct StudyConfig {
     v.key("seeds", seeds, "run seeds swept (sampling and data order; the base policy is shared)");
     v.key("ranks_per_group", ranks_per_group, "MPI ranks per configuration (must divide the number of ranks)",
           Range<int>{1, 1 << 20});
+    v.key("collapse_drop", collapse_drop,
+          "a run has collapsed at the first step after its peak where the moving-average training reward has "
+          "fallen from the peak by more than this (absolute reward points)",
+          Range<double>{0.0, 1.0, true, false});
     v.key("collapse_fraction", collapse_fraction,
           "a run has collapsed at the first step after its peak where the moving-average training reward falls "
-          "below this fraction of the peak",
+          "below this fraction of the peak (a second, relative collapse column of the summary)",
           Range<double>{0.0, 1.0, true, true});
-    v.key("plot", plot, "draw the comparison figure (bf16 vs fp16 per loss) with /usr/bin/python3 when available");
+    v.key("plot", plot,
+          "draw study_curves.png (reward) and study_mismatch.png (mismatch) per loss and write study_table.md with "
+          "/usr/bin/python3 when available");
   }
 };
 

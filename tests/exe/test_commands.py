@@ -60,9 +60,43 @@ class Commands(unittest.TestCase):
         self.check_probe_replayable(os.path.join(self.dir, "probe", "probe.h5"))
         r = run(["study", "-i", QUICKSTART, "--set", 'run.name="study"', "--set", f'rl.init_checkpoint="{self.base}"',
                  "--set", "rl.steps=3", "--set", "rl.prompts_per_step=4", "--set", "rl.updates_per_step=2",
-                 "--set", 'study.precisions=["fp16","bf16"]', "--set", 'study.losses=["pg_seq_is"]'] + common, ranks=2)
+                 "--set", 'study.precisions=["fp16","bf16+fp8_e4m3"]', "--set", 'study.losses=["pg_seq_is"]'] + common,
+                ranks=2)
         self.assertEqual(r.status, 0, r)
-        check_h5(self, os.path.join(self.dir, "study", "study.h5"))
+        self.check_study(os.path.join(self.dir, "study"), r.output)
+
+    def check_study(self, d, output):
+        # A pair name ('+') through the directories, the HDF5 groups, study.h5 and the plot script.
+        import h5py
+        import numpy as np
+        check_h5(self, os.path.join(d, "study.h5"))
+        with h5py.File(os.path.join(d, "study.h5"), "r") as f:
+            names = [s.decode() for s in f["name"][()]]
+            precisions = [s.decode() for s in f["precision"][()]]
+            self.assertEqual(names, ["fp16_pg_seq_is_seed1234", "bf16+fp8_e4m3_pg_seq_is_seed1234"])
+            self.assertEqual([s.decode() for s in f["status"][()]], ["ran", "ran"])
+            for key in ("collapse_step", "collapse_step_fraction", "skipped_updates", "exact_kl_start",
+                        "exact_kl_end", "abs_prob_diff_mean", "abs_prob_diff_start", "abs_prob_diff_end"):
+                self.assertEqual(f[key].shape, (2,), key)
+            self.assertEqual(float(f.attrs["collapse_drop"]), 0.10)
+            dp = f["abs_prob_diff_mean"][()]
+            self.assertGreater(dp[1], 10 * dp[0], "an FP8 rollout's |pi - mu| is far above fp16's")
+            skipped = f["skipped_updates"][()]
+        for name, p, k in zip(names, precisions, skipped):
+            with h5py.File(os.path.join(d, name, "metrics.h5"), "r") as m:
+                self.assertEqual(k, int(np.sum(m[f"rl/{p}/steps/skipped_updates"][()])), name)
+            check_h5(self, os.path.join(d, name, f"rl_{p}_final.h5"))
+        self.assertIn("bf16+fp8_e4m3_pg_seq_is_seed1234", output)
+        try:
+            import matplotlib  # noqa: F401  (the study plots only where /usr/bin/python3 has it)
+        except ImportError:
+            return
+        for f in ("study_curves.png", "study_mismatch.png", "study_table.md"):
+            self.assertTrue(os.path.isfile(os.path.join(d, f)), f)
+        with open(os.path.join(d, "study_table.md")) as f:
+            table = f.read()
+        self.assertIn("| bf16+fp8_e4m3 pg_seq_is seed 1234 |", table)
+        self.assertEqual(len([l for l in table.splitlines() if l.startswith("| ")]), 3, table)  # header + 2 rows
 
     def check_probe_replayable(self, path):
         # The file alone names every sampled token and its prompt: the per-token arrays line up with the
