@@ -10,9 +10,9 @@
 #include <filesystem>
 
 #include "app/app.hpp"
-#include "mantissa/version.hpp"
 #include "app/jobs.hpp"
 #include "io/hdf5.hpp"
+#include "mantissa/version.hpp"
 #include "model/checkpoint.hpp"
 #include "model/optimizer.hpp"
 #include "model/training_engine.hpp"

@@ -9,12 +9,12 @@
 #include <filesystem>
 
 #include "app/app.hpp"
-#include "mantissa/version.hpp"
 #include "app/exit.hpp"
 #include "app/health.hpp"
 #include "app/jobs.hpp"
 #include "app/stop.hpp"
 #include "io/hdf5.hpp"
+#include "mantissa/version.hpp"
 #include "model/checkpoint.hpp"
 #include "rl/rl_trainer.hpp"
 #include "rl/task_set.hpp"
@@ -105,9 +105,9 @@ std::vector<RlSummary> run_rl(AppContext& ctx, const std::string& run_dir, const
   const config::RlConfig& rc = ctx.cfg.rl;
   // The engines of each run, by their resolved names ([precision] rollout_storage applied): the names
   // of the metrics groups, checkpoints and final files.
-  std::vector<std::string> precisions;
-  for (const std::string& e : rc.precisions) precisions.push_back(ctx.cfg.precision.engines(e).name());
-  if (precisions.empty()) precisions.push_back(ctx.cfg.precision.engines().name());
+  std::vector<config::EnginePrecisions> runs;
+  for (const std::string& e : rc.precisions) runs.push_back(ctx.cfg.precision.engines(e));
+  if (runs.empty()) runs.push_back(ctx.cfg.precision.engines());
   rl::TaskSet set;
   if (!task_set_path.empty()) {
     try {
@@ -135,8 +135,8 @@ std::vector<RlSummary> run_rl(AppContext& ctx, const std::string& run_dir, const
     file = open_metrics(ctx, run_dir, /*fresh=*/fresh_metrics && !restarting);
   }
   std::vector<RlSummary> out;
-  for (const std::string& pname : precisions) {
-    const config::EnginePrecisions p = ctx.cfg.precision.engines(pname);
+  for (const config::EnginePrecisions& p : runs) {
+    const std::string pname = p.name();
     const std::string final_path = (fs::path(run_dir) / fmt::format("rl_{}_final.h5", pname)).string();
     rl::RlTrainer trainer(ctx.cfg, p, ctx.comm);
     // Where this precision's run starts: the base policy, or on a restart its newest usable checkpoint.

@@ -84,11 +84,11 @@
 #include <thread>
 
 #include "app/app.hpp"
-#include "mantissa/version.hpp"
 #include "app/jobs.hpp"
 #include "app/study_summary.hpp"
 #include "io/hdf5.hpp"
 #include "mantissa/kernels/region.hpp"
+#include "mantissa/version.hpp"
 #include "model/checkpoint.hpp"
 #include "rl/task_set.hpp"
 

@@ -125,8 +125,7 @@ struct RlTrainer::Scores {
   std::vector<float> rewards;    // per sequence: 1 for a verified answer, else 0
   std::vector<float> advantage;  // per sequence (group_advantages)
   double response_len_max = 0.0; // this rank's longest response (a maximum, not a sum)
-  double response_len_sum = 0.0, no_eos = 0.0, groups_all_0 = 0.0, groups_all_1 = 0.0;
-  double reward_sum = 0.0, rollout_nonfinite = 0.0;
+  StepSums sums;                 // the rollout's sums (loss and entropy_sum are added by later phases)
 };
 
 // recompute_phase: the k mini-batches with log pi_old, and the host copies measure_phase needs.
@@ -150,7 +149,6 @@ struct RlTrainer::UpdateTotals {
 RlTrainer::RlTrainer(const config::Config& cfg, const config::EnginePrecisions& e, MPI_Comm comm)
     : cfg_(cfg),
       engines_(e),
-      precision_(e.train),
       comm_(comm),
       table_(cfg.model),
       opt_(table_, cfg.rl_optimizer, cfg.loss_scale, e.train),
@@ -196,7 +194,7 @@ std::uint64_t RlTrainer::sampling_seed() const {
 void RlTrainer::init_fresh() { opt_.init_weights(static_cast<std::uint64_t>(cfg_.model.init_seed)); }
 
 model::Counters RlTrainer::load(const std::string& checkpoint) {
-  model::Optimizer base(table_, cfg_.rl_optimizer, cfg_.loss_scale, precision_);
+  model::Optimizer base(table_, cfg_.rl_optimizer, cfg_.loss_scale, engines_.train);
   const model::Counters c = model::load_checkpoint(checkpoint, cfg_.model, table_, base);
   if (c.stage == "rl") {  // a restart: the whole state
     model::load_checkpoint(checkpoint, cfg_.model, table_, opt_);
@@ -269,7 +267,7 @@ StepRecord RlTrainer::step() {
   counters_.step += 1;
   counters_.data_counter += cfg_.rl.prompts_per_step;
 
-  log_phase(samples, scores, rc, up, rec);
+  log_phase(scores, rc, up, rec);
   return rec;
 }
 
@@ -306,18 +304,20 @@ RlTrainer::Scores RlTrainer::score_phase(const Samples& samples) const {
     out.rewards[s] = r.nonfinite[s] ? 0.0f
                                     : tasks::reward(samples.problems[s / G], r.response[s].data(),
                                                     static_cast<int>(r.response[s].size()));
-    out.rollout_nonfinite += r.nonfinite[s] ? 1.0 : 0.0;
-    out.response_len_sum += static_cast<double>(r.response[s].size());
+    out.sums.rollout_nonfinite += r.nonfinite[s] ? 1.0 : 0.0;
+    out.sums.response_len_sum += static_cast<double>(r.response[s].size());
     out.response_len_max = std::max(out.response_len_max, static_cast<double>(r.response[s].size()));
-    out.no_eos += r.finished[s] ? 0.0 : 1.0;
+    out.sums.no_eos += r.finished[s] ? 0.0 : 1.0;
   }
-  for (float x : out.rewards) out.reward_sum += x;
+  for (float x : out.rewards) out.sums.reward_sum += x;
   for (std::size_t i = 0; i < samples.problems.size(); ++i) {
     int solved = 0;
     for (int g = 0; g < G; ++g) solved += out.rewards[i * G + g] > 0.5f ? 1 : 0;
-    out.groups_all_0 += solved == 0 ? 1.0 : 0.0;
-    out.groups_all_1 += solved == G ? 1.0 : 0.0;
+    out.sums.groups_all_0 += solved == 0 ? 1.0 : 0.0;
+    out.sums.groups_all_1 += solved == G ? 1.0 : 0.0;
   }
+  out.sums.sequences = static_cast<double>(samples.prompts.size());
+  out.sums.rollout_tokens = static_cast<double>(r.tokens_processed);
   if (!samples.prompts.empty())
     out.advantage = group_advantages(out.rewards, G, adv_kind_, cfg_.rl.advantage_eps);
   return out;
@@ -454,20 +454,11 @@ RlTrainer::UpdateTotals RlTrainer::update_phase(Recomputed& rc, PhaseTimes& time
   return out;
 }
 
-void RlTrainer::log_phase(const Samples& samples, const Scores& scores, const Recomputed& rc, const UpdateTotals& up,
-                          StepRecord& rec) const {
+void RlTrainer::log_phase(const Scores& scores, const Recomputed& rc, const UpdateTotals& up, StepRecord& rec) const {
   const int G = cfg_.rl.samples_per_prompt, K = cfg_.rl.updates_per_step;
-  StepSums local;
+  StepSums local = scores.sums;
   local.loss = up.loss;
-  local.response_len_sum = scores.response_len_sum;
-  local.no_eos = scores.no_eos;
-  local.groups_all_0 = scores.groups_all_0;
-  local.groups_all_1 = scores.groups_all_1;
   local.entropy_sum = rc.entropy_sum;
-  local.sequences = static_cast<double>(samples.prompts.size());
-  local.rollout_tokens = static_cast<double>(samples.rollout.tokens_processed);
-  local.reward_sum = scores.reward_sum;
-  local.rollout_nonfinite = scores.rollout_nonfinite;
   std::vector<double> sums = local.values();
   parallel::allreduce_sum(sums, comm_);
   const StepSums g = StepSums::from_values(sums);

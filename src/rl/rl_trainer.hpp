@@ -1,6 +1,6 @@
 #pragma once
-// One RL fine-tuning run in one storage precision P (mission.md section 2, architecture.md "One RL
-// step"). RlTrainer::step is six phases, private member functions in this order:
+// One RL fine-tuning run with one pair of engine precisions (config::EnginePrecisions; mission.md
+// section 2, architecture.md "One RL step"). RlTrainer::step is six phases, private member functions in this order:
 //   sample_phase     prompts -> rollout engine: G samples each, log mu per token        -> Samples
 //   score_phase      verifier rewards, group advantages, rollout health sums              -> Scores
 //   recompute_phase  training engine without gradient: log pi_old per token on each of the k
@@ -87,7 +87,7 @@ class RlTrainer {
   EvalRecord evaluate();
   void save(const std::string& path, const std::string& resolved_deck) const;
 
-  Precision precision() const { return precision_; }  // the training engine's
+  Precision precision() const { return engines_.train; }  // the training engine's
   const config::EnginePrecisions& engines() const { return engines_; }
   long long steps_done() const { return counters_.step; }
   const model::Optimizer& optimizer() const { return opt_; }
@@ -109,11 +109,10 @@ class RlTrainer {
   Recomputed recompute_phase(const Samples& samples, const Scores& scores);
   MismatchMetrics measure_phase(const Recomputed& rc) const;
   UpdateTotals update_phase(Recomputed& rc, PhaseTimes& times);
-  void log_phase(const Samples& samples, const Scores& scores, const Recomputed& rc, const UpdateTotals& up,
+  void log_phase(const Scores& scores, const Recomputed& rc, const UpdateTotals& up,
                  StepRecord& rec) const;
   config::Config cfg_;
   config::EnginePrecisions engines_;
-  Precision precision_;
   MPI_Comm comm_;
   int rank_ = 0, nranks_ = 1;
   model::ParamTable table_;

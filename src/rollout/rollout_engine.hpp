@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "config/config.hpp"
-#include "mantissa/kernels/fp8_round.hpp"
+#include "mantissa/kernels/fp8.hpp"  // Fp8Format
 #include "mantissa/kernels/types.hpp"
 #include "model/params.hpp"
 

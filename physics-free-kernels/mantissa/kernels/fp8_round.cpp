@@ -4,6 +4,12 @@
 
 namespace mantissa {
 
+// amax over the finite values seen so far (the scales skip NaN and Inf, see fp8_round.hpp).
+KOKKOS_INLINE_FUNCTION void fp8_amax_update(float& amax, float v) {
+  const float a = v < 0.0f ? -v : v;
+  if (fp8_round_finite(v) && a > amax) amax = a;
+}
+
 template <class T>
 void fp8_round_groups(const ExecSpace& space, const View2<T>& x, int group, Fp8Format f) {
   if (group <= 0) throw std::invalid_argument("mantissa::fp8_round_groups: group must be positive");
@@ -16,11 +22,7 @@ void fp8_round_groups(const ExecSpace& space, const View2<T>& x, int group, Fp8F
       "mantissa::fp8::round_groups", Kokkos::RangePolicy<ExecSpace>(space, 0, n * ng), KOKKOS_LAMBDA(const int e) {
         const int i = e / ng, c0 = (e % ng) * group, c1 = c0 + group < k ? c0 + group : k;
         float amax = 0.0f;
-        for (int c = c0; c < c1; ++c) {
-          const float v = to_float(x(i, c));
-          const float a = v < 0.0f ? -v : v;
-          if (fp8_round_finite(v) && a > amax) amax = a;
-        }
+        for (int c = c0; c < c1; ++c) fp8_amax_update(amax, to_float(x(i, c)));
         const float s = fp8_pow2_scale(amax, f);
         for (int c = c0; c < c1; ++c) x(i, c) = from_float<T>(fp8_round_scaled(to_float(x(i, c)), s, f, limit));
       });
@@ -38,10 +40,7 @@ void fp8_round_blocks(const ExecSpace& space, const View2<float>& w, int br, int
         const int r1 = r0 + br < rows ? r0 + br : rows, c1 = c0 + bc < cols ? c0 + bc : cols;
         float amax = 0.0f;
         for (int r = r0; r < r1; ++r)
-          for (int c = c0; c < c1; ++c) {
-            const float v = w(r, c), a = v < 0.0f ? -v : v;
-            if (fp8_round_finite(v) && a > amax) amax = a;
-          }
+          for (int c = c0; c < c1; ++c) fp8_amax_update(amax, w(r, c));
         const float s = fp8_pow2_scale(amax, f);
         for (int r = r0; r < r1; ++r)
           for (int c = c0; c < c1; ++c) w(r, c) = fp8_round_scaled(w(r, c), s, f, limit);
@@ -57,10 +56,7 @@ float fp8_amax_columns(const ExecSpace& space, const ConstView2<T>& x, int c0, i
   if (rows == 0 || n == 0) return amax;
   Kokkos::parallel_reduce(
       "mantissa::fp8::amax_columns", Kokkos::RangePolicy<ExecSpace>(space, 0, rows * n),
-      KOKKOS_LAMBDA(const int e, float& m) {
-        const float v = to_float(x(e / n, c0 + e % n)), a = v < 0.0f ? -v : v;
-        if (fp8_round_finite(v) && a > m) m = a;
-      },
+      KOKKOS_LAMBDA(const int e, float& m) { fp8_amax_update(m, to_float(x(e / n, c0 + e % n))); },
       Kokkos::Max<float>(amax));
   return amax;  // max is exact and order-free: the same on every backend
 }
