@@ -272,7 +272,7 @@ TEST(TasksTokenizer, UnknownCharacterAndIdAreNamed) {
 // ---- Config ----------------------------------------------------------------------------------
 
 TEST(TasksConfig, DefaultsAndEveryFamilyValidate) {
-  for (const char* f : {"addition", "running_sum", "multiply_small", "mixed"}) EXPECT_NO_THROW(config_for(f).validate());
+  for (const char* f : {"addition", "running_sum", "multiply_small", "countdown", "mixed"}) EXPECT_NO_THROW(config_for(f).validate());
 }
 
 TEST(TasksConfig, ErrorsNameTheFieldAndRange) {
@@ -655,4 +655,138 @@ TEST(TasksVerifier, WellFormedChecksTheFormatNotTheArithmetic) {
   EXPECT_FALSE(well_formed_of(sum, with_eos("a3+0=3;b7+3=10;c2+10=12;d9+12=21;e1+21=22;=22")));
   EXPECT_FALSE(well_formed_of(sum, with_eos("a3+0=3;b7+3=10;c2+10=12;d9+12=;=21")));  // empty slot
   EXPECT_FALSE(well_formed_of(sum, with_eos("a3+0=3;b7+3=10;c2+10=12;d9+12=21;=")));
+}
+
+// ---- countdown (the long-answer family) --------------------------------------------------------
+
+namespace {
+
+// A zero-padded 4-digit number ("0481" -> 481); throws on anything else.
+std::uint64_t parse_padded(const std::string& s) {
+  if (s.size() != 4 || s.find_first_not_of("0123456789") != std::string::npos)
+    throw std::invalid_argument("bad padded number '" + s + "'");
+  return std::stoull(s);
+}
+
+// Re-derives a countdown problem from its prompt alone: start s, step d, the numbers s, s-d, ... down
+// to s mod d, each 4 digits zero-padded and ended by ';', then '=' and the last number.
+std::string check_countdown_problem(const mt::Problem& p) {
+  if (p.prompt.size() != 7 || p.prompt[4] != ':' || p.prompt[6] != '=') return "prompt shape";
+  const std::uint64_t s = parse_padded(p.prompt.substr(0, 4));
+  const int d = p.prompt[5] - '0';
+  if (d < 1 || d > 9) return "step digit";
+  const std::string body = p.solution.substr(0, p.solution.rfind('='));
+  const auto numbers = split_on(body.substr(0, body.size() - 1), ';');
+  if (body.back() != ';') return "steps end with ';'";
+  std::uint64_t expect = s;
+  for (std::size_t k = 0; k < numbers.size(); ++k) {
+    if (numbers[k].size() != 4 || parse_padded(numbers[k]) != expect) return "number " + std::to_string(k);
+    if (k + 1 < numbers.size()) {
+      if (expect < static_cast<std::uint64_t>(d)) return "counts below zero";
+      expect -= static_cast<std::uint64_t>(d);
+    }
+  }
+  if (expect != s % static_cast<std::uint64_t>(d)) return "stops at " + std::to_string(expect);
+  if (p.answer != numbers.back() || p.solution.substr(p.solution.rfind('=') + 1) != p.answer) return "answer";
+  return "";
+}
+
+}  // namespace
+
+TEST(TasksCountdown, DocumentedExampleAndCheckerCanFail) {
+  const mt::Problem p{"0023:7=", "0002", "0023;0016;0009;0002;=0002"};
+  EXPECT_EQ(check_countdown_problem(p), "");
+  EXPECT_EQ(mt::family_of(p.prompt), "countdown");
+  mt::Problem bad = p;
+  bad.solution = "0023;0016;0008;0001;=0001";
+  EXPECT_NE(check_countdown_problem(bad), "");
+  bad.solution = "0023;0016;0009;=0009";  // stops too early
+  EXPECT_NE(check_countdown_problem(bad), "");
+}
+
+TEST(TasksCountdown, SolutionsAreRightAndLengthsSpan100To1000) {
+  const mt::TaskConfig c = config_for("countdown");
+  EXPECT_NO_THROW(c.validate());
+  LengthStats sol;
+  std::set<int> steps_seen;
+  int failures = 0;
+  for (mt::Split split : {mt::Split::train, mt::Split::eval}) {
+    for (const mt::Problem& p : mt::make_problems(c, 2024, split, 0, split == mt::Split::train ? 5000 : 500)) {
+      EXPECT_EQ(mt::family_of(p.prompt), "countdown");
+      const std::string why = check_countdown_problem(p);
+      if (!why.empty() && ++failures <= 5) ADD_FAILURE() << p.prompt << " " << p.solution << ": " << why;
+      const std::uint64_t s = parse_padded(p.prompt.substr(0, 4));
+      const int n = static_cast<int>(s / static_cast<std::uint64_t>(p.prompt[5] - '0'));
+      steps_seen.insert(n);
+      EXPECT_EQ(p.solution.size(), static_cast<std::size_t>(5 * n + 10));
+      sol.add(p.solution.size());
+      const std::vector<int> ids = with_eos(p.solution);
+      EXPECT_EQ(reward_of(p, ids), 1.0f);
+      EXPECT_TRUE(well_formed_of(p, ids));
+    }
+  }
+  EXPECT_EQ(failures, 0);
+  EXPECT_EQ(sol.min, 100u);  // 5 * 18 + 10
+  EXPECT_EQ(sol.max, 1000u);  // 5 * 198 + 10
+  EXPECT_EQ(mt::max_solution_length(c), 1000);
+  EXPECT_EQ(mt::max_prompt_length(c), 7);
+  EXPECT_EQ(*steps_seen.begin(), 18);
+  EXPECT_EQ(*steps_seen.rbegin(), 198);
+  std::printf("[ stats    ] countdown       solution chars min %zu mean %.1f max %zu (bound %d)\n", sol.min,
+              sol.sum / static_cast<double>(sol.n), sol.max, mt::max_solution_length(c));
+}
+
+TEST(TasksCountdown, RewardChecksTheWholeWorkedAnswer) {
+  const mt::Problem p = mt::make_problem(config_for("countdown"), 3, 0);
+  ASSERT_EQ(check_countdown_problem(p), "");
+  EXPECT_EQ(reward_of(p, with_eos(p.solution)), 1.0f);
+  // The right answer after a wrong step: 0 (other families would give 1).
+  std::string wrong = p.solution;
+  wrong[7] = wrong[7] == '0' ? '1' : '0';
+  EXPECT_EQ(reward_of(p, with_eos(wrong)), 0.0f);
+  EXPECT_TRUE(well_formed_of(p, with_eos(wrong)));  // still the right shape
+  EXPECT_EQ(reward_of(p, with_eos("=" + p.answer)), 0.0f);  // the answer alone
+  EXPECT_FALSE(well_formed_of(p, with_eos("=" + p.answer)));
+  std::vector<int> truncated = mt::encode(p.solution);  // no <eos>: truncated, reward 0
+  EXPECT_EQ(reward_of(p, truncated), 0.0f);
+  EXPECT_EQ(reward_of(p, with_eos(p.solution + ";")), 0.0f);  // anything after the answer
+  // Tokens after the first <eos> are ignored.
+  std::vector<int> tail = with_eos(p.solution);
+  tail.push_back(mt::encode("7")[0]);
+  EXPECT_EQ(reward_of(p, tail), 1.0f);
+  // One number too many or too few is not well formed.
+  const std::size_t last = p.solution.rfind(';');
+  EXPECT_FALSE(well_formed_of(p, with_eos(p.solution.substr(0, p.solution.rfind(';', last - 1) + 1) + "=" + p.answer)));
+  EXPECT_FALSE(well_formed_of(p, with_eos(p.solution.substr(0, last + 1) + "0000;=" + p.answer)));
+}
+
+TEST(TasksCountdown, KnobsPinnedValueSplitsAndErrors) {
+  mt::TaskConfig c = config_for("countdown");
+  c.min_steps = 3;
+  c.max_steps = 5;
+  std::set<int> steps;
+  for (const mt::Problem& p : mt::make_problems(c, 5, mt::Split::train, 0, 2000))
+    steps.insert(static_cast<int>(parse_padded(p.prompt.substr(0, 4)) / static_cast<std::uint64_t>(p.prompt[5] - '0')));
+  EXPECT_EQ(steps, (std::set<int>{3, 4, 5}));
+  EXPECT_EQ(mt::max_solution_length(c), 35);
+  c.min_steps = c.max_steps = 1000;  // the largest start: 9 * 1000 + 8 = 9008, still 4 digits
+  for (const mt::Problem& p : mt::make_problems(c, 5, mt::Split::train, 0, 200)) EXPECT_EQ(check_countdown_problem(p), "");
+  // Pinned: the generator defines every countdown checkpoint's data and eval set.
+  EXPECT_EQ(mt::make_problem(config_for("countdown"), 1, 0).prompt, "0120:5=");  // recorded from this implementation
+  // Train and eval prompts are disjoint.
+  std::set<std::string> train, eval;
+  const mt::TaskConfig d = config_for("countdown");
+  for (const mt::Problem& p : mt::make_problems(d, 9, mt::Split::train, 0, 5000)) train.insert(p.prompt);
+  for (const mt::Problem& p : mt::make_problems(d, 9, mt::Split::eval, 0, 1000)) EXPECT_EQ(train.count(p.prompt), 0u);
+  // Errors name the field and its range.
+  for (auto edit : {+[](mt::TaskConfig& t) { t.min_steps = 0; }, +[](mt::TaskConfig& t) { t.max_steps = 1001; },
+                    +[](mt::TaskConfig& t) { t.min_steps = 199; }}) {
+    mt::TaskConfig bad = config_for("countdown");
+    edit(bad);
+    const std::string m = invalid_argument_message([&] { bad.validate(); });
+    EXPECT_NE(m.find("steps"), std::string::npos) << m;
+  }
+  // A malformed countdown prompt is refused by well_formed.
+  const mt::Problem odd{"12:3=", "0", "0012;=0000"};
+  EXPECT_FALSE(invalid_argument_message([&] { well_formed_of(odd, with_eos("=0")); }).empty());
 }

@@ -10,12 +10,15 @@ namespace mantissa::config {
 template <class V>
 void visit_task(V& v, tasks::TaskConfig& t) {
   v.key("family", t.family, "problem family (formats in src/tasks/tasks.hpp)",
-        OneOf{{"addition", "running_sum", "multiply_small", "mixed"}});
+        OneOf{{"addition", "running_sum", "multiply_small", "countdown", "mixed"}});
   v.key("min_digits", t.min_digits, "addition, multiply_small: fewest digits per operand", Range<int>{1, 12});
   v.key("max_digits", t.max_digits, "addition, multiply_small: most digits per operand", Range<int>{1, 12});
   v.key("min_terms", t.min_terms, "running_sum: fewest terms", Range<int>{1, 20});
   v.key("max_terms", t.max_terms, "running_sum: most terms", Range<int>{1, 20});
   v.key("max_value", t.max_value, "running_sum: largest term", Range<int>{1, 999});
+  v.key("min_steps", t.min_steps, "countdown: fewest subtractions (a solution has 5 * steps + 10 tokens)",
+        Range<int>{1, 1000});
+  v.key("max_steps", t.max_steps, "countdown: most subtractions", Range<int>{1, 1000});
   v.key("eval_fraction", t.eval_fraction, "share of all prompts held out for evaluation (split by prompt hash)",
         Range<double>{0.0, 0.5, true});
 }
@@ -171,6 +174,7 @@ Config load_config(const Deck& deck) {
   }
   if (cfg.task.min_digits > cfg.task.max_digits) fail("task", "min_digits", "must not exceed max_digits");
   if (cfg.task.min_terms > cfg.task.max_terms) fail("task", "min_terms", "must not exceed max_terms");
+  if (cfg.task.min_steps > cfg.task.max_steps) fail("task", "min_steps", "must not exceed max_steps");
   if (cfg.precision.consistent && cfg.rollout.temperature != 1.0) {
     fail("precision", "consistent", "needs rollout.temperature = 1 (the training engine's backward is untempered there)");
   }

@@ -32,6 +32,8 @@ void for_each_task_key(T& t, F&& f) {
   f("min_terms", t.min_terms);
   f("max_terms", t.max_terms);
   f("max_value", t.max_value);
+  f("min_steps", t.min_steps);
+  f("max_steps", t.max_steps);
   f("eval_fraction", t.eval_fraction);
 }
 
@@ -279,6 +281,7 @@ TaskSet read_task_set(const std::string& path, const tasks::TaskConfig& task, st
     stored_seed = f.read_attr<std::int64_t>("/", "seed");
     for_each_task_key(stored_task, [&](const char* key, auto& value) {
       using V = std::decay_t<decltype(value)>;
+      if (!f.has_attr("/task", key)) return;  // a key added after the set was written keeps its default
       if constexpr (std::is_same_v<V, std::string>) {
         value = f.read_attr<std::string>("/task", key);
       } else if constexpr (std::is_same_v<V, double>) {

@@ -14,19 +14,22 @@ namespace {
 constexpr int kDigitsLo = 1, kDigitsHi = 12;  // 12 digits: sums and products stay far below 2^63
 constexpr int kTermsLo = 1, kTermsHi = 20;    // 20 position tags 'a'..'t' in the vocabulary
 constexpr int kValueLo = 1, kValueHi = 999;
+constexpr int kStepsLo = 1, kStepsHi = 1000;  // countdown: 1000 steps of 9 from at most 9008 stay 4-digit
+constexpr int kCountdownWidth = 4;            // countdown numbers are zero-padded to 4 digits
 constexpr std::uint64_t kEvalBit = std::uint64_t{1} << 63;
 constexpr int kMaxAttempts = 100000;
 constexpr int kStepWidth = 11;  // "a2+9+0=1a1;" and "a2*7+0=1a4;"
 
-enum class Family { addition, multiply_small, running_sum, mixed };
+enum class Family { addition, multiply_small, running_sum, countdown, mixed };
 
 Family parse_family(const std::string& name) {
   if (name == "addition") return Family::addition;
   if (name == "multiply_small") return Family::multiply_small;
   if (name == "running_sum") return Family::running_sum;
+  if (name == "countdown") return Family::countdown;
   if (name == "mixed") return Family::mixed;
   throw std::invalid_argument("family = '" + name +
-                              "' is unknown: expected one of addition, running_sum, multiply_small, mixed");
+                              "' is unknown: expected one of addition, running_sum, multiply_small, countdown, mixed");
 }
 
 void check_range(const char* field, int value, int lo, int hi) {
@@ -206,6 +209,30 @@ Problem make_running_sum(const TaskConfig& c, CounterRng& rng) {
   return p;
 }
 
+std::string padded(std::uint64_t v) {
+  std::string s = std::to_string(v);
+  return std::string(static_cast<std::size_t>(kCountdownWidth) - s.size(), '0') + s;
+}
+
+// n steps of d from s = n*d + r (r < d): the numbers s, s-d, ..., r, each zero-padded and ended by ';'.
+Problem make_countdown(const TaskConfig& c, CounterRng& rng) {
+  const auto n = static_cast<std::uint64_t>(rng.uniform_int(c.min_steps, c.max_steps));
+  const auto d = static_cast<std::uint64_t>(rng.uniform_int(1, 9));
+  const std::uint64_t r = rng.uniform(0, d - 1);
+  const std::uint64_t s = n * d + r;
+  Problem p;
+  p.prompt = padded(s) + ":" + digit_char(static_cast<int>(d)) + "=";
+  p.solution.reserve(static_cast<std::size_t>((kCountdownWidth + 1) * (n + 2)));
+  for (std::uint64_t k = 0; k <= n; ++k) {
+    p.solution += padded(s - k * d);
+    p.solution += ';';
+  }
+  p.answer = padded(r);
+  p.solution += '=';
+  p.solution += p.answer;
+  return p;
+}
+
 Problem generate(const TaskConfig& c, Family family, CounterRng& rng) {
   if (family == Family::mixed) {
     constexpr Family kAll[] = {Family::addition, Family::multiply_small, Family::running_sum};
@@ -215,6 +242,7 @@ Problem generate(const TaskConfig& c, Family family, CounterRng& rng) {
     case Family::addition: return make_addition(c, rng);
     case Family::multiply_small: return make_multiply_small(c, rng);
     case Family::running_sum: return make_running_sum(c, rng);
+    case Family::countdown: return make_countdown(c, rng);
     case Family::mixed: break;
   }
   throw std::logic_error("tasks: unreachable family");
@@ -238,6 +266,10 @@ int running_sum_solution_max(const TaskConfig& c) {
            num_digits(v * static_cast<std::uint64_t>(k + 1)) + 1;
   return len + 1 + num_digits(v * static_cast<std::uint64_t>(c.max_terms));
 }
+
+// n+1 numbers of kCountdownWidth digits and ';' each, '=', the last number again.
+int countdown_solution_max(const TaskConfig& c) { return (kCountdownWidth + 1) * (c.max_steps + 1) + 1 + kCountdownWidth; }
+constexpr int kCountdownPrompt = kCountdownWidth + 3;  // "0931:7="
 
 // ---- Parsing responses (well_formed) -----------------------------------------------------------
 class Cursor {
@@ -309,6 +341,13 @@ bool running_sum_response_ok(std::string_view text, int terms) {
   return cur.eat('=') && cur.number(kWidest) > 0 && cur.done();
 }
 
+bool countdown_response_ok(std::string_view text, int numbers) {
+  Cursor cur(text);
+  for (int k = 0; k < numbers; ++k)
+    if (cur.number(kCountdownWidth) != kCountdownWidth || !cur.eat(';')) return false;
+  return cur.eat('=') && cur.number(kCountdownWidth) == kCountdownWidth && cur.done();
+}
+
 [[noreturn]] void bad_prompt(std::string_view prompt) {
   throw std::invalid_argument("tasks: prompt \"" + std::string(prompt) + "\" is not a task prompt");
 }
@@ -342,6 +381,9 @@ void TaskConfig::validate() const {
   check_range("max_terms", max_terms, kTermsLo, kTermsHi);
   check_order("min_terms", min_terms, "max_terms", max_terms);
   check_range("max_value", max_value, kValueLo, kValueHi);
+  check_range("min_steps", min_steps, kStepsLo, kStepsHi);
+  check_range("max_steps", max_steps, kStepsLo, kStepsHi);
+  check_order("min_steps", min_steps, "max_steps", max_steps);
   if (!(eval_fraction > 0.0 && eval_fraction <= 0.5))
     throw std::invalid_argument("eval_fraction = " + std::to_string(eval_fraction) +
                                 " is out of range: expected a number in (0, 0.5]");
@@ -393,6 +435,7 @@ std::vector<Problem> make_problems(const TaskConfig& config, std::uint64_t seed,
 
 std::string family_of(std::string_view prompt) {
   if (prompt.substr(0, 2) == "S:") return "running_sum";
+  if (prompt.find(':') != std::string_view::npos) return "countdown";
   if (prompt.find('*') != std::string_view::npos) return "multiply_small";
   if (prompt.find('+') != std::string_view::npos) return "addition";
   bad_prompt(prompt);
@@ -412,6 +455,7 @@ int max_prompt_length(const TaskConfig& config) {
     case Family::addition: return 4 * d + 2;
     case Family::multiply_small: return 2 * d + 3;
     case Family::running_sum: return running_sum_prompt_max(config);
+    case Family::countdown: return kCountdownPrompt;
     case Family::mixed: return std::max({4 * d + 2, 2 * d + 3, running_sum_prompt_max(config)});
   }
   throw std::logic_error("tasks: unreachable family");
@@ -424,6 +468,7 @@ int max_solution_length(const TaskConfig& config) {
     case Family::addition:
     case Family::multiply_small: return column_solution_max(d);
     case Family::running_sum: return running_sum_solution_max(config);
+    case Family::countdown: return countdown_solution_max(config);
     case Family::mixed: return std::max(column_solution_max(d), running_sum_solution_max(config));
   }
   throw std::logic_error("tasks: unreachable family");
@@ -454,6 +499,7 @@ std::vector<int> encode_prompt(const Problem& problem) {
 float reward(const Problem& problem, const int* response_ids, int n) {
   const ResponseText r = read_response(response_ids, n);
   if (!r.has_eos) return 0.0f;
+  if (family_of(problem.prompt) == "countdown") return r.text == problem.solution ? 1.0f : 0.0f;
   const std::size_t eq = r.text.rfind('=');
   if (eq == std::string::npos) return 0.0f;
   return std::string_view(r.text).substr(eq + 1) == problem.answer ? 1.0f : 0.0f;
@@ -463,6 +509,15 @@ bool well_formed(const Problem& problem, const int* response_ids, int n) {
   const ResponseText r = read_response(response_ids, n);
   const std::string family = family_of(problem.prompt);
   Cursor prompt(problem.prompt);
+  if (family == "countdown") {
+    const std::string_view pr(problem.prompt);
+    if (pr.size() != static_cast<std::size_t>(kCountdownPrompt) || prompt.number(kCountdownWidth) != kCountdownWidth ||
+        !prompt.eat(':') || !prompt.digit() || !prompt.eat('=') || !prompt.done() || pr[kCountdownWidth + 1] == '0')
+      bad_prompt(problem.prompt);
+    const int start = std::stoi(std::string(pr.substr(0, kCountdownWidth)));
+    const int step = pr[kCountdownWidth + 1] - '0';
+    return r.has_eos && countdown_response_ok(r.text, start / step + 1);
+  }
   if (family == "running_sum") {
     prompt.eat('S');
     prompt.eat(':');

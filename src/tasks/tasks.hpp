@@ -37,7 +37,20 @@
 //     prompt   "S:a3,b7,c2,d9="
 //     solution "a3+0=3;b7+3=10;c2+10=12;d9+12=21;=21"
 //
-// "mixed": each problem picks one of the three families uniformly; the knobs of each apply.
+// "countdown" (the long-answer family): a start s (4 digits, zero-padded) and a step d in [1, 9];
+//   the solution counts down from s by d to the remainder r = s mod d, every number zero-padded to
+//   4 digits and ended by ';', then '=' and r again. s = n*d + r with n uniform in [min_steps,
+//   max_steps], d uniform in [1, 9], r uniform in [0, d-1], so the solution has 5n + 10 tokens:
+//   100 to 1000 for the default n in [18, 198]. Each digit is the digit 5 tokens back minus the
+//   step (or a borrow), and the step is "the character after ':'" (found by content); the stop is
+//   "the number just written is below d". The answer alone is a shortcut (r = s mod d), so the
+//   reward of this family checks the WHOLE response: 1 iff it equals the solution exactly, every
+//   step included (the worked answer is unique).
+//     prompt   "0023:7="
+//     solution "0023;0016;0009;0002;=0002"
+//
+// "mixed": each problem picks one of addition, multiply_small and running_sum uniformly; the knobs
+//   of each apply.
 //
 // Solution lengths (characters, = tokens, without <eos>) for the default knobs over 10^4 train
 // problems (tests/test_tasks.cpp prints them), min / mean / max: addition 27 / 46.2 / 55,
@@ -62,12 +75,14 @@ struct Problem {
 
 // The deck's [task] table; field names are the deck keys.
 struct TaskConfig {
-  std::string family = "addition";  // addition | running_sum | multiply_small | mixed
+  std::string family = "addition";  // addition | running_sum | multiply_small | countdown | mixed
   int min_digits = 2;               // addition, multiply_small: operand digits, [1, 12]
   int max_digits = 4;               // [1, 12], >= min_digits
   int min_terms = 3;                // running_sum: number of terms, [1, 20]
   int max_terms = 8;                // [1, 20], >= min_terms
   int max_value = 9;                // running_sum: terms are uniform in [0, max_value], [1, 999]
+  int min_steps = 18;               // countdown: number of subtractions, [1, 1000]
+  int max_steps = 198;              // [1, 1000], >= min_steps (18..198: solutions of 100..1000 tokens)
   double eval_fraction = 0.1;       // share of the prompt space held out for eval, (0, 0.5]
 
   // Throws std::invalid_argument naming the field and its allowed range (or the allowed families).
@@ -103,7 +118,8 @@ std::vector<Problem> make_problems(const TaskConfig& config, std::uint64_t seed,
                                    std::uint64_t first, std::size_t count);
 
 // "addition", "multiply_small" or "running_sum", read from the prompt's shape. Throws
-// std::invalid_argument for a prompt of none of them.
+// std::invalid_argument for a prompt of none of them. "countdown" for a prompt with ':' not
+// starting "S:".
 std::string family_of(std::string_view prompt);
 
 // The tagged notation's plain decimal value as text: "d1c2b6a1" -> "1261"; plain numbers are
@@ -128,7 +144,8 @@ std::vector<int> encode_prompt(const Problem& problem);  // <bos> prompt
 // tokens after the first <eos> are ignored). Reward 1 iff an <eos> is present and the text before
 // the first <eos> contains a '=' and its segment after the last '=' equals problem.answer
 // exactly; 0 otherwise (no <eos>, wrong answer, anything between the answer and the <eos>).
-// Worked steps are not checked (whatever precedes the last '=' is free, specials included). Throws std::invalid_argument for n < 0, null ids with n > 0, or
+// Worked steps are not checked (whatever precedes the last '=' is free, specials included), except
+// in countdown, whose reward is 1 iff the text before the first <eos> equals the solution. Throws std::invalid_argument for n < 0, null ids with n > 0, or
 // an id outside [0, vocab_size()) before the first <eos>.
 float reward(const Problem& problem, const int* response_ids, int n);
 
