@@ -668,43 +668,42 @@ std::uint64_t parse_padded(const std::string& s) {
   return std::stoull(s);
 }
 
-// Re-derives a countdown problem from its prompt alone: start s, step d, the numbers s, s-d, ... down
-// to s mod d, each 4 digits zero-padded and ended by ';', then '=' and the last number.
+// Re-derives a countdown problem from its prompt alone: start s, step d; steps "B;" with B = previous
+// minus d, each but the last followed by the header "B:d=", down to s mod d; then '=' and the last B.
 std::string check_countdown_problem(const mt::Problem& p) {
   if (p.prompt.size() != 7 || p.prompt[4] != ':' || p.prompt[6] != '=') return "prompt shape";
   const std::uint64_t s = parse_padded(p.prompt.substr(0, 4));
   const int d = p.prompt[5] - '0';
   if (d < 1 || d > 9) return "step digit";
-  const std::string body = p.solution.substr(0, p.solution.rfind('='));
-  const auto numbers = split_on(body.substr(0, body.size() - 1), ';');
-  if (body.back() != ';') return "steps end with ';'";
-  std::uint64_t expect = s;
-  for (std::size_t k = 0; k < numbers.size(); ++k) {
-    if (numbers[k].size() != 4 || parse_padded(numbers[k]) != expect) return "number " + std::to_string(k);
-    if (k + 1 < numbers.size()) {
-      if (expect < static_cast<std::uint64_t>(d)) return "counts below zero";
-      expect -= static_cast<std::uint64_t>(d);
-    }
+  const std::uint64_t n = s / static_cast<std::uint64_t>(d);
+  std::string want;
+  char buf[8];
+  for (std::uint64_t k = 1; k <= n; ++k) {
+    std::snprintf(buf, sizeof buf, "%04llu", static_cast<unsigned long long>(s - k * static_cast<std::uint64_t>(d)));
+    want += std::string(buf) + ";";
+    if (k < n) want += std::string(buf) + ":" + p.prompt[5] + "=";
   }
-  if (expect != s % static_cast<std::uint64_t>(d)) return "stops at " + std::to_string(expect);
-  if (p.answer != numbers.back() || p.solution.substr(p.solution.rfind('=') + 1) != p.answer) return "answer";
+  std::snprintf(buf, sizeof buf, "%04llu", static_cast<unsigned long long>(s % static_cast<std::uint64_t>(d)));
+  if (p.answer != buf) return "answer";
+  want += "=" + p.answer;
+  if (p.solution != want) return "solution differs from the re-derived \"" + want + "\"";
   return "";
 }
 
 }  // namespace
 
 TEST(TasksCountdown, DocumentedExampleAndCheckerCanFail) {
-  const mt::Problem p{"0023:7=", "0002", "0023;0016;0009;0002;=0002"};
+  const mt::Problem p{"0023:7=", "0002", "0016;0016:7=0009;0009:7=0002;=0002"};
   EXPECT_EQ(check_countdown_problem(p), "");
   EXPECT_EQ(mt::family_of(p.prompt), "countdown");
   mt::Problem bad = p;
-  bad.solution = "0023;0016;0008;0001;=0001";
+  bad.solution = "0016;0016:7=0008;0008:7=0001;=0001";
   EXPECT_NE(check_countdown_problem(bad), "");
-  bad.solution = "0023;0016;0009;=0009";  // stops too early
+  bad.solution = "0016;0016:7=0009;=0009";  // stops too early
   EXPECT_NE(check_countdown_problem(bad), "");
 }
 
-TEST(TasksCountdown, SolutionsAreRightAndLengthsSpan100To1000) {
+TEST(TasksCountdown, SolutionsAreRightAndLengthsSpanHundredsOfTokens) {
   const mt::TaskConfig c = config_for("countdown");
   EXPECT_NO_THROW(c.validate());
   LengthStats sol;
@@ -718,7 +717,7 @@ TEST(TasksCountdown, SolutionsAreRightAndLengthsSpan100To1000) {
       const std::uint64_t s = parse_padded(p.prompt.substr(0, 4));
       const int n = static_cast<int>(s / static_cast<std::uint64_t>(p.prompt[5] - '0'));
       steps_seen.insert(n);
-      EXPECT_EQ(p.solution.size(), static_cast<std::size_t>(5 * n + 10));
+      EXPECT_EQ(p.solution.size(), static_cast<std::size_t>(12 * n - 2));
       sol.add(p.solution.size());
       const std::vector<int> ids = with_eos(p.solution);
       EXPECT_EQ(reward_of(p, ids), 1.0f);
@@ -726,12 +725,12 @@ TEST(TasksCountdown, SolutionsAreRightAndLengthsSpan100To1000) {
     }
   }
   EXPECT_EQ(failures, 0);
-  EXPECT_EQ(sol.min, 100u);  // 5 * 18 + 10
-  EXPECT_EQ(sol.max, 1000u);  // 5 * 198 + 10
-  EXPECT_EQ(mt::max_solution_length(c), 1000);
+  EXPECT_EQ(sol.min, 106u);  // 12 * 9 - 2
+  EXPECT_EQ(sol.max, 994u);  // 12 * 83 - 2
+  EXPECT_EQ(mt::max_solution_length(c), 994);
   EXPECT_EQ(mt::max_prompt_length(c), 7);
-  EXPECT_EQ(*steps_seen.begin(), 18);
-  EXPECT_EQ(*steps_seen.rbegin(), 198);
+  EXPECT_EQ(*steps_seen.begin(), 9);
+  EXPECT_EQ(*steps_seen.rbegin(), 83);
   std::printf("[ stats    ] countdown       solution chars min %zu mean %.1f max %zu (bound %d)\n", sol.min,
               sol.sum / static_cast<double>(sol.n), sol.max, mt::max_solution_length(c));
 }
@@ -754,10 +753,11 @@ TEST(TasksCountdown, RewardChecksTheWholeWorkedAnswer) {
   std::vector<int> tail = with_eos(p.solution);
   tail.push_back(mt::encode("7")[0]);
   EXPECT_EQ(reward_of(p, tail), 1.0f);
-  // One number too many or too few is not well formed.
+  // One step too many or too few is not well formed.
   const std::size_t last = p.solution.rfind(';');
-  EXPECT_FALSE(well_formed_of(p, with_eos(p.solution.substr(0, p.solution.rfind(';', last - 1) + 1) + "=" + p.answer)));
-  EXPECT_FALSE(well_formed_of(p, with_eos(p.solution.substr(0, last + 1) + "0000;=" + p.answer)));
+  EXPECT_FALSE(well_formed_of(p, with_eos(p.solution.substr(0, last - 12) + "=" + p.answer)));
+  EXPECT_FALSE(well_formed_of(p, with_eos(p.solution.substr(0, last + 1) + p.answer + ":" + p.prompt[5] + "=0000;=" +
+                                          p.answer)));
 }
 
 TEST(TasksCountdown, KnobsPinnedValueSplitsAndErrors) {
@@ -768,19 +768,19 @@ TEST(TasksCountdown, KnobsPinnedValueSplitsAndErrors) {
   for (const mt::Problem& p : mt::make_problems(c, 5, mt::Split::train, 0, 2000))
     steps.insert(static_cast<int>(parse_padded(p.prompt.substr(0, 4)) / static_cast<std::uint64_t>(p.prompt[5] - '0')));
   EXPECT_EQ(steps, (std::set<int>{3, 4, 5}));
-  EXPECT_EQ(mt::max_solution_length(c), 35);
-  c.min_steps = c.max_steps = 1000;  // the largest start: 9 * 1000 + 8 = 9008, still 4 digits
+  EXPECT_EQ(mt::max_solution_length(c), 58);
+  c.min_steps = c.max_steps = 800;  // the largest start: 9 * 800 + 8 = 7208, still 4 digits
   for (const mt::Problem& p : mt::make_problems(c, 5, mt::Split::train, 0, 200)) EXPECT_EQ(check_countdown_problem(p), "");
   // Pinned: the generator defines every countdown checkpoint's data and eval set.
-  EXPECT_EQ(mt::make_problem(config_for("countdown"), 1, 0).prompt, "0120:5=");  // recorded from this implementation
+  EXPECT_EQ(mt::make_problem(config_for("countdown"), 1, 0).prompt, "0305:5=");  // recorded from this implementation
   // Train and eval prompts are disjoint.
   std::set<std::string> train, eval;
   const mt::TaskConfig d = config_for("countdown");
   for (const mt::Problem& p : mt::make_problems(d, 9, mt::Split::train, 0, 5000)) train.insert(p.prompt);
   for (const mt::Problem& p : mt::make_problems(d, 9, mt::Split::eval, 0, 1000)) EXPECT_EQ(train.count(p.prompt), 0u);
   // Errors name the field and its range.
-  for (auto edit : {+[](mt::TaskConfig& t) { t.min_steps = 0; }, +[](mt::TaskConfig& t) { t.max_steps = 1001; },
-                    +[](mt::TaskConfig& t) { t.min_steps = 199; }}) {
+  for (auto edit : {+[](mt::TaskConfig& t) { t.min_steps = 0; }, +[](mt::TaskConfig& t) { t.max_steps = 801; },
+                    +[](mt::TaskConfig& t) { t.min_steps = 84; }}) {
     mt::TaskConfig bad = config_for("countdown");
     edit(bad);
     const std::string m = invalid_argument_message([&] { bad.validate(); });

@@ -14,7 +14,7 @@ namespace {
 constexpr int kDigitsLo = 1, kDigitsHi = 12;  // 12 digits: sums and products stay far below 2^63
 constexpr int kTermsLo = 1, kTermsHi = 20;    // 20 position tags 'a'..'t' in the vocabulary
 constexpr int kValueLo = 1, kValueHi = 999;
-constexpr int kStepsLo = 1, kStepsHi = 1000;  // countdown: 1000 steps of 9 from at most 9008 stay 4-digit
+constexpr int kStepsLo = 1, kStepsHi = 800;   // countdown: 800 steps of 9 from at most 7208 stay 4-digit
 constexpr int kCountdownWidth = 4;            // countdown numbers are zero-padded to 4 digits
 constexpr std::uint64_t kEvalBit = std::uint64_t{1} << 63;
 constexpr int kMaxAttempts = 100000;
@@ -214,18 +214,22 @@ std::string padded(std::uint64_t v) {
   return std::string(static_cast<std::size_t>(kCountdownWidth) - s.size(), '0') + s;
 }
 
-// n steps of d from s = n*d + r (r < d): the numbers s, s-d, ..., r, each zero-padded and ended by ';'.
+// n steps of d from s = n*d + r (r < d): "A:d=" is the prompt and every step's header, each step
+// writes B = A - d and ';', then the next header "B:d=" while B >= d, else '=' and B.
 Problem make_countdown(const TaskConfig& c, CounterRng& rng) {
   const auto n = static_cast<std::uint64_t>(rng.uniform_int(c.min_steps, c.max_steps));
   const auto d = static_cast<std::uint64_t>(rng.uniform_int(1, 9));
   const std::uint64_t r = rng.uniform(0, d - 1);
   const std::uint64_t s = n * d + r;
+  const std::string step = std::string(":") + digit_char(static_cast<int>(d)) + "=";
   Problem p;
-  p.prompt = padded(s) + ":" + digit_char(static_cast<int>(d)) + "=";
-  p.solution.reserve(static_cast<std::size_t>((kCountdownWidth + 1) * (n + 2)));
-  for (std::uint64_t k = 0; k <= n; ++k) {
-    p.solution += padded(s - k * d);
+  p.prompt = padded(s) + step;
+  p.solution.reserve(static_cast<std::size_t>(12 * n));
+  for (std::uint64_t k = 1; k <= n; ++k) {
+    const std::string b = padded(s - k * d);
+    p.solution += b;
     p.solution += ';';
+    if (k < n) p.solution += b + step;
   }
   p.answer = padded(r);
   p.solution += '=';
@@ -267,8 +271,10 @@ int running_sum_solution_max(const TaskConfig& c) {
   return len + 1 + num_digits(v * static_cast<std::uint64_t>(c.max_terms));
 }
 
-// n+1 numbers of kCountdownWidth digits and ';' each, '=', the last number again.
-int countdown_solution_max(const TaskConfig& c) { return (kCountdownWidth + 1) * (c.max_steps + 1) + 1 + kCountdownWidth; }
+// n results of kCountdownWidth digits and ';' each, n - 1 headers "B:d=", '=', the last result again.
+int countdown_solution_max(const TaskConfig& c) {
+  return (kCountdownWidth + 1) * c.max_steps + (kCountdownWidth + 3) * (c.max_steps - 1) + 1 + kCountdownWidth;
+}
 constexpr int kCountdownPrompt = kCountdownWidth + 3;  // "0931:7="
 
 // ---- Parsing responses (well_formed) -----------------------------------------------------------
@@ -341,10 +347,14 @@ bool running_sum_response_ok(std::string_view text, int terms) {
   return cur.eat('=') && cur.number(kWidest) > 0 && cur.done();
 }
 
-bool countdown_response_ok(std::string_view text, int numbers) {
+// `steps` results "B;", each but the last followed by a header "B:d=", then '=' and 4 digits.
+bool countdown_response_ok(std::string_view text, int steps) {
   Cursor cur(text);
-  for (int k = 0; k < numbers; ++k)
+  for (int k = 0; k < steps; ++k) {
     if (cur.number(kCountdownWidth) != kCountdownWidth || !cur.eat(';')) return false;
+    if (k + 1 < steps && !(cur.number(kCountdownWidth) == kCountdownWidth && cur.eat(':') && cur.digit() && cur.eat('=')))
+      return false;
+  }
   return cur.eat('=') && cur.number(kCountdownWidth) == kCountdownWidth && cur.done();
 }
 
@@ -516,7 +526,7 @@ bool well_formed(const Problem& problem, const int* response_ids, int n) {
       bad_prompt(problem.prompt);
     const int start = std::stoi(std::string(pr.substr(0, kCountdownWidth)));
     const int step = pr[kCountdownWidth + 1] - '0';
-    return r.has_eos && countdown_response_ok(r.text, start / step + 1);
+    return r.has_eos && countdown_response_ok(r.text, start / step);
   }
   if (family == "running_sum") {
     prompt.eat('S');

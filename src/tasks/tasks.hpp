@@ -37,17 +37,17 @@
 //     prompt   "S:a3,b7,c2,d9="
 //     solution "a3+0=3;b7+3=10;c2+10=12;d9+12=21;=21"
 //
-// "countdown" (the long-answer family): a start s (4 digits, zero-padded) and a step d in [1, 9];
-//   the solution counts down from s by d to the remainder r = s mod d, every number zero-padded to
-//   4 digits and ended by ';', then '=' and r again. s = n*d + r with n uniform in [min_steps,
-//   max_steps], d uniform in [1, 9], r uniform in [0, d-1], so the solution has 5n + 10 tokens:
-//   100 to 1000 for the default n in [18, 198]. Each digit is the digit 5 tokens back minus the
-//   step (or a borrow), and the step is "the character after ':'" (found by content); the stop is
-//   "the number just written is below d". The answer alone is a shortcut (r = s mod d), so the
-//   reward of this family checks the WHOLE response: 1 iff it equals the solution exactly, every
-//   step included (the worked answer is unique).
+// "countdown" (the long-answer family): a start A (4 digits, zero-padded) and a step d in [1, 9],
+//   written as a step header "A:d="; each step writes B = A - d and ';', then, while B >= d, the
+//   next header "B:d=". After the last step (B = r = s mod d < d): '=' and r again. s = n*d + r with
+//   n uniform in [min_steps, max_steps], d uniform in [1, 9], r uniform in [0, d-1]: n steps and
+//   12n - 2 tokens, 106 to 994 for the default n in [9, 83]. Every fact a digit needs is at most 7
+//   tokens back: A's digits sit 7 back, d 2-5 back, the header repeats B (5 back) and d (12 back);
+//   the prompt is the first header, so the first step is like every other. The answer alone is a
+//   shortcut (r = s mod d), so the reward of this family checks the WHOLE response: 1 iff it equals
+//   the solution exactly, every step included (the worked answer is unique).
 //     prompt   "0023:7="
-//     solution "0023;0016;0009;0002;=0002"
+//     solution "0016;0016:7=0009;0009:7=0002;=0002"
 //
 // "mixed": each problem picks one of addition, multiply_small and running_sum uniformly; the knobs
 //   of each apply.
@@ -81,8 +81,8 @@ struct TaskConfig {
   int min_terms = 3;                // running_sum: number of terms, [1, 20]
   int max_terms = 8;                // [1, 20], >= min_terms
   int max_value = 9;                // running_sum: terms are uniform in [0, max_value], [1, 999]
-  int min_steps = 18;               // countdown: number of subtractions, [1, 1000]
-  int max_steps = 198;              // [1, 1000], >= min_steps (18..198: solutions of 100..1000 tokens)
+  int min_steps = 9;                // countdown: number of subtractions, [1, 800]
+  int max_steps = 83;               // [1, 800], >= min_steps (9..83: solutions of 106..994 tokens)
   double eval_fraction = 0.1;       // share of the prompt space held out for eval, (0, 0.5]
 
   // Throws std::invalid_argument naming the field and its allowed range (or the allowed families).
