@@ -668,38 +668,57 @@ std::uint64_t parse_padded(const std::string& s) {
   return std::stoull(s);
 }
 
-// Re-derives a countdown problem from its prompt alone: start s, step d; steps "B;" with B = previous
-// minus d, each but the last followed by the header "B:d=", down to s mod d; then '=' and the last B.
+// Re-derives a countdown problem from its prompt alone: start s, first step d; steps "B;" with B = the
+// previous number minus the step, the step advancing 1..9 cyclically, each step but the last followed by
+// the header "B:d'=" (d' the next step); the last step leaves B below the next step; then '=' and B.
+int countdown_steps(const std::string& prompt) {
+  long long a = static_cast<long long>(parse_padded(prompt.substr(0, 4)));
+  int steps = 0;
+  for (int d = prompt[5] - '0'; a >= d; d = d == 9 ? 1 : d + 1, ++steps) a -= d;
+  return steps;
+}
+
 std::string check_countdown_problem(const mt::Problem& p) {
   if (p.prompt.size() != 7 || p.prompt[4] != ':' || p.prompt[6] != '=') return "prompt shape";
-  const std::uint64_t s = parse_padded(p.prompt.substr(0, 4));
-  const int d = p.prompt[5] - '0';
+  long long a = static_cast<long long>(parse_padded(p.prompt.substr(0, 4)));
+  int d = p.prompt[5] - '0';
   if (d < 1 || d > 9) return "step digit";
-  const std::uint64_t n = s / static_cast<std::uint64_t>(d);
-  std::string want;
-  char buf[8];
-  for (std::uint64_t k = 1; k <= n; ++k) {
-    std::snprintf(buf, sizeof buf, "%04llu", static_cast<unsigned long long>(s - k * static_cast<std::uint64_t>(d)));
-    want += std::string(buf) + ";";
-    if (k < n) want += std::string(buf) + ":" + p.prompt[5] + "=";
+  char buf[24];
+  int steps = 0;
+  for (; a >= d; ++steps) {  // how many steps the start allows, and what is left
+    a -= d;
+    d = d == 9 ? 1 : d + 1;
   }
-  std::snprintf(buf, sizeof buf, "%04llu", static_cast<unsigned long long>(s % static_cast<std::uint64_t>(d)));
+  std::string ordered;
+  {
+    long long x = static_cast<long long>(parse_padded(p.prompt.substr(0, 4)));
+    int e = p.prompt[5] - '0';
+    for (int k = 1; k <= steps; ++k) {
+      x -= e;
+      e = e == 9 ? 1 : e + 1;
+      std::snprintf(buf, sizeof buf, "%04lld", x);
+      ordered += std::string(buf) + ";";
+      if (k < steps) ordered += std::string(buf) + ":" + static_cast<char>('0' + e) + "=";
+    }
+  }
+  std::snprintf(buf, sizeof buf, "%04lld", a);
+  if (steps == 0) return "no step";
   if (p.answer != buf) return "answer";
-  want += "=" + p.answer;
-  if (p.solution != want) return "solution differs from the re-derived \"" + want + "\"";
+  ordered += "=" + p.answer;
+  if (p.solution != ordered) return "solution differs from the re-derived \"" + ordered + "\"";
   return "";
 }
 
 }  // namespace
 
 TEST(TasksCountdown, DocumentedExampleAndCheckerCanFail) {
-  const mt::Problem p{"0023:7=", "0002", "0016;0016:7=0009;0009:7=0002;=0002"};
+  const mt::Problem p{"0023:7=", "0008", "0016;0016:8=0008;=0008"};
   EXPECT_EQ(check_countdown_problem(p), "");
   EXPECT_EQ(mt::family_of(p.prompt), "countdown");
   mt::Problem bad = p;
-  bad.solution = "0016;0016:7=0008;0008:7=0001;=0001";
+  bad.solution = "0016;0016:7=0009;0009:7=0002;=0002";  // a fixed step
   EXPECT_NE(check_countdown_problem(bad), "");
-  bad.solution = "0016;0016:7=0009;=0009";  // stops too early
+  bad.solution = "0016;=0016";  // stops too early
   EXPECT_NE(check_countdown_problem(bad), "");
 }
 
@@ -714,8 +733,7 @@ TEST(TasksCountdown, SolutionsAreRightAndLengthsSpanHundredsOfTokens) {
       EXPECT_EQ(mt::family_of(p.prompt), "countdown");
       const std::string why = check_countdown_problem(p);
       if (!why.empty() && ++failures <= 5) ADD_FAILURE() << p.prompt << " " << p.solution << ": " << why;
-      const std::uint64_t s = parse_padded(p.prompt.substr(0, 4));
-      const int n = static_cast<int>(s / static_cast<std::uint64_t>(p.prompt[5] - '0'));
+      const int n = countdown_steps(p.prompt);
       steps_seen.insert(n);
       EXPECT_EQ(p.solution.size(), static_cast<std::size_t>(12 * n - 2));
       sol.add(p.solution.size());
@@ -766,13 +784,13 @@ TEST(TasksCountdown, KnobsPinnedValueSplitsAndErrors) {
   c.max_steps = 5;
   std::set<int> steps;
   for (const mt::Problem& p : mt::make_problems(c, 5, mt::Split::train, 0, 2000))
-    steps.insert(static_cast<int>(parse_padded(p.prompt.substr(0, 4)) / static_cast<std::uint64_t>(p.prompt[5] - '0')));
+    steps.insert(countdown_steps(p.prompt));
   EXPECT_EQ(steps, (std::set<int>{3, 4, 5}));
   EXPECT_EQ(mt::max_solution_length(c), 58);
-  c.min_steps = c.max_steps = 800;  // the largest start: 9 * 800 + 8 = 7208, still 4 digits
+  c.min_steps = c.max_steps = 800;  // the largest start stays 4 digits
   for (const mt::Problem& p : mt::make_problems(c, 5, mt::Split::train, 0, 200)) EXPECT_EQ(check_countdown_problem(p), "");
   // Pinned: the generator defines every countdown checkpoint's data and eval set.
-  EXPECT_EQ(mt::make_problem(config_for("countdown"), 1, 0).prompt, "0305:5=");  // recorded from this implementation
+  EXPECT_EQ(mt::make_problem(config_for("countdown"), 1, 0).prompt, "0310:5=");  // recorded from this implementation
   // Train and eval prompts are disjoint.
   std::set<std::string> train, eval;
   const mt::TaskConfig d = config_for("countdown");

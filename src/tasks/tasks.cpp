@@ -14,7 +14,7 @@ namespace {
 constexpr int kDigitsLo = 1, kDigitsHi = 12;  // 12 digits: sums and products stay far below 2^63
 constexpr int kTermsLo = 1, kTermsHi = 20;    // 20 position tags 'a'..'t' in the vocabulary
 constexpr int kValueLo = 1, kValueHi = 999;
-constexpr int kStepsLo = 1, kStepsHi = 800;   // countdown: 800 steps of 9 from at most 7208 stay 4-digit
+constexpr int kStepsLo = 1, kStepsHi = 800;   // countdown: 800 steps (at most 5 * 800 + 8 = 4008) stay 4-digit
 constexpr int kCountdownWidth = 4;            // countdown numbers are zero-padded to 4 digits
 constexpr std::uint64_t kEvalBit = std::uint64_t{1} << 63;
 constexpr int kMaxAttempts = 100000;
@@ -214,22 +214,32 @@ std::string padded(std::uint64_t v) {
   return std::string(static_cast<std::size_t>(kCountdownWidth) - s.size(), '0') + s;
 }
 
-// n steps of d from s = n*d + r (r < d): "A:d=" is the prompt and every step's header, each step
-// writes B = A - d and ';', then the next header "B:d=" while B >= d, else '=' and B.
+// The step after d: 1, 2, ..., 9, 1, ...
+int next_step(int d) { return d % 9 + 1; }
+
+// n steps from s with the steps d1, d1+1, ... (cycling through 1-9), s = d1 + ... + dn + r, r below the
+// step that would come next. "A:d=" is the prompt and every step's header; each step writes B = A - d
+// and ';', then the next header "B:d'=" while B >= d' (the next step), else '=' and B.
 Problem make_countdown(const TaskConfig& c, CounterRng& rng) {
-  const auto n = static_cast<std::uint64_t>(rng.uniform_int(c.min_steps, c.max_steps));
-  const auto d = static_cast<std::uint64_t>(rng.uniform_int(1, 9));
-  const std::uint64_t r = rng.uniform(0, d - 1);
-  const std::uint64_t s = n * d + r;
-  const std::string step = std::string(":") + digit_char(static_cast<int>(d)) + "=";
+  const int n = rng.uniform_int(c.min_steps, c.max_steps);
+  const int d1 = rng.uniform_int(1, 9);
+  std::uint64_t s = 0;
+  int d = d1;
+  for (int k = 0; k < n; ++k, d = next_step(d)) s += static_cast<std::uint64_t>(d);
+  const std::uint64_t r = rng.uniform(0, static_cast<std::uint64_t>(d - 1));  // d is now the step after the last
+  s += r;
   Problem p;
-  p.prompt = padded(s) + step;
+  p.prompt = padded(s) + ":" + digit_char(d1) + "=";
   p.solution.reserve(static_cast<std::size_t>(12 * n));
-  for (std::uint64_t k = 1; k <= n; ++k) {
-    const std::string b = padded(s - k * d);
+  std::uint64_t a = s;
+  d = d1;
+  for (int k = 1; k <= n; ++k) {
+    a -= static_cast<std::uint64_t>(d);
+    d = next_step(d);
+    const std::string b = padded(a);
     p.solution += b;
     p.solution += ';';
-    if (k < n) p.solution += b + step;
+    if (k < n) p.solution += b + ":" + digit_char(d) + "=";
   }
   p.answer = padded(r);
   p.solution += '=';
@@ -524,9 +534,11 @@ bool well_formed(const Problem& problem, const int* response_ids, int n) {
     if (pr.size() != static_cast<std::size_t>(kCountdownPrompt) || prompt.number(kCountdownWidth) != kCountdownWidth ||
         !prompt.eat(':') || !prompt.digit() || !prompt.eat('=') || !prompt.done() || pr[kCountdownWidth + 1] == '0')
       bad_prompt(problem.prompt);
-    const int start = std::stoi(std::string(pr.substr(0, kCountdownWidth)));
-    const int step = pr[kCountdownWidth + 1] - '0';
-    return r.has_eos && countdown_response_ok(r.text, start / step);
+    // The number of steps: subtract d1, d1+1, ... (cycling through 1-9) while the start allows.
+    int left = std::stoi(std::string(pr.substr(0, kCountdownWidth)));
+    int steps = 0;
+    for (int d = pr[kCountdownWidth + 1] - '0'; left >= d; d = next_step(d), ++steps) left -= d;
+    return r.has_eos && countdown_response_ok(r.text, steps);
   }
   if (family == "running_sum") {
     prompt.eat('S');

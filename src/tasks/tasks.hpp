@@ -37,17 +37,21 @@
 //     prompt   "S:a3,b7,c2,d9="
 //     solution "a3+0=3;b7+3=10;c2+10=12;d9+12=21;=21"
 //
-// "countdown" (the long-answer family): a start A (4 digits, zero-padded) and a step d in [1, 9],
-//   written as a step header "A:d="; each step writes B = A - d and ';', then, while B >= d, the
-//   next header "B:d=". After the last step (B = r = s mod d < d): '=' and r again. s = n*d + r with
-//   n uniform in [min_steps, max_steps], d uniform in [1, 9], r uniform in [0, d-1]: n steps and
-//   12n - 2 tokens, 106 to 994 for the default n in [9, 83]. Every fact a digit needs is at most 7
-//   tokens back: A's digits sit 7 back, d 2-5 back, the header repeats B (5 back) and d (12 back);
-//   the prompt is the first header, so the first step is like every other. The answer alone is a
-//   shortcut (r = s mod d), so the reward of this family checks the WHOLE response: 1 iff it equals
-//   the solution exactly, every step included (the worked answer is unique).
+// "countdown" (the long-answer family): a start A (4 digits, zero-padded) and a first step d in
+//   [1, 9], written as a step header "A:d="; each step writes B = A - d and ';', then, while B is at
+//   least the next step d' = d + 1 (9 is followed by 1), the next header "B:d'=". After the last
+//   step (B = r, below the step that would come next): '=' and r again. The start is
+//   s = d1 + d2 + ... + dn + r with n uniform in [min_steps, max_steps], d1 uniform in [1, 9] and r
+//   uniform below d(n+1): n steps and 12n - 2 tokens, 106 to 994 for the default n in [9, 83].
+//   Every fact a digit needs is at most 12 tokens back: A's digits 7 back, d 2-5 back, the header
+//   repeats B (5 back) and advances d (12 back); the prompt is the first header, so the first step
+//   is like every other. The steps change every step so that no step can be copied from the
+//   difference of the two before it (with one fixed step a warm start learned that shortcut and
+//   failed at the first step). The answer alone is a shortcut (r), so the reward of this family
+//   checks the WHOLE response: 1 iff it equals the solution exactly, every step included (the
+//   worked answer is unique).
 //     prompt   "0023:7="
-//     solution "0016;0016:7=0009;0009:7=0002;=0002"
+//     solution "0016;0016:8=0008;=0008"                  (23 - 7 = 16 >= 8; 16 - 8 = 8 < 9: stop)
 //
 // "mixed": each problem picks one of addition, multiply_small and running_sum uniformly; the knobs
 //   of each apply.
