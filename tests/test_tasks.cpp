@@ -697,8 +697,8 @@ std::string check_countdown_problem(const mt::Problem& p) {
       x -= e;
       e = e == 9 ? 1 : e + 1;
       std::snprintf(buf, sizeof buf, "%04lld", x);
-      ordered += std::string(buf) + ";";
-      if (k < steps) ordered += std::string(buf) + ":" + static_cast<char>('0' + e) + "=";
+      ordered += buf;
+      if (k < steps) ordered += std::string(":") + static_cast<char>('0' + e) + "=";
     }
   }
   std::snprintf(buf, sizeof buf, "%04lld", a);
@@ -712,13 +712,13 @@ std::string check_countdown_problem(const mt::Problem& p) {
 }  // namespace
 
 TEST(TasksCountdown, DocumentedExampleAndCheckerCanFail) {
-  const mt::Problem p{"0023:7=", "0008", "0016;0016:8=0008;=0008"};
+  const mt::Problem p{"0023:7=", "0008", "0016:8=0008=0008"};
   EXPECT_EQ(check_countdown_problem(p), "");
   EXPECT_EQ(mt::family_of(p.prompt), "countdown");
   mt::Problem bad = p;
-  bad.solution = "0016;0016:7=0009;0009:7=0002;=0002";  // a fixed step
+  bad.solution = "0016:7=0009:7=0002=0002";  // a fixed step
   EXPECT_NE(check_countdown_problem(bad), "");
-  bad.solution = "0016;=0016";  // stops too early
+  bad.solution = "0016=0016";  // stops too early
   EXPECT_NE(check_countdown_problem(bad), "");
 }
 
@@ -735,7 +735,7 @@ TEST(TasksCountdown, SolutionsAreRightAndLengthsSpanHundredsOfTokens) {
       if (!why.empty() && ++failures <= 5) ADD_FAILURE() << p.prompt << " " << p.solution << ": " << why;
       const int n = countdown_steps(p.prompt);
       steps_seen.insert(n);
-      EXPECT_EQ(p.solution.size(), static_cast<std::size_t>(12 * n - 2));
+      EXPECT_EQ(p.solution.size(), static_cast<std::size_t>(7 * n + 2));
       sol.add(p.solution.size());
       const std::vector<int> ids = with_eos(p.solution);
       EXPECT_EQ(reward_of(p, ids), 1.0f);
@@ -743,12 +743,12 @@ TEST(TasksCountdown, SolutionsAreRightAndLengthsSpanHundredsOfTokens) {
     }
   }
   EXPECT_EQ(failures, 0);
-  EXPECT_EQ(sol.min, 106u);  // 12 * 9 - 2
-  EXPECT_EQ(sol.max, 994u);  // 12 * 83 - 2
-  EXPECT_EQ(mt::max_solution_length(c), 994);
+  EXPECT_EQ(sol.min, 100u);  // 7 * 14 + 2
+  EXPECT_EQ(sol.max, 996u);  // 7 * 142 + 2
+  EXPECT_EQ(mt::max_solution_length(c), 996);
   EXPECT_EQ(mt::max_prompt_length(c), 7);
-  EXPECT_EQ(*steps_seen.begin(), 9);
-  EXPECT_EQ(*steps_seen.rbegin(), 83);
+  EXPECT_EQ(*steps_seen.begin(), 14);
+  EXPECT_EQ(*steps_seen.rbegin(), 142);
   std::printf("[ stats    ] countdown       solution chars min %zu mean %.1f max %zu (bound %d)\n", sol.min,
               sol.sum / static_cast<double>(sol.n), sol.max, mt::max_solution_length(c));
 }
@@ -772,10 +772,9 @@ TEST(TasksCountdown, RewardChecksTheWholeWorkedAnswer) {
   tail.push_back(mt::encode("7")[0]);
   EXPECT_EQ(reward_of(p, tail), 1.0f);
   // One step too many or too few is not well formed.
-  const std::size_t last = p.solution.rfind(';');
-  EXPECT_FALSE(well_formed_of(p, with_eos(p.solution.substr(0, last - 12) + "=" + p.answer)));
-  EXPECT_FALSE(well_formed_of(p, with_eos(p.solution.substr(0, last + 1) + p.answer + ":" + p.prompt[5] + "=0000;=" +
-                                          p.answer)));
+  const std::size_t last = p.solution.rfind('=');
+  EXPECT_FALSE(well_formed_of(p, with_eos(p.solution.substr(0, last - 7) + "=" + p.answer)));
+  EXPECT_FALSE(well_formed_of(p, with_eos(p.solution.substr(0, last) + ":1=0000=" + p.answer)));
 }
 
 TEST(TasksCountdown, KnobsPinnedValueSplitsAndErrors) {
@@ -786,19 +785,19 @@ TEST(TasksCountdown, KnobsPinnedValueSplitsAndErrors) {
   for (const mt::Problem& p : mt::make_problems(c, 5, mt::Split::train, 0, 2000))
     steps.insert(countdown_steps(p.prompt));
   EXPECT_EQ(steps, (std::set<int>{3, 4, 5}));
-  EXPECT_EQ(mt::max_solution_length(c), 58);
-  c.min_steps = c.max_steps = 800;  // the largest start stays 4 digits
+  EXPECT_EQ(mt::max_solution_length(c), 37);
+  c.min_steps = c.max_steps = 1000;  // the largest start stays 4 digits
   for (const mt::Problem& p : mt::make_problems(c, 5, mt::Split::train, 0, 200)) EXPECT_EQ(check_countdown_problem(p), "");
   // Pinned: the generator defines every countdown checkpoint's data and eval set.
-  EXPECT_EQ(mt::make_problem(config_for("countdown"), 1, 0).prompt, "0310:5=");  // recorded from this implementation
+  EXPECT_EQ(mt::make_problem(config_for("countdown"), 1, 0).prompt, "0262:5=");  // recorded from this implementation
   // Train and eval prompts are disjoint.
   std::set<std::string> train, eval;
   const mt::TaskConfig d = config_for("countdown");
   for (const mt::Problem& p : mt::make_problems(d, 9, mt::Split::train, 0, 5000)) train.insert(p.prompt);
   for (const mt::Problem& p : mt::make_problems(d, 9, mt::Split::eval, 0, 1000)) EXPECT_EQ(train.count(p.prompt), 0u);
   // Errors name the field and its range.
-  for (auto edit : {+[](mt::TaskConfig& t) { t.min_steps = 0; }, +[](mt::TaskConfig& t) { t.max_steps = 801; },
-                    +[](mt::TaskConfig& t) { t.min_steps = 84; }}) {
+  for (auto edit : {+[](mt::TaskConfig& t) { t.min_steps = 0; }, +[](mt::TaskConfig& t) { t.max_steps = 1001; },
+                    +[](mt::TaskConfig& t) { t.min_steps = 143; }}) {
     mt::TaskConfig bad = config_for("countdown");
     edit(bad);
     const std::string m = invalid_argument_message([&] { bad.validate(); });

@@ -16,9 +16,9 @@ void visit_task(V& v, tasks::TaskConfig& t) {
   v.key("min_terms", t.min_terms, "running_sum: fewest terms", Range<int>{1, 20});
   v.key("max_terms", t.max_terms, "running_sum: most terms", Range<int>{1, 20});
   v.key("max_value", t.max_value, "running_sum: largest term", Range<int>{1, 999});
-  v.key("min_steps", t.min_steps, "countdown: fewest subtractions (a solution has 12 * steps - 2 tokens)",
-        Range<int>{1, 800});
-  v.key("max_steps", t.max_steps, "countdown: most subtractions", Range<int>{1, 800});
+  v.key("min_steps", t.min_steps, "countdown: fewest subtractions (a solution has 7 * steps + 2 tokens)",
+        Range<int>{1, 1000});
+  v.key("max_steps", t.max_steps, "countdown: most subtractions", Range<int>{1, 1000});
   v.key("eval_fraction", t.eval_fraction, "share of all prompts held out for evaluation (split by prompt hash)",
         Range<double>{0.0, 0.5, true});
 }

@@ -14,7 +14,7 @@ namespace {
 constexpr int kDigitsLo = 1, kDigitsHi = 12;  // 12 digits: sums and products stay far below 2^63
 constexpr int kTermsLo = 1, kTermsHi = 20;    // 20 position tags 'a'..'t' in the vocabulary
 constexpr int kValueLo = 1, kValueHi = 999;
-constexpr int kStepsLo = 1, kStepsHi = 800;   // countdown: 800 steps (at most 5 * 800 + 8 = 4008) stay 4-digit
+constexpr int kStepsLo = 1, kStepsHi = 1000;  // countdown: 1000 steps (at most 5 * 1000 + 44 + 8) stay 4-digit
 constexpr int kCountdownWidth = 4;            // countdown numbers are zero-padded to 4 digits
 constexpr std::uint64_t kEvalBit = std::uint64_t{1} << 63;
 constexpr int kMaxAttempts = 100000;
@@ -218,8 +218,8 @@ std::string padded(std::uint64_t v) {
 int next_step(int d) { return d % 9 + 1; }
 
 // n steps from s with the steps d1, d1+1, ... (cycling through 1-9), s = d1 + ... + dn + r, r below the
-// step that would come next. "A:d=" is the prompt and every step's header; each step writes B = A - d
-// and ';', then the next header "B:d'=" while B >= d' (the next step), else '=' and B.
+// step that would come next. "A:d=" is the prompt; each step writes B = A - d, then ":d'=" (the next
+// step) while B >= d', else '=' and B again.
 Problem make_countdown(const TaskConfig& c, CounterRng& rng) {
   const int n = rng.uniform_int(c.min_steps, c.max_steps);
   const int d1 = rng.uniform_int(1, 9);
@@ -230,16 +230,18 @@ Problem make_countdown(const TaskConfig& c, CounterRng& rng) {
   s += r;
   Problem p;
   p.prompt = padded(s) + ":" + digit_char(d1) + "=";
-  p.solution.reserve(static_cast<std::size_t>(12 * n));
+  p.solution.reserve(static_cast<std::size_t>(7 * n + 2));
   std::uint64_t a = s;
   d = d1;
   for (int k = 1; k <= n; ++k) {
     a -= static_cast<std::uint64_t>(d);
     d = next_step(d);
-    const std::string b = padded(a);
-    p.solution += b;
-    p.solution += ';';
-    if (k < n) p.solution += b + ":" + digit_char(d) + "=";
+    p.solution += padded(a);
+    if (k < n) {
+      p.solution += ':';
+      p.solution += digit_char(d);
+      p.solution += '=';
+    }
   }
   p.answer = padded(r);
   p.solution += '=';
@@ -281,10 +283,8 @@ int running_sum_solution_max(const TaskConfig& c) {
   return len + 1 + num_digits(v * static_cast<std::uint64_t>(c.max_terms));
 }
 
-// n results of kCountdownWidth digits and ';' each, n - 1 headers "B:d=", '=', the last result again.
-int countdown_solution_max(const TaskConfig& c) {
-  return (kCountdownWidth + 1) * c.max_steps + (kCountdownWidth + 3) * (c.max_steps - 1) + 1 + kCountdownWidth;
-}
+// n results of kCountdownWidth digits, n - 1 step marks ":d=", '=', the last result again.
+int countdown_solution_max(const TaskConfig& c) { return kCountdownWidth * c.max_steps + 3 * (c.max_steps - 1) + 1 + kCountdownWidth; }
 constexpr int kCountdownPrompt = kCountdownWidth + 3;  // "0931:7="
 
 // ---- Parsing responses (well_formed) -----------------------------------------------------------
@@ -357,13 +357,12 @@ bool running_sum_response_ok(std::string_view text, int terms) {
   return cur.eat('=') && cur.number(kWidest) > 0 && cur.done();
 }
 
-// `steps` results "B;", each but the last followed by a header "B:d=", then '=' and 4 digits.
+// `steps` results of 4 digits, each but the last followed by ":d=", then '=' and 4 digits.
 bool countdown_response_ok(std::string_view text, int steps) {
   Cursor cur(text);
   for (int k = 0; k < steps; ++k) {
-    if (cur.number(kCountdownWidth) != kCountdownWidth || !cur.eat(';')) return false;
-    if (k + 1 < steps && !(cur.number(kCountdownWidth) == kCountdownWidth && cur.eat(':') && cur.digit() && cur.eat('=')))
-      return false;
+    if (cur.number(kCountdownWidth) != kCountdownWidth) return false;
+    if (k + 1 < steps && !(cur.eat(':') && cur.digit() && cur.eat('='))) return false;
   }
   return cur.eat('=') && cur.number(kCountdownWidth) == kCountdownWidth && cur.done();
 }

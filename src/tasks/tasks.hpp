@@ -38,20 +38,20 @@
 //     solution "a3+0=3;b7+3=10;c2+10=12;d9+12=21;=21"
 //
 // "countdown" (the long-answer family): a start A (4 digits, zero-padded) and a first step d in
-//   [1, 9], written as a step header "A:d="; each step writes B = A - d and ';', then, while B is at
-//   least the next step d' = d + 1 (9 is followed by 1), the next header "B:d'=". After the last
-//   step (B = r, below the step that would come next): '=' and r again. The start is
-//   s = d1 + d2 + ... + dn + r with n uniform in [min_steps, max_steps], d1 uniform in [1, 9] and r
-//   uniform below d(n+1): n steps and 12n - 2 tokens, 106 to 994 for the default n in [9, 83].
-//   Every fact a digit needs is at most 12 tokens back: A's digits 7 back, d 2-5 back, the header
-//   repeats B (5 back) and advances d (12 back); the prompt is the first header, so the first step
-//   is like every other. The steps change every step so that no step can be copied from the
-//   difference of the two before it (with one fixed step a warm start learned that shortcut and
-//   failed at the first step). The answer alone is a shortcut (r), so the reward of this family
-//   checks the WHOLE response: 1 iff it equals the solution exactly, every step included (the
+//   [1, 9], written "A:d="; each step writes B = A - d, then, while B is at least the next step
+//   d' = d + 1 (9 is followed by 1), ":d'=" and the next step. After the last step (B = r, below the
+//   step that would come next): '=' and r again. The start is s = d1 + d2 + ... + dn + r with n
+//   uniform in [min_steps, max_steps], d1 uniform in [1, 9] and r uniform below d(n+1): n steps and
+//   7n + 2 tokens, 100 to 996 for the default n in [14, 142]. Every fact a digit needs is at most 7
+//   tokens back (A's digits 7 back, d 2-5 back; d' is d 7 back plus one), and the prompt has the
+//   shape of a step, so the first step is like every other. The steps change every step so that no
+//   step can be copied from the difference of the two before it (with one fixed step a warm start
+//   learned that shortcut and failed at every first step; with A written twice per step it read
+//   the copy the first step does not have). The answer alone is a shortcut (r), so the reward of this
+//   family checks the WHOLE response: 1 iff it equals the solution exactly, every step included (the
 //   worked answer is unique).
 //     prompt   "0023:7="
-//     solution "0016;0016:8=0008;=0008"                  (23 - 7 = 16 >= 8; 16 - 8 = 8 < 9: stop)
+//     solution "0016:8=0008=0008"                        (23 - 7 = 16 >= 8; 16 - 8 = 8 < 9: stop)
 //
 // "mixed": each problem picks one of addition, multiply_small and running_sum uniformly; the knobs
 //   of each apply.
@@ -85,8 +85,8 @@ struct TaskConfig {
   int min_terms = 3;                // running_sum: number of terms, [1, 20]
   int max_terms = 8;                // [1, 20], >= min_terms
   int max_value = 9;                // running_sum: terms are uniform in [0, max_value], [1, 999]
-  int min_steps = 9;                // countdown: number of subtractions, [1, 800]
-  int max_steps = 83;               // [1, 800], >= min_steps (9..83: solutions of 106..994 tokens)
+  int min_steps = 14;               // countdown: number of subtractions, [1, 1000]
+  int max_steps = 142;              // [1, 1000], >= min_steps (14..142: solutions of 100..996 tokens)
   double eval_fraction = 0.1;       // share of the prompt space held out for eval, (0, 0.5]
 
   // Throws std::invalid_argument naming the field and its allowed range (or the allowed families).
