@@ -671,54 +671,53 @@ std::uint64_t parse_padded(const std::string& s) {
 // Re-derives a countdown problem from its prompt alone: start s, first step d; steps "B;" with B = the
 // previous number minus the step, the step advancing 1..9 cyclically, each step but the last followed by
 // the header "B:d'=" (d' the next step); the last step leaves B below the next step; then '=' and B.
+// The steps after the prompt's two: from its second number, subtract d1, d1+1, ... while possible.
 int countdown_steps(const std::string& prompt) {
-  long long a = static_cast<long long>(parse_padded(prompt.substr(0, 4)));
+  long long a = static_cast<long long>(parse_padded(prompt.substr(7, 4)));
   int steps = 0;
-  for (int d = prompt[5] - '0'; a >= d; d = d == 9 ? 1 : d + 1, ++steps) a -= d;
+  for (int d = prompt[12] - '0'; a >= d; d = d == 9 ? 1 : d + 1, ++steps) a -= d;
   return steps;
 }
 
 std::string check_countdown_problem(const mt::Problem& p) {
-  if (p.prompt.size() != 7 || p.prompt[4] != ':' || p.prompt[6] != '=') return "prompt shape";
-  long long a = static_cast<long long>(parse_padded(p.prompt.substr(0, 4)));
-  int d = p.prompt[5] - '0';
-  if (d < 1 || d > 9) return "step digit";
-  char buf[24];
-  int steps = 0;
-  for (; a >= d; ++steps) {  // how many steps the start allows, and what is left
-    a -= d;
-    d = d == 9 ? 1 : d + 1;
-  }
-  std::string ordered;
-  {
-    long long x = static_cast<long long>(parse_padded(p.prompt.substr(0, 4)));
-    int e = p.prompt[5] - '0';
-    for (int k = 1; k <= steps; ++k) {
-      x -= e;
-      e = e == 9 ? 1 : e + 1;
-      std::snprintf(buf, sizeof buf, "%04lld", x);
-      ordered += buf;
-      if (k < steps) ordered += std::string(":") + static_cast<char>('0' + e) + "=";
-    }
-  }
-  std::snprintf(buf, sizeof buf, "%04lld", a);
+  if (p.prompt.size() != 14 || p.prompt[4] != ':' || p.prompt[6] != '=' || p.prompt[11] != ':' || p.prompt[13] != '=')
+    return "prompt shape";
+  const long long s = static_cast<long long>(parse_padded(p.prompt.substr(0, 4)));
+  const int d0 = p.prompt[5] - '0';
+  if (d0 < 1 || d0 > 9) return "step digit";
+  if (static_cast<long long>(parse_padded(p.prompt.substr(7, 4))) != s - d0) return "second number";
+  if (p.prompt[12] - '0' != (d0 == 9 ? 1 : d0 + 1)) return "second step";
+  const int steps = countdown_steps(p.prompt);
   if (steps == 0) return "no step";
+  char buf[24];
+  long long x = s - d0;
+  int e = p.prompt[12] - '0';
+  std::string want;
+  for (int k = 1; k <= steps; ++k) {
+    x -= e;
+    e = e == 9 ? 1 : e + 1;
+    std::snprintf(buf, sizeof buf, "%04lld", x);
+    want += buf;
+    if (k < steps) want += std::string(":") + static_cast<char>('0' + e) + "=";
+  }
+  if (x >= e) return "does not stop";
+  std::snprintf(buf, sizeof buf, "%04lld", x);
   if (p.answer != buf) return "answer";
-  ordered += "=" + p.answer;
-  if (p.solution != ordered) return "solution differs from the re-derived \"" + ordered + "\"";
+  want += "=" + p.answer;
+  if (p.solution != want) return "solution differs from the re-derived \"" + want + "\"";
   return "";
 }
 
 }  // namespace
 
 TEST(TasksCountdown, DocumentedExampleAndCheckerCanFail) {
-  const mt::Problem p{"0023:7=", "0008", "0016:8=0008=0008"};
+  const mt::Problem p{"0031:7=0024:8=", "0001", "0016:9=0007:1=0006:2=0004:3=0001=0001"};
   EXPECT_EQ(check_countdown_problem(p), "");
   EXPECT_EQ(mt::family_of(p.prompt), "countdown");
   mt::Problem bad = p;
-  bad.solution = "0016:7=0009:7=0002=0002";  // a fixed step
+  bad.solution = "0016:8=0008=0008";  // a fixed step
   EXPECT_NE(check_countdown_problem(bad), "");
-  bad.solution = "0016=0016";  // stops too early
+  bad.solution = "0016:9=0007=0007";  // stops too early
   EXPECT_NE(check_countdown_problem(bad), "");
 }
 
@@ -746,7 +745,7 @@ TEST(TasksCountdown, SolutionsAreRightAndLengthsSpanHundredsOfTokens) {
   EXPECT_EQ(sol.min, 100u);  // 7 * 14 + 2
   EXPECT_EQ(sol.max, 996u);  // 7 * 142 + 2
   EXPECT_EQ(mt::max_solution_length(c), 996);
-  EXPECT_EQ(mt::max_prompt_length(c), 7);
+  EXPECT_EQ(mt::max_prompt_length(c), 14);
   EXPECT_EQ(*steps_seen.begin(), 14);
   EXPECT_EQ(*steps_seen.rbegin(), 142);
   std::printf("[ stats    ] countdown       solution chars min %zu mean %.1f max %zu (bound %d)\n", sol.min,
@@ -789,7 +788,7 @@ TEST(TasksCountdown, KnobsPinnedValueSplitsAndErrors) {
   c.min_steps = c.max_steps = 1000;  // the largest start stays 4 digits
   for (const mt::Problem& p : mt::make_problems(c, 5, mt::Split::train, 0, 200)) EXPECT_EQ(check_countdown_problem(p), "");
   // Pinned: the generator defines every countdown checkpoint's data and eval set.
-  EXPECT_EQ(mt::make_problem(config_for("countdown"), 1, 0).prompt, "0262:5=");  // recorded from this implementation
+  EXPECT_EQ(mt::make_problem(config_for("countdown"), 1, 0).prompt, "0265:5=0260:6=");  // recorded from this implementation
   // Train and eval prompts are disjoint.
   std::set<std::string> train, eval;
   const mt::TaskConfig d = config_for("countdown");
@@ -804,6 +803,8 @@ TEST(TasksCountdown, KnobsPinnedValueSplitsAndErrors) {
     EXPECT_NE(m.find("steps"), std::string::npos) << m;
   }
   // A malformed countdown prompt is refused by well_formed.
-  const mt::Problem odd{"12:3=", "0", "0012;=0000"};
-  EXPECT_FALSE(invalid_argument_message([&] { well_formed_of(odd, with_eos("=0")); }).empty());
+  for (const char* prompt : {"12:3=", "0031:7=0023:8=", "0031:7=0024:9=", "0031:0=0031:1="}) {
+    const mt::Problem odd{prompt, "0", "0012=0000"};
+    EXPECT_FALSE(invalid_argument_message([&] { well_formed_of(odd, with_eos("=0")); }).empty()) << prompt;
+  }
 }

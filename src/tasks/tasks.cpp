@@ -217,22 +217,23 @@ std::string padded(std::uint64_t v) {
 // The step after d: 1, 2, ..., 9, 1, ...
 int next_step(int d) { return d % 9 + 1; }
 
-// n steps from s with the steps d1, d1+1, ... (cycling through 1-9), s = d1 + ... + dn + r, r below the
-// step that would come next. "A:d=" is the prompt; each step writes B = A - d, then ":d'=" (the next
-// step) while B >= d', else '=' and B again.
+// A countdown from s with the steps d0, d0+1, ... (cycling through 1-9): the prompt is its first step
+// "s:d0=" and the second "s1:d1=" (s1 = s - d0), the solution the n steps after those: each writes
+// B = A - d, then ":d'=" (the next step) while B >= d', else '=' and B again. s = d0 + d1 + ... + dn + r
+// with r below the step that would come next.
 Problem make_countdown(const TaskConfig& c, CounterRng& rng) {
   const int n = rng.uniform_int(c.min_steps, c.max_steps);
-  const int d1 = rng.uniform_int(1, 9);
+  const int d0 = rng.uniform_int(1, 9);
   std::uint64_t s = 0;
-  int d = d1;
-  for (int k = 0; k < n; ++k, d = next_step(d)) s += static_cast<std::uint64_t>(d);
+  int d = d0;
+  for (int k = 0; k <= n; ++k, d = next_step(d)) s += static_cast<std::uint64_t>(d);
   const std::uint64_t r = rng.uniform(0, static_cast<std::uint64_t>(d - 1));  // d is now the step after the last
   s += r;
   Problem p;
-  p.prompt = padded(s) + ":" + digit_char(d1) + "=";
+  std::uint64_t a = s - static_cast<std::uint64_t>(d0);
+  d = next_step(d0);
+  p.prompt = padded(s) + ":" + digit_char(d0) + "=" + padded(a) + ":" + digit_char(d) + "=";
   p.solution.reserve(static_cast<std::size_t>(7 * n + 2));
-  std::uint64_t a = s;
-  d = d1;
   for (int k = 1; k <= n; ++k) {
     a -= static_cast<std::uint64_t>(d);
     d = next_step(d);
@@ -285,7 +286,7 @@ int running_sum_solution_max(const TaskConfig& c) {
 
 // n results of kCountdownWidth digits, n - 1 step marks ":d=", '=', the last result again.
 int countdown_solution_max(const TaskConfig& c) { return kCountdownWidth * c.max_steps + 3 * (c.max_steps - 1) + 1 + kCountdownWidth; }
-constexpr int kCountdownPrompt = kCountdownWidth + 3;  // "0931:7="
+constexpr int kCountdownPrompt = 2 * (kCountdownWidth + 3);  // "0031:7=0024:8="
 
 // ---- Parsing responses (well_formed) -----------------------------------------------------------
 class Cursor {
@@ -529,14 +530,24 @@ bool well_formed(const Problem& problem, const int* response_ids, int n) {
   const std::string family = family_of(problem.prompt);
   Cursor prompt(problem.prompt);
   if (family == "countdown") {
+    // Two steps "s:d0=s1:d1=" with s1 = s - d0 and d1 the step after d0.
     const std::string_view pr(problem.prompt);
+    int first = -1, second = -1, d0 = 0, d1 = 0;
+    if (pr.size() == static_cast<std::size_t>(kCountdownPrompt)) {
+      first = std::stoi(std::string(pr.substr(0, kCountdownWidth)));
+      second = std::stoi(std::string(pr.substr(kCountdownWidth + 3, kCountdownWidth)));
+      d0 = pr[kCountdownWidth + 1] - '0';
+      d1 = pr[2 * kCountdownWidth + 4] - '0';
+    }
     if (pr.size() != static_cast<std::size_t>(kCountdownPrompt) || prompt.number(kCountdownWidth) != kCountdownWidth ||
-        !prompt.eat(':') || !prompt.digit() || !prompt.eat('=') || !prompt.done() || pr[kCountdownWidth + 1] == '0')
+        !prompt.eat(':') || !prompt.digit() || !prompt.eat('=') || prompt.number(kCountdownWidth) != kCountdownWidth ||
+        !prompt.eat(':') || !prompt.digit() || !prompt.eat('=') || !prompt.done() || d0 < 1 || d1 != next_step(d0) ||
+        second != first - d0)
       bad_prompt(problem.prompt);
-    // The number of steps: subtract d1, d1+1, ... (cycling through 1-9) while the start allows.
-    int left = std::stoi(std::string(pr.substr(0, kCountdownWidth)));
+    // The number of steps: subtract d1, d1+1, ... (cycling through 1-9) while what is left allows.
+    int left = second;
     int steps = 0;
-    for (int d = pr[kCountdownWidth + 1] - '0'; left >= d; d = next_step(d), ++steps) left -= d;
+    for (int d = d1; left >= d; d = next_step(d), ++steps) left -= d;
     return r.has_eos && countdown_response_ok(r.text, steps);
   }
   if (family == "running_sum") {
