@@ -671,53 +671,56 @@ std::uint64_t parse_padded(const std::string& s) {
 // Re-derives a countdown problem from its prompt alone: start s, first step d; steps "B;" with B = the
 // previous number minus the step, the step advancing 1..9 cyclically, each step but the last followed by
 // the header "B:d'=" (d' the next step); the last step leaves B below the next step; then '=' and B.
-// The steps after the prompt's two: from its second number, subtract d1, d1+1, ... while possible.
-int countdown_steps(const std::string& prompt) {
-  long long a = static_cast<long long>(parse_padded(prompt.substr(7, 4)));
-  int steps = 0;
-  for (int d = prompt[12] - '0'; a >= d; d = d == 9 ? 1 : d + 1, ++steps) a -= d;
-  return steps;
-}
-
+// Re-derives a countdown problem from its prompt alone: four steps "A:d=" (each A the previous minus
+// its d), then the results B = A - d with the steps repeating, each result but the last followed by
+// ":d=" with the next step, the last below the step that would come next; then '=' and the last result.
 std::string check_countdown_problem(const mt::Problem& p) {
-  if (p.prompt.size() != 14 || p.prompt[4] != ':' || p.prompt[6] != '=' || p.prompt[11] != ':' || p.prompt[13] != '=')
-    return "prompt shape";
-  const long long s = static_cast<long long>(parse_padded(p.prompt.substr(0, 4)));
-  const int d0 = p.prompt[5] - '0';
-  if (d0 < 1 || d0 > 9) return "step digit";
-  if (static_cast<long long>(parse_padded(p.prompt.substr(7, 4))) != s - d0) return "second number";
-  if (p.prompt[12] - '0' != (d0 == 9 ? 1 : d0 + 1)) return "second step";
-  const int steps = countdown_steps(p.prompt);
-  if (steps == 0) return "no step";
-  char buf[24];
-  long long x = s - d0;
-  int e = p.prompt[12] - '0';
-  std::string want;
-  for (int k = 1; k <= steps; ++k) {
-    x -= e;
-    e = e == 9 ? 1 : e + 1;
-    std::snprintf(buf, sizeof buf, "%04lld", x);
-    want += buf;
-    if (k < steps) want += std::string(":") + static_cast<char>('0' + e) + "=";
+  if (p.prompt.size() != 28) return "prompt shape";
+  long long a = 0;
+  int D[4];
+  for (int k = 0; k < 4; ++k) {
+    const std::string st = p.prompt.substr(static_cast<std::size_t>(7 * k), 7);
+    if (st[4] != ':' || st[6] != '=') return "prompt step " + std::to_string(k);
+    const long long x = static_cast<long long>(parse_padded(st.substr(0, 4)));
+    D[k] = st[5] - '0';
+    if (D[k] < 1 || D[k] > 9) return "step digit";
+    if (k > 0 && x != a) return "prompt step " + std::to_string(k) + " does not follow";
+    a = x - D[k];
+    if (a < 0) return "prompt counts below zero";
   }
-  if (x >= e) return "does not stop";
-  std::snprintf(buf, sizeof buf, "%04lld", x);
+  char buf[24];
+  std::string want;
+  for (int k = 0;; ++k) {
+    std::snprintf(buf, sizeof buf, "%04lld", a);
+    want += buf;
+    if (a < D[k % 4]) break;
+    want += std::string(":") + static_cast<char>('0' + D[k % 4]) + "=";
+    a -= D[k % 4];
+  }
   if (p.answer != buf) return "answer";
   want += "=" + p.answer;
   if (p.solution != want) return "solution differs from the re-derived \"" + want + "\"";
   return "";
 }
 
+// Results the solution writes (the number of 4-digit numbers before the final '=').
+int countdown_steps(const std::string& prompt) {
+  long long a = static_cast<long long>(parse_padded(prompt.substr(21, 4))) - (prompt[26] - '0');
+  int steps = 1;
+  for (int k = 0; a >= prompt[7 * (k % 4) + 5] - '0'; ++k, ++steps) a -= prompt[7 * (k % 4) + 5] - '0';
+  return steps;
+}
+
 }  // namespace
 
 TEST(TasksCountdown, DocumentedExampleAndCheckerCanFail) {
-  const mt::Problem p{"0031:7=0024:8=", "0001", "0016:9=0007:1=0006:2=0004:3=0001=0001"};
+  const mt::Problem p{"0031:7=0024:2=0022:9=0013:4=", "0000", "0009:7=0002:2=0000=0000"};
   EXPECT_EQ(check_countdown_problem(p), "");
   EXPECT_EQ(mt::family_of(p.prompt), "countdown");
   mt::Problem bad = p;
-  bad.solution = "0016:8=0008=0008";  // a fixed step
+  bad.solution = "0009:4=0005:4=0001=0001";  // a fixed step
   EXPECT_NE(check_countdown_problem(bad), "");
-  bad.solution = "0016:9=0007=0007";  // stops too early
+  bad.solution = "0009:7=0002=0002";  // stops too early
   EXPECT_NE(check_countdown_problem(bad), "");
 }
 
@@ -745,7 +748,7 @@ TEST(TasksCountdown, SolutionsAreRightAndLengthsSpanHundredsOfTokens) {
   EXPECT_EQ(sol.min, 100u);  // 7 * 14 + 2
   EXPECT_EQ(sol.max, 996u);  // 7 * 142 + 2
   EXPECT_EQ(mt::max_solution_length(c), 996);
-  EXPECT_EQ(mt::max_prompt_length(c), 14);
+  EXPECT_EQ(mt::max_prompt_length(c), 28);
   EXPECT_EQ(*steps_seen.begin(), 14);
   EXPECT_EQ(*steps_seen.rbegin(), 142);
   std::printf("[ stats    ] countdown       solution chars min %zu mean %.1f max %zu (bound %d)\n", sol.min,
@@ -788,7 +791,7 @@ TEST(TasksCountdown, KnobsPinnedValueSplitsAndErrors) {
   c.min_steps = c.max_steps = 1000;  // the largest start stays 4 digits
   for (const mt::Problem& p : mt::make_problems(c, 5, mt::Split::train, 0, 200)) EXPECT_EQ(check_countdown_problem(p), "");
   // Pinned: the generator defines every countdown checkpoint's data and eval set.
-  EXPECT_EQ(mt::make_problem(config_for("countdown"), 1, 0).prompt, "0265:5=0260:6=");  // recorded from this implementation
+  EXPECT_EQ(mt::make_problem(config_for("countdown"), 1, 0).prompt, "0354:5=0349:3=0346:9=0337:9=");  // recorded from this implementation
   // Train and eval prompts are disjoint.
   std::set<std::string> train, eval;
   const mt::TaskConfig d = config_for("countdown");
@@ -803,7 +806,8 @@ TEST(TasksCountdown, KnobsPinnedValueSplitsAndErrors) {
     EXPECT_NE(m.find("steps"), std::string::npos) << m;
   }
   // A malformed countdown prompt is refused by well_formed.
-  for (const char* prompt : {"12:3=", "0031:7=0023:8=", "0031:7=0024:9=", "0031:0=0031:1="}) {
+  for (const char* prompt : {"12:3=", "0031:7=0023:2=0021:9=0012:4=", "0031:7=0024:0=0024:9=0015:4=",
+                             "0031:7=0024:2=0022:9=0013:4", "0009:7=0002:2=0000:9=0000:4="}) {
     const mt::Problem odd{prompt, "0", "0012=0000"};
     EXPECT_FALSE(invalid_argument_message([&] { well_formed_of(odd, with_eos("=0")); }).empty()) << prompt;
   }

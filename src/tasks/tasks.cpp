@@ -14,8 +14,9 @@ namespace {
 constexpr int kDigitsLo = 1, kDigitsHi = 12;  // 12 digits: sums and products stay far below 2^63
 constexpr int kTermsLo = 1, kTermsHi = 20;    // 20 position tags 'a'..'t' in the vocabulary
 constexpr int kValueLo = 1, kValueHi = 999;
-constexpr int kStepsLo = 1, kStepsHi = 1000;  // countdown: 1000 steps (at most 5 * 1000 + 44 + 8) stay 4-digit
+constexpr int kStepsLo = 1, kStepsHi = 1000;  // countdown: 1000 results (at most 9 * 1003 + 8) stay 4-digit
 constexpr int kCountdownWidth = 4;            // countdown numbers are zero-padded to 4 digits
+constexpr int kCountdownCycle = 4;            // countdown: the prompt's steps, repeated
 constexpr std::uint64_t kEvalBit = std::uint64_t{1} << 63;
 constexpr int kMaxAttempts = 100000;
 constexpr int kStepWidth = 11;  // "a2+9+0=1a1;" and "a2*7+0=1a4;"
@@ -214,34 +215,33 @@ std::string padded(std::uint64_t v) {
   return std::string(static_cast<std::size_t>(kCountdownWidth) - s.size(), '0') + s;
 }
 
-// The step after d: 1, 2, ..., 9, 1, ...
-int next_step(int d) { return d % 9 + 1; }
-
-// A countdown from s with the steps d0, d0+1, ... (cycling through 1-9): the prompt is its first step
-// "s:d0=" and the second "s1:d1=" (s1 = s - d0), the solution the n steps after those: each writes
-// B = A - d, then ":d'=" (the next step) while B >= d', else '=' and B again. s = d0 + d1 + ... + dn + r
-// with r below the step that would come next.
+// A countdown from s whose steps repeat the prompt's kCountdownCycle random steps D0 D1 D2 D3 D0 ...:
+// the prompt is the first kCountdownCycle steps "A:d=" (each A the previous A minus its d), the
+// solution the results from there on: B = A - d, then ":d'=" (d' the step kCountdownCycle back) while
+// B >= d', else '=' and B again. n results: s = D(0) + ... + D(n + 2) + r with r below D(n + 3).
 Problem make_countdown(const TaskConfig& c, CounterRng& rng) {
   const int n = rng.uniform_int(c.min_steps, c.max_steps);
-  const int d0 = rng.uniform_int(1, 9);
+  int D[kCountdownCycle];
+  for (int& d : D) d = rng.uniform_int(1, 9);
+  const auto step = [&](int k) { return static_cast<std::uint64_t>(D[k % kCountdownCycle]); };
   std::uint64_t s = 0;
-  int d = d0;
-  for (int k = 0; k <= n; ++k, d = next_step(d)) s += static_cast<std::uint64_t>(d);
-  const std::uint64_t r = rng.uniform(0, static_cast<std::uint64_t>(d - 1));  // d is now the step after the last
+  for (int k = 0; k < n + kCountdownCycle - 1; ++k) s += step(k);
+  const std::uint64_t r = rng.uniform(0, step(n + kCountdownCycle - 1) - 1);
   s += r;
   Problem p;
-  std::uint64_t a = s - static_cast<std::uint64_t>(d0);
-  d = next_step(d0);
-  p.prompt = padded(s) + ":" + digit_char(d0) + "=" + padded(a) + ":" + digit_char(d) + "=";
+  std::uint64_t a = s;
+  for (int k = 0; k < kCountdownCycle; ++k) {
+    p.prompt += padded(a) + ":" + digit_char(D[k]) + "=";
+    a -= step(k);
+  }
   p.solution.reserve(static_cast<std::size_t>(7 * n + 2));
-  for (int k = 1; k <= n; ++k) {
-    a -= static_cast<std::uint64_t>(d);
-    d = next_step(d);
+  for (int k = kCountdownCycle; k < n + kCountdownCycle; ++k) {
     p.solution += padded(a);
-    if (k < n) {
+    if (k + 1 < n + kCountdownCycle) {
       p.solution += ':';
-      p.solution += digit_char(d);
+      p.solution += digit_char(D[k % kCountdownCycle]);
       p.solution += '=';
+      a -= step(k);
     }
   }
   p.answer = padded(r);
@@ -286,7 +286,7 @@ int running_sum_solution_max(const TaskConfig& c) {
 
 // n results of kCountdownWidth digits, n - 1 step marks ":d=", '=', the last result again.
 int countdown_solution_max(const TaskConfig& c) { return kCountdownWidth * c.max_steps + 3 * (c.max_steps - 1) + 1 + kCountdownWidth; }
-constexpr int kCountdownPrompt = 2 * (kCountdownWidth + 3);  // "0031:7=0024:8="
+constexpr int kCountdownPrompt = kCountdownCycle * (kCountdownWidth + 3);  // "0031:7=0024:2=0022:9=0013:4="
 
 // ---- Parsing responses (well_formed) -----------------------------------------------------------
 class Cursor {
@@ -530,24 +530,23 @@ bool well_formed(const Problem& problem, const int* response_ids, int n) {
   const std::string family = family_of(problem.prompt);
   Cursor prompt(problem.prompt);
   if (family == "countdown") {
-    // Two steps "s:d0=s1:d1=" with s1 = s - d0 and d1 the step after d0.
+    // kCountdownCycle steps "A:d=", each A the previous A minus its d.
     const std::string_view pr(problem.prompt);
-    int first = -1, second = -1, d0 = 0, d1 = 0;
-    if (pr.size() == static_cast<std::size_t>(kCountdownPrompt)) {
-      first = std::stoi(std::string(pr.substr(0, kCountdownWidth)));
-      second = std::stoi(std::string(pr.substr(kCountdownWidth + 3, kCountdownWidth)));
-      d0 = pr[kCountdownWidth + 1] - '0';
-      d1 = pr[2 * kCountdownWidth + 4] - '0';
+    if (pr.size() != static_cast<std::size_t>(kCountdownPrompt)) bad_prompt(problem.prompt);
+    int D[kCountdownCycle];
+    int left = 0;
+    for (int k = 0; k < kCountdownCycle; ++k) {
+      if (prompt.number(kCountdownWidth) != kCountdownWidth || !prompt.eat(':') || !prompt.digit() || !prompt.eat('='))
+        bad_prompt(problem.prompt);
+      const std::size_t at = static_cast<std::size_t>(k * (kCountdownWidth + 3));
+      const int a = std::stoi(std::string(pr.substr(at, kCountdownWidth)));
+      D[k] = pr[at + kCountdownWidth + 1] - '0';
+      if (D[k] < 1 || (k > 0 && a != left) || a < D[k]) bad_prompt(problem.prompt);
+      left = a - D[k];
     }
-    if (pr.size() != static_cast<std::size_t>(kCountdownPrompt) || prompt.number(kCountdownWidth) != kCountdownWidth ||
-        !prompt.eat(':') || !prompt.digit() || !prompt.eat('=') || prompt.number(kCountdownWidth) != kCountdownWidth ||
-        !prompt.eat(':') || !prompt.digit() || !prompt.eat('=') || !prompt.done() || d0 < 1 || d1 != next_step(d0) ||
-        second != first - d0)
-      bad_prompt(problem.prompt);
-    // The number of steps: subtract d1, d1+1, ... (cycling through 1-9) while what is left allows.
-    int left = second;
-    int steps = 0;
-    for (int d = d1; left >= d; d = next_step(d), ++steps) left -= d;
+    // The results: the first is what the prompt's last step leaves; then subtract D(k) while possible.
+    int steps = 1;
+    for (int k = 0; left >= D[k % kCountdownCycle]; ++k, ++steps) left -= D[k % kCountdownCycle];
     return r.has_eos && countdown_response_ok(r.text, steps);
   }
   if (family == "running_sum") {

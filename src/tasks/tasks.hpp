@@ -37,22 +37,23 @@
 //     prompt   "S:a3,b7,c2,d9="
 //     solution "a3+0=3;b7+3=10;c2+10=12;d9+12=21;=21"
 //
-// "countdown" (the long-answer family): count down from a start s (4 digits, zero-padded) by the
-//   steps d0, d0+1, ..., 9, 1, 2, ... (each step one more than the last, 9 followed by 1). A step is
-//   written "A:d=" and followed by its result B = A - d; the prompt is the first two steps,
-//   "s:d0=s1:d1=" (s1 = s - d0, d1 the step after d0), so that the first step the model writes has
-//   the context of every later one. Each step of the solution writes B = A - d, then, while B is at
-//   least the next step d', ":d'=" and the next step; after the last (B = r, below the step that
-//   would come next): '=' and r again. s = d0 + d1 + ... + dn + r with n uniform in [min_steps,
-//   max_steps], d0 uniform in [1, 9] and r uniform below d(n+1): n steps and 7n + 2 tokens, 100 to
-//   996 for the default n in [14, 142]. Every fact a digit needs is at most 7 tokens back (A's
-//   digits 7 back, d 2-5 back; d' is the d 7 back plus one). The steps change every step so that no
-//   step can be copied from the difference of the two before it (with one fixed step a warm start
-//   learned that shortcut and failed at every first step). The answer alone is a shortcut (r), so
-//   the reward of this family checks the WHOLE response: 1 iff it equals the solution exactly,
-//   every step included (the worked answer is unique).
-//     prompt   "0031:7=0024:8="
-//     solution "0016:9=0007:1=0006:2=0004:3=0001=0001"   (24-8, 16-9, 7-1, 6-2, 4-3; 1 < 4: stop)
+// "countdown" (the long-answer family): count down from a start s (4 digits, zero-padded) by four
+//   random steps D0 D1 D2 D3 in [1, 9], repeated (D0 D1 D2 D3 D0 D1 ...). A step is written "A:d="
+//   and followed by its result B = A - d. The prompt is the first four steps, "s:D0=s1:D1=s2:D2=s3:D3="
+//   (each A the previous minus its step). The solution writes the results from there on: B = A - d,
+//   then, while B is at least the next step d' (the step four back), ":d'=" and the next result;
+//   after the last result (r, below the step that would come next): '=' and r again. n results
+//   with n uniform in [min_steps, max_steps], r uniform below the next step: 7n + 2 tokens, 100 to
+//   996 for the default n in [14, 142]. Every fact a digit needs sits at a fixed distance: A's digits
+//   7 back, d 2-5 back, d' 28 back; the prompt has four steps so that the first result the model
+//   writes has the context of every later one. The steps are random per problem so that no result
+//   can be extrapolated from earlier ones: with one fixed step, or the fixed cycle 1..9, the warm
+//   start learned to continue the sequence's pattern (B = the result 9 steps back minus 45) and
+//   failed at every first step, where the pattern has no history. The answer alone is a shortcut
+//   (r), so the reward of this family checks the WHOLE response: 1 iff it equals the solution
+//   exactly, every step included (the worked answer is unique).
+//     prompt   "0031:7=0024:2=0022:9=0013:4="
+//     solution "0009:7=0002:2=0000=0000"                 (13-4, 9-7, 2-2; 0 < 9: stop)
 // "mixed": each problem picks one of addition, multiply_small and running_sum uniformly; the knobs
 //   of each apply.
 //
