@@ -161,7 +161,15 @@ SftSummary run_sft(AppContext& ctx, const std::string& run_dir) {
   } catch (const model::CheckpointError& e) {
     throw key_error(ctx, "sft", "init_checkpoint", e.what());
   }
-  const long long s0 = resume.empty() ? 0 : trainer.step();
+  // A resumed run or one from [sft] init_checkpoint continues the checkpoint's step count: sft.steps is the
+  // warm start's total, as the lr schedule counts it (a continuation used to run sft.steps more steps).
+  const long long s0 = trainer.step();
+  if (resume.empty() && !sc.init_checkpoint.empty() && s0 >= sc.steps) {
+    throw key_error(ctx, "sft", "steps",
+                    fmt::format("{} is the warm start's total number of steps, but init_checkpoint {} is already at "
+                                "step {}: set sft.steps above {} to continue it",
+                                sc.steps, sc.init_checkpoint, s0, s0));
+  }
   std::unique_ptr<io::File> metrics_file;
   std::unique_ptr<io::Series> series, eval_series;
   if (ctx.rank == 0) {
@@ -175,7 +183,8 @@ SftSummary run_sft(AppContext& ctx, const std::string& run_dir) {
   }
   say(ctx, "sft: {} parameters, storage {}, {} rank(s), {} steps of {} problems ({} task)\n",
       trainer.table().total(), ctx.cfg.precision.storage, ctx.nranks, sc.steps, sc.batch_size, ctx.cfg.task.family);
-  if (s0 > 0) say(ctx, "sft: resumed from {} after step {}\n", resume, s0);
+  if (s0 > 0) say(ctx, "sft: {} from {} after step {}\n", resume.empty() ? "continuing" : "resumed",
+                  resume.empty() ? sc.init_checkpoint : resume, s0);
   const auto eval_and_log = [&](long long step) {
     const model::EvalResult e = trainer.evaluate(sc.eval_problems);
     say(ctx, "sft eval  step {:>6}  held-out exact match {:6.1f}%  token accuracy {:6.2f}%  loss {:.4f} ({} problems)\n",
@@ -188,7 +197,7 @@ SftSummary run_sft(AppContext& ctx, const std::string& run_dir) {
     return e;
   };
   SftSummary summary;
-  if (s0 == 0) summary.initial = eval_and_log(trainer.step());
+  if (resume.empty()) summary.initial = eval_and_log(trainer.step());
   const auto t0 = std::chrono::steady_clock::now();
   SkipWatch skips("the warm start");
   double window_tokens = 0.0, loss = 0.0, slowest = 0.0;

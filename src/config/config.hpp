@@ -195,8 +195,9 @@ struct SftConfig {
   std::string init_checkpoint;
   template <class V>
   void visit(V& v) {
-    v.key("init_checkpoint", init_checkpoint, "start from this checkpoint's weights and optimizer state; empty = fresh init");
-    v.key("steps", steps, "optimizer steps of the supervised warm start", Range<int>{0, 1 << 30});
+    v.key("init_checkpoint", init_checkpoint, "start from this checkpoint's weights, optimizer state and step; empty = fresh init");
+    v.key("steps", steps, "optimizer steps of the supervised warm start, in all (from init_checkpoint: up to this step)",
+          Range<int>{0, 1 << 30});
     v.key("batch_size", batch_size, "problems (sequences) per step", Range<int>{1, 1 << 20});
     v.key("log_every", log_every, "steps between progress lines", Range<int>{1, 1 << 30});
     v.key("eval_every", eval_every, "steps between held-out evaluations; 0 = only at the end", Range<int>{0, 1 << 30});

@@ -3,7 +3,8 @@
 // (mission.md section 6). Host-only, no Kokkos.
 //
 // A model is trained on  <bos> prompt solution <eos>  (loss on solution + <eos>); at RL time it
-// sees <bos> prompt and generates; reward() checks only the final answer after the last '='.
+// sees <bos> prompt and generates; reward() checks the final answer after the last '=' (countdown,
+// the long-answer family: the whole worked answer).
 //
 // The formats are designed for a tiny character-level transformer trained for minutes on a CPU:
 // every fact a step needs is either a few characters back or found by CONTENT, never by counting.

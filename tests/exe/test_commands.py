@@ -35,6 +35,21 @@ class Commands(unittest.TestCase):
         check_h5(self, self.base)
         self.assertIn("sft done", self.sft.output)
 
+    def test_sft_continues_an_init_checkpoint_to_its_total(self):
+        # sft.steps is the warm start's total: from a 60-step checkpoint, 80 means 20 more (once it ran 80 more).
+        self.assertEqual(self.sft.status, 0, self.sft)
+        common = ["sft", "-i", QUICKSTART, "--set", out_dir(self.dir), "--set", f'sft.init_checkpoint="{self.base}"',
+                  "--set", "sft.eval_every=30", "--set", "sft.log_every=10"]
+        r = run(common + ["--set", 'run.name="sft_more"', "--set", "sft.steps=80"], ranks=1)
+        self.assertEqual(r.status, 0, r)
+        self.assertIn("continuing from", r.output)
+        steps = [int(m) for m in re.findall(r"sft step\s+(\d+)/80", r.output)]
+        self.assertEqual(steps, [70, 80], r.output)
+        check_h5(self, os.path.join(self.dir, "sft_more", "sft_final.h5"))
+        r = run(common + ["--set", 'run.name="sft_none"', "--set", "sft.steps=60"], ranks=1)
+        self.assertEqual(r.status, 2, r)
+        self.assertIn("sft.steps above 60", r.output)
+
     def test_curate_rl_probe_study(self):
         self.assertEqual(self.sft.status, 0, self.sft)
         common = ["--set", out_dir(self.dir)]
