@@ -668,9 +668,6 @@ std::uint64_t parse_padded(const std::string& s) {
   return std::stoull(s);
 }
 
-// Re-derives a countdown problem from its prompt alone: start s, first step d; steps "B;" with B = the
-// previous number minus the step, the step advancing 1..9 cyclically, each step but the last followed by
-// the header "B:d'=" (d' the next step); the last step leaves B below the next step; then '=' and B.
 // Re-derives a countdown problem from its prompt alone: four steps "A:d=" (each A the previous minus
 // its d), then the results B = A - d with the steps repeating, each result but the last followed by
 // ":d=" with the next step, the last below the step that would come next; then '=' and the last result.
@@ -793,7 +790,7 @@ TEST(TasksCountdown, KnobsPinnedValueSplitsAndErrors) {
   // Pinned: the generator defines every countdown checkpoint's data and eval set.
   EXPECT_EQ(mt::make_problem(config_for("countdown"), 1, 0).prompt, "0354:5=0349:3=0346:9=0337:9=");  // recorded from this implementation
   // Train and eval prompts are disjoint.
-  std::set<std::string> train, eval;
+  std::set<std::string> train;
   const mt::TaskConfig d = config_for("countdown");
   for (const mt::Problem& p : mt::make_problems(d, 9, mt::Split::train, 0, 5000)) train.insert(p.prompt);
   for (const mt::Problem& p : mt::make_problems(d, 9, mt::Split::eval, 0, 1000)) EXPECT_EQ(train.count(p.prompt), 0u);

@@ -372,6 +372,28 @@ bool countdown_response_ok(std::string_view text, int steps) {
   throw std::invalid_argument("tasks: prompt \"" + std::string(prompt) + "\" is not a task prompt");
 }
 
+// The number of results a countdown prompt's solution writes; bad_prompt unless the prompt is
+// kCountdownCycle steps "A:d=", each A the previous A minus its d.
+int countdown_results_of(std::string_view pr) {
+  Cursor prompt(pr);
+  if (pr.size() != static_cast<std::size_t>(kCountdownPrompt)) bad_prompt(pr);
+  int D[kCountdownCycle];
+  int left = 0;
+  for (int k = 0; k < kCountdownCycle; ++k) {
+    if (prompt.number(kCountdownWidth) != kCountdownWidth || !prompt.eat(':') || !prompt.digit() || !prompt.eat('='))
+      bad_prompt(pr);
+    const std::size_t at = static_cast<std::size_t>(k * (kCountdownWidth + 3));
+    const int a = std::stoi(std::string(pr.substr(at, kCountdownWidth)));
+    D[k] = pr[at + kCountdownWidth + 1] - '0';
+    if (D[k] < 1 || (k > 0 && a != left) || a < D[k]) bad_prompt(pr);
+    left = a - D[k];
+  }
+  // The first result is what the prompt's last step leaves; then subtract D(k) while possible.
+  int results = 1;
+  for (int k = 0; left >= D[k % kCountdownCycle]; ++k, ++results) left -= D[k % kCountdownCycle];
+  return results;
+}
+
 struct ResponseText {
   bool has_eos = false;
   std::string text;  // before the first <eos>
@@ -530,24 +552,7 @@ bool well_formed(const Problem& problem, const int* response_ids, int n) {
   const std::string family = family_of(problem.prompt);
   Cursor prompt(problem.prompt);
   if (family == "countdown") {
-    // kCountdownCycle steps "A:d=", each A the previous A minus its d.
-    const std::string_view pr(problem.prompt);
-    if (pr.size() != static_cast<std::size_t>(kCountdownPrompt)) bad_prompt(problem.prompt);
-    int D[kCountdownCycle];
-    int left = 0;
-    for (int k = 0; k < kCountdownCycle; ++k) {
-      if (prompt.number(kCountdownWidth) != kCountdownWidth || !prompt.eat(':') || !prompt.digit() || !prompt.eat('='))
-        bad_prompt(problem.prompt);
-      const std::size_t at = static_cast<std::size_t>(k * (kCountdownWidth + 3));
-      const int a = std::stoi(std::string(pr.substr(at, kCountdownWidth)));
-      D[k] = pr[at + kCountdownWidth + 1] - '0';
-      if (D[k] < 1 || (k > 0 && a != left) || a < D[k]) bad_prompt(problem.prompt);
-      left = a - D[k];
-    }
-    // The results: the first is what the prompt's last step leaves; then subtract D(k) while possible.
-    int steps = 1;
-    for (int k = 0; left >= D[k % kCountdownCycle]; ++k, ++steps) left -= D[k % kCountdownCycle];
-    return r.has_eos && countdown_response_ok(r.text, steps);
+    return r.has_eos && countdown_response_ok(r.text, countdown_results_of(problem.prompt));
   }
   if (family == "running_sum") {
     prompt.eat('S');
