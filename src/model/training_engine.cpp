@@ -15,6 +15,7 @@
 #include "mantissa/kernels/rmsnorm.hpp"
 #include "mantissa/kernels/rope.hpp"
 #include "mantissa/kernels/swiglu.hpp"
+#include "model/decode_block.hpp"
 #include "model/workspace.hpp"
 
 namespace mantissa::model {
@@ -139,24 +140,20 @@ class Engine final : public TrainingEngine {
     const View2<T> none;
     View2<T> x = acts_[0].x_in.get(N, D);
     embedding_forward<T>(space_, b.d_tokens, weight2(table_.embed()), x);
-    for (int l = 0; l < cfg_.n_layer; ++l) {
+    const model::DecodeBlockShape shape = model::decode_block_shape(cfg_, kv_split_);
+    const model::DecodeRowIndex at{slot, b.d_pos, len};
+    model::DecodeBlockLinear<T> hooks{space_, split_k_};
+    for (int l = 0; l < cfg_.n_layer; ++l) {  // the rollout engine's block, on all N rows at once
       const LayerSlices& s = table_.layers()[l];
       LayerActs<T>& a = acts_[l];
-      View2<T> x_in = a.x_in.get(N, D), h1 = a.h1.get(N, D), qkv = a.qkv.get(N, QKV), att = a.att.get(N, A);
-      View1<float> rstd1 = a.rstd1.get1(N), rstd2 = a.rstd2.get1(N);
-      View2<float> lse = a.lse.get(N, H);
-      rmsnorm_forward<T>(space_, x_in, weight1(s.attn_norm), eps(), h1, rstd1);
-      linear_decode<T>(space_, h1, weight2(s.wqkv), none, qkv, split_k_);
-      rope_forward<T>(space_, qkv, b.d_pos, H, Hkv, hd, theta(), rope_);
-      kv_cache_append<T>(space_, qkv, slot, b.d_pos, H, Hkv, hd, cache_k_, cache_v_);
-      attention_decode<T>(space_, qkv, cache_k_, cache_v_, slot, len, H, Hkv, hd, kv_split_, att, lse);
-      View2<T> x_mid = a.x_mid.get(N, D), h2 = a.h2.get(N, D), gu = a.gu.get(N, 2 * F), sw = a.s.get(N, F);
-      linear_decode<T>(space_, att, weight2(s.wo), x_in, x_mid, split_k_);
-      rmsnorm_forward<T>(space_, x_mid, weight1(s.mlp_norm), eps(), h2, rstd2);
-      linear_decode<T>(space_, h2, weight2(s.wgu), none, gu, split_k_);
-      swiglu_forward<T>(space_, gu, sw);
-      View2<T> x_out = (l + 1 < cfg_.n_layer) ? acts_[l + 1].x_in.get(N, D) : x_last_.get(N, D);
-      linear_decode<T>(space_, sw, weight2(s.wd), x_mid, x_out, split_k_);
+      model::DecodeBlockRows<T> rows;
+      rows.x_in = a.x_in.get(N, D), rows.h1 = a.h1.get(N, D), rows.qkv = a.qkv.get(N, QKV), rows.att = a.att.get(N, A);
+      rows.rstd1 = a.rstd1.get1(N), rows.rstd2 = a.rstd2.get1(N), rows.lse = a.lse.get(N, H);
+      rows.x_mid = a.x_mid.get(N, D), rows.h2 = a.h2.get(N, D), rows.gu = a.gu.get(N, 2 * F), rows.s = a.s.get(N, F);
+      rows.x_out = (l + 1 < cfg_.n_layer) ? acts_[l + 1].x_in.get(N, D) : x_last_.get(N, D);
+      const model::DecodeBlockWeights<T> w{weight1(s.attn_norm), weight1(s.mlp_norm), weight2(s.wqkv),
+                                           weight2(s.wo),        weight2(s.wgu),      weight2(s.wd)};
+      model::decode_block_forward<T>(space_, shape, w, rows, at, cache_k_, cache_v_, rope_, decode_ws_, hooks);
     }
     View2<T> xl = x_last_.get(N, D), hf = hf_.get(N, D), logits = logits_.get(N, V);
     rmsnorm_forward<T>(space_, xl, weight1(table_.final_norm()), eps(), hf, rstdf_.get1(N));
@@ -258,6 +255,7 @@ class Engine final : public TrainingEngine {
   Rows<float> rstdf_, logp_, entropy_, lse_logits_;
   Rows<int> argmax_, slot_, len_;
   View3<T> cache_k_, cache_v_;
+  DecodeWorkspace decode_ws_;  // consistent mode: the decode kernels' buffers
   float head_alpha_ = 1.0f;
   bool consistent_ = false;
   int split_k_ = 64, kv_split_ = 16;
