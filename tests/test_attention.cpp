@@ -497,12 +497,13 @@ TYPED_TEST(Attention, FollowsTheDocumentedRoundingPointsBitForBit) {
 // key tiles staged in team scratch; what a GPU runs) gives the bits of the item path, for team
 // sizes 1, 2, 4 (those the backend allows) and the chosen one (0), key tiles of 8 (many tile
 // boundaries) and the chosen size. Sequences longer than a tile and not multiples of it, empty
-// and length-1 sequences, GQA groups 1, 2, 3 and 4, head_dim 8, 24, 32, 64 and 256.
+// and length-1 sequences, GQA groups 1, 2, 3 and 4, head_dim 8, 16, 24, 32, 64 and 256 (16, 32 and 64 are
+// compiled as constants).
 const std::vector<Case>& team_cases() {
   static const std::vector<Case> c = {
       {"team_gqa2_hd32", {70, 0, 1, 33, 19, 5}, 4, 2, 32}, {"team_mha_hd8", {1, 45, 0, 17}, 2, 2, 8},
       {"team_gqa3_hd64", {40, 1, 23}, 6, 2, 64},           {"team_mqa_hd24", {29, 0, 3, 1, 37}, 4, 1, 24},
-      {"team_mha_hd256", {9, 1, 3}, 1, 1, 256},
+      {"team_mha_hd256", {9, 1, 3}, 1, 1, 256},          {"team_gqa2_hd16", {50, 1, 0, 21}, 4, 2, 16},
   };
   return c;
 }
@@ -546,7 +547,8 @@ TYPED_TEST(Attention, TeamPathGivesTheItemPathBits) {
   bitwise = false;
 #endif
   const ExecSpace space;
-  const int ts_max = detail::attention_team_size_max<T>(space);
+  int ts_max = std::numeric_limits<int>::max();
+  for (const Case& c : team_cases()) ts_max = std::min(ts_max, detail::attention_team_size_max<T>(space, c.head_dim));
   std::printf("[ %s ] team path: backend %s, concurrency %d, team size limit %d, comparison %s\n", TypeName<T>::value,
               ExecSpace::name(), static_cast<int>(space.concurrency()), ts_max,
               bitwise ? "bit for bit (item path and emulation)" : "roundoff bounds");
@@ -605,7 +607,7 @@ TYPED_TEST(Attention, TeamPathGivesTheItemPathBits) {
 // The team path rejects a team size the backend refuses (and a negative one) on any input.
 TEST(AttentionShapes, TeamPathRejectsBadTeamSizes) {
   const ExecSpace space;
-  const int ts_max = detail::attention_team_size_max<float>(space);
+  const int ts_max = detail::attention_team_size_max<float>(space, 8);
   ASSERT_GE(ts_max, 1);
   const std::size_t N = 4;
   const View1<int> off("mantissa::test::seq_offsets", 2);

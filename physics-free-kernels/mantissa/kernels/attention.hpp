@@ -31,7 +31,8 @@
 //   F6  lse_i = m_i + log(l_i), kept in fp32 (output `lse`, saved for the backward).
 //   This is FA2 with the whole row in one key block: FA2 rescales with a running max between
 //   key blocks of 64-128, here m_i is the row's final max, so results depend on no block size.
-//   Each s_ij is computed once (kept in a per-row buffer for the max and the exp).
+//   The item path computes each s_ij once (a per-row buffer holds it for the max and the exp);
+//   the team path computes it twice (one sweep for m_i, one for l_i and o_i) with the same bits.
 // Backward (FA2 style: P recomputed from the saved fp32 lse, no N x N matrix anywhere):
 //   B1  P_ij = exp(s_ij - lse_i) in fp32 (s_ij as F2), normalised, NOT rounded.
 //   B2  D_i = sum_d dout_id out_id over the T values of dout and out (same dot product as dP,
@@ -43,20 +44,37 @@
 //   B6  dv_j = round_T(sum_{h in group} sum_{i>=j} round_T(P_ij) dout_i)  (P rounded to T, as FA2's dV GEMM)
 //   GQA: dk/dv of a kv head sum the contributions of all its query heads in fp32, then round
 //   once (FA2 rounds per query head and sums the rounded values outside the kernel).
-//   P_ij, dP_ij and dS_ij are computed once per (i, j, h) and feed dq_i, dk_j and dv_j.
+//   The item path computes P_ij, dP_ij and dS_ij once per (i, j, h) for dq_i, dk_j and dv_j; the
+//   team path computes them in its dq kernel and again in its dk/dv kernel, with the same bits.
 //   dqkv is written, not accumulated; every element of it is written.
 //
-// Parallelism: one work item (a Kokkos team of one thread) per (sequence, query head) in the
-// forward and per (sequence, kv head) in the backward. The backward item loops over the group's
-// query heads h, then the queries i ascending, then the keys j = start .. i; it writes dq_i when
-// row i is done and dk_j, dv_j (fp32 accumulators in its scratch) at the end. Each item owns its
-// outputs: no atomics, no races. On x86-64 hosts with AVX (asked at run time) the items run
-// compiled for AVX (target "avx,f16c", never FMA: the same products and sums, rounded the same
-// way, as the generic build; test_attention checks both against one host emulation bit for bit).
-// head_dim <= attention_max_head_dim (per-thread fp32 accumulators of that length).
-// Temporaries per call: D (N, H) fp32 in the backward; Kokkos team scratch per item, reused
-// between calls by the backend (L = longest sequence rounded up to 8 keys):
-// forward L (2 hd + 2) + hd floats, backward L (5 hd + 4) + 2 hd floats. No fp32 copy of qkv or dout.
+// Parallelism. Two paths, the same bits (detail::TrainAttentionPath; automatic = item on host
+// memory spaces, team on device memory spaces such as CUDA; test_attention checks both, with
+// several team and tile sizes, against one host emulation bit for bit):
+//  item: one work item (a Kokkos team of one thread) per (sequence, query head) in the forward
+//   and per (sequence, kv head) in the backward. The backward item loops over the group's query
+//   heads h, then the queries i ascending, then the keys j = start .. i; it writes dq_i when row i
+//   is done and dk_j, dv_j (fp32 accumulators in its scratch) at the end. On x86-64 hosts with AVX
+//   (asked at run time) the items run compiled for AVX (target "avx,f16c", never FMA: the same
+//   products and sums, rounded the same way, as the generic build).
+//  team (flash-attention style; what a GPU runs): a team of R threads (R = team size, default
+//   attention_team_default_rows = 64, clamped to the backend's limit) owns a tile of R rows of
+//   one sequence, one row per thread, and walks the other side of the causal triangle in tiles of
+//   K rows (K = 64, 32, 16 or 8, the largest whose scratch fits level 0) that the whole team
+//   stages into team scratch, converted to fp32. Forward: one team per (sequence, query head,
+//   query tile); thread i sweeps the key tiles twice (m_i, then l_i and o_i, keys ascending).
+//   Backward, after the D kernel: dq, one team per (sequence, query head, query tile), thread i
+//   over keys j = start .. i ascending; then dk/dv, one team per (sequence, kv head, key tile),
+//   thread j over the group's query heads h ascending, then the queries i = j .. end ascending in
+//   tiles, into one fp32 accumulator per element (the item's order). Teams whose tile starts past
+//   the end of their sequence return at once (the league covers the longest sequence).
+// Each item or thread owns its outputs: no atomics, no races. head_dim <= attention_max_head_dim
+// (per-thread fp32 accumulators of that length).
+// Temporaries per call: D (N, H) fp32 in the backward; Kokkos team scratch per team, reused
+// between calls by the backend. Item path (L = longest sequence rounded up to 8 keys): forward
+// L (2 hd + 2) + hd floats, backward L (5 hd + 4) + 2 hd floats. Team path (R rows, K-row tiles):
+// forward (R + 2K) hd floats, dq (2R + 2K) hd, dk/dv (2R + 2K) hd + 2K; level 1 where level 0 is
+// too small, std::invalid_argument where level 1 is too. No fp32 copy of qkv or dout.
 #include <cmath>
 #include <cstddef>
 #include <stdexcept>
@@ -416,15 +434,22 @@ namespace detail {
 // fp32 sum adds its terms in the same order, so both paths give the same bits for any tile size.
 
 // Team scratch of the team kernels, in floats.
+// The rows a thread owns are stored hd + 1 floats apart (attention_team_row_stride): the threads of a
+// warp then read them from different shared-memory banks; the key tiles, which all threads read at
+// the same address (a broadcast), are stored hd apart.
+KOKKOS_INLINE_FUNCTION int attention_team_row_stride(int hd) { return hd + 1; }
 inline std::size_t attention_team_forward_scratch(int rows, int keys, int hd) {
-  return static_cast<std::size_t>(rows + 2 * keys) * hd;  // q of the rows; K and V of a key tile
+  // q of the rows; K and V of a key tile
+  return static_cast<std::size_t>(rows) * attention_team_row_stride(hd) + static_cast<std::size_t>(2 * keys) * hd;
 }
 inline std::size_t attention_team_dq_scratch(int rows, int keys, int hd) {
-  return static_cast<std::size_t>(2 * rows + 2 * keys) * hd;  // q, dout of the rows; K, V of a key tile
+  // q, dout of the rows; K, V of a key tile
+  return static_cast<std::size_t>(2 * rows) * attention_team_row_stride(hd) + static_cast<std::size_t>(2 * keys) * hd;
 }
 inline std::size_t attention_team_dkdv_scratch(int rows, int keys, int hd) {
   // k, v of the rows (keys); q, dout, lse, D of a tile of query rows
-  return static_cast<std::size_t>(2 * rows + 2 * keys) * hd + 2 * static_cast<std::size_t>(keys);
+  return static_cast<std::size_t>(2 * rows) * attention_team_row_stride(hd) +
+         static_cast<std::size_t>(2 * keys) * hd + 2 * static_cast<std::size_t>(keys);
 }
 
 // What every team kernel shares: the sequence layout and the tiling. league rank -> (outer, tile),
@@ -440,7 +465,7 @@ struct AttentionTeamTiling {
 // Forward, one team per (sequence, query head h, tile of `rows` query rows), F1-F6. Two sweeps
 // over the key tiles: the first computes the row max m_i (scores j ascending, as the item), the
 // second recomputes the same s_ij and accumulates l_i and o_i over j ascending.
-template <class T, class Exec>
+template <class T, class Exec, int HD = 0>
 struct AttentionTeamForward {
   using policy = Kokkos::TeamPolicy<Exec>;
   using member = typename policy::member_type;
@@ -453,7 +478,7 @@ struct AttentionTeamForward {
   int heads = 1;
 
   KOKKOS_INLINE_FUNCTION void operator()(const member& team) const {
-    const int hd = g.hd, rows = g.rows, keys = g.keys;
+    const int hd = HD > 0 ? HD : g.hd, rows = g.rows, keys = g.keys, ld = attention_team_row_stride(hd);
     const int rank = team.league_rank();
     const int tile = g.n_tiles - 1 - rank % g.n_tiles, sh = rank / g.n_tiles;
     const int s = sh / heads, h = sh % heads;
@@ -462,16 +487,16 @@ struct AttentionTeamForward {
     const int nr = kmin(rows, len - r0), kend = r0 + nr;  // keys 0 .. kend-1 of the sequence
     const int kc = g.k_col + (h / g.group) * hd, vc = g.v_col + (h / g.group) * hd, qc = h * hd;
     scratch_view buf(team.team_scratch(g.level), g.n_scratch);
-    float* const qs = buf.data();                                // [row][d]
-    float* const ks = qs + static_cast<std::size_t>(rows) * hd;  // [key][d]
+    float* const qs = buf.data();                                // [row][d], rows ld apart
+    float* const ks = qs + static_cast<std::size_t>(rows) * ld;  // [key][d]
     float* const vs = ks + static_cast<std::size_t>(keys) * hd;  // [key][d]
     const ConstView2<T> x = qkv;
     Kokkos::parallel_for(Kokkos::TeamThreadRange(team, nr * hd), [&](const int e) {
-      qs[e] = to_float(x(start + r0 + e / hd, qc + e % hd));  // F1
+      qs[e / hd * ld + e % hd] = to_float(x(start + r0 + e / hd, qc + e % hd));  // F1
     });
     const int t = r0 + team.team_rank();  // this thread's row, relative to start
     const bool active = team.team_rank() < nr;
-    const float* const q = qs + static_cast<std::size_t>(team.team_rank()) * hd;
+    const float* const q = qs + static_cast<std::size_t>(team.team_rank()) * ld;
     const float scale = g.scale;
     float m = 0.0f;
     for (int k0 = 0; k0 < kend; k0 += keys) {  // sweep 1: F2, F3 (max)
@@ -489,7 +514,7 @@ struct AttentionTeamForward {
         }
       }
     }
-    float acc[attention_max_head_dim];
+    float acc[HD > 0 ? HD : attention_max_head_dim];
     for (int d = 0; d < hd; ++d) acc[d] = 0.0f;
     float l = 0.0f;
     for (int k0 = 0; k0 < kend; k0 += keys) {  // sweep 2: F2-F5
@@ -522,7 +547,7 @@ struct AttentionTeamForward {
 
 // Backward dq (B1-B4), one team per (sequence, query head h, tile of `rows` query rows): keys
 // j = start .. i ascending, in key tiles.
-template <class T, class Exec>
+template <class T, class Exec, int HD = 0>
 struct AttentionTeamDq {
   using policy = Kokkos::TeamPolicy<Exec>;
   using member = typename policy::member_type;
@@ -535,7 +560,7 @@ struct AttentionTeamDq {
   int heads = 1;
 
   KOKKOS_INLINE_FUNCTION void operator()(const member& team) const {
-    const int hd = g.hd, rows = g.rows, keys = g.keys;
+    const int hd = HD > 0 ? HD : g.hd, rows = g.rows, keys = g.keys, ld = attention_team_row_stride(hd);
     const int rank = team.league_rank();
     const int tile = g.n_tiles - 1 - rank % g.n_tiles, sh = rank / g.n_tiles;
     const int s = sh / heads, h = sh % heads;
@@ -544,22 +569,22 @@ struct AttentionTeamDq {
     const int nr = kmin(rows, len - r0), kend = r0 + nr;
     const int kc = g.k_col + (h / g.group) * hd, vc = g.v_col + (h / g.group) * hd, qc = h * hd;
     scratch_view buf(team.team_scratch(g.level), g.n_scratch);
-    float* const qs = buf.data();                                // [row][d]
-    float* const gs = qs + static_cast<std::size_t>(rows) * hd;  // dout [row][d]
-    float* const ks = gs + static_cast<std::size_t>(rows) * hd;  // [key][d]
+    float* const qs = buf.data();                                // [row][d], rows ld apart
+    float* const gs = qs + static_cast<std::size_t>(rows) * ld;  // dout [row][d], rows ld apart
+    float* const ks = gs + static_cast<std::size_t>(rows) * ld;  // [key][d]
     float* const vs = ks + static_cast<std::size_t>(keys) * hd;  // [key][d]
     const ConstView2<T> x = qkv, go = dout;
     Kokkos::parallel_for(Kokkos::TeamThreadRange(team, nr * hd), [&](const int e) {
-      qs[e] = to_float(x(start + r0 + e / hd, qc + e % hd));
-      gs[e] = to_float(go(start + r0 + e / hd, qc + e % hd));
+      qs[e / hd * ld + e % hd] = to_float(x(start + r0 + e / hd, qc + e % hd));
+      gs[e / hd * ld + e % hd] = to_float(go(start + r0 + e / hd, qc + e % hd));
     });
     const int t = r0 + team.team_rank();
     const bool active = team.team_rank() < nr;
-    const float* const q = qs + static_cast<std::size_t>(team.team_rank()) * hd;
-    const float* const gr = gs + static_cast<std::size_t>(team.team_rank()) * hd;
+    const float* const q = qs + static_cast<std::size_t>(team.team_rank()) * ld;
+    const float* const gr = gs + static_cast<std::size_t>(team.team_rank()) * ld;
     const float scale = g.scale;
     const float lse_i = active ? lse(start + t, h) : 0.0f, d_i = active ? delta(start + t, h) : 0.0f;
-    float acc[attention_max_head_dim];
+    float acc[HD > 0 ? HD : attention_max_head_dim];
     for (int d = 0; d < hd; ++d) acc[d] = 0.0f;
     for (int k0 = 0; k0 < kend; k0 += keys) {
       const int nk = kmin(keys, kend - k0);
@@ -588,7 +613,7 @@ struct AttentionTeamDq {
 // Backward dk, dv (B1, B3, B5, B6), one team per (sequence, kv head c, tile of `rows` keys): the
 // group's query heads h ascending, then the queries i = j .. end ascending in tiles of `keys`
 // rows; one fp32 accumulator per element over (h, i), as the item.
-template <class T, class Exec>
+template <class T, class Exec, int HD = 0>
 struct AttentionTeamDkDv {
   using policy = Kokkos::TeamPolicy<Exec>;
   using member = typename policy::member_type;
@@ -601,7 +626,7 @@ struct AttentionTeamDkDv {
   int kv_heads = 1;
 
   KOKKOS_INLINE_FUNCTION void operator()(const member& team) const {
-    const int hd = g.hd, rows = g.rows, keys = g.keys;
+    const int hd = HD > 0 ? HD : g.hd, rows = g.rows, keys = g.keys, ld = attention_team_row_stride(hd);
     const int rank = team.league_rank();
     const int tile = g.n_tiles - 1 - rank % g.n_tiles, sc_ = rank / g.n_tiles;
     const int s = sc_ / kv_heads, c = sc_ % kv_heads;
@@ -610,24 +635,24 @@ struct AttentionTeamDkDv {
     const int nr = kmin(rows, len - r0);
     const int kc = g.k_col + c * hd, vc = g.v_col + c * hd;
     scratch_view buf(team.team_scratch(g.level), g.n_scratch);
-    float* const ks = buf.data();                                // k of the rows [row][d]
-    float* const vs = ks + static_cast<std::size_t>(rows) * hd;  // v of the rows [row][d]
-    float* const qs = vs + static_cast<std::size_t>(rows) * hd;  // q of a query tile [query][d]
+    float* const ks = buf.data();                                // k of the rows [row][d], rows ld apart
+    float* const vs = ks + static_cast<std::size_t>(rows) * ld;  // v of the rows [row][d], rows ld apart
+    float* const qs = vs + static_cast<std::size_t>(rows) * ld;  // q of a query tile [query][d]
     float* const gs = qs + static_cast<std::size_t>(keys) * hd;  // dout of a query tile [query][d]
     float* const ls = gs + static_cast<std::size_t>(keys) * hd;  // lse of a query tile
     float* const ds_ = ls + keys;                                // D of a query tile
     const ConstView2<T> x = qkv, go = dout;
     const ConstView2<float> lv = lse, dv_ = delta;
     Kokkos::parallel_for(Kokkos::TeamThreadRange(team, nr * hd), [&](const int e) {
-      ks[e] = to_float(x(start + r0 + e / hd, kc + e % hd));
-      vs[e] = to_float(x(start + r0 + e / hd, vc + e % hd));
+      ks[e / hd * ld + e % hd] = to_float(x(start + r0 + e / hd, kc + e % hd));
+      vs[e / hd * ld + e % hd] = to_float(x(start + r0 + e / hd, vc + e % hd));
     });
     const int j = r0 + team.team_rank();  // this thread's key, relative to start
     const bool active = team.team_rank() < nr;
-    const float* const kr = ks + static_cast<std::size_t>(team.team_rank()) * hd;
-    const float* const vr = vs + static_cast<std::size_t>(team.team_rank()) * hd;
+    const float* const kr = ks + static_cast<std::size_t>(team.team_rank()) * ld;
+    const float* const vr = vs + static_cast<std::size_t>(team.team_rank()) * ld;
     const float scale = g.scale;
-    float acc_k[attention_max_head_dim], acc_v[attention_max_head_dim];
+    float acc_k[HD > 0 ? HD : attention_max_head_dim], acc_v[HD > 0 ? HD : attention_max_head_dim];
     for (int d = 0; d < hd; ++d) acc_k[d] = acc_v[d] = 0.0f;
     for (int h = c * g.group; h < (c + 1) * g.group; ++h) {
       const int qc = h * hd;
@@ -681,15 +706,34 @@ constexpr bool attention_host_space() {
   return std::is_same<typename Exec::memory_space, Kokkos::HostSpace>::value;
 }
 
-// The largest team size the backend allows for each of the three team kernels (the smallest of them).
+// The team kernels are compiled with these head dims as constants (accumulators in registers on
+// a GPU, loops unrolled; the same operations in the same order) and with a run-time head_dim for
+// the others. run(std::integral_constant<int, HD>) with HD = head_dim or 0.
+template <class Run>
+void attention_team_head_dim(int head_dim, const Run& run) {
+  switch (head_dim) {
+    case 16: run(std::integral_constant<int, 16>()); break;
+    case 32: run(std::integral_constant<int, 32>()); break;
+    case 64: run(std::integral_constant<int, 64>()); break;
+    default: run(std::integral_constant<int, 0>()); break;
+  }
+}
+
+// The largest team size the backend allows for each of the three team kernels of this head_dim
+// (the smallest of the three).
 template <class T, class Exec>
-int attention_team_size_max(const Exec& space) {
+int attention_team_size_max(const Exec& space, int head_dim) {
   using policy = Kokkos::TeamPolicy<Exec>;
   const policy p(space, 1, 1);
-  const int a = p.team_size_max(AttentionTeamForward<T, Exec>{}, Kokkos::ParallelForTag());
-  const int b = p.team_size_max(AttentionTeamDq<T, Exec>{}, Kokkos::ParallelForTag());
-  const int c = p.team_size_max(AttentionTeamDkDv<T, Exec>{}, Kokkos::ParallelForTag());
-  return kmin(a, kmin(b, c));
+  int m = 0;
+  attention_team_head_dim(head_dim, [&](auto hd_c) {
+    constexpr int HD = decltype(hd_c)::value;
+    const int a = p.team_size_max(AttentionTeamForward<T, Exec, HD>{}, Kokkos::ParallelForTag());
+    const int b = p.team_size_max(AttentionTeamDq<T, Exec, HD>{}, Kokkos::ParallelForTag());
+    const int c = p.team_size_max(AttentionTeamDkDv<T, Exec, HD>{}, Kokkos::ParallelForTag());
+    m = kmin(a, kmin(b, c));
+  });
+  return m;
 }
 
 // Team size (rows per tile), key tile and scratch level of one team kernel. team_size 0 = choose
@@ -749,7 +793,7 @@ void attention_forward_path(const Exec& space, ConstView2<T> qkv, ConstView1<int
   using policy = Kokkos::TeamPolicy<Exec>;
   AttentionTeamTiling tiling;
   if (team)  // checked before the early return, so that a bad team size is reported on any input
-    tiling = attention_team_tiling<Exec>("forward", team_size, key_tile, attention_team_size_max<T>(space), head_dim,
+    tiling = attention_team_tiling<Exec>("forward", team_size, key_tile, attention_team_size_max<T>(space, head_dim), head_dim,
                                          attention_team_forward_scratch);
   const int n_seq = static_cast<int>(seq_offsets.extent(0)) - 1;
   if (n == 0 || n_seq <= 0) return;
@@ -763,12 +807,14 @@ void attention_forward_path(const Exec& space, ConstView2<T> qkv, ConstView1<int
     tiling.v_col = (n_head + n_kv_head) * hd;
     tiling.scale = attention_scale(hd);
     tiling.n_tiles = kmax(1, (max_len + tiling.rows - 1) / tiling.rows);
-    const AttentionTeamForward<T, Exec> f{qkv, out, lse, tiling, heads};
     using scratch_view = typename AttentionTeamForward<T, Exec>::scratch_view;
-    Kokkos::parallel_for("mantissa::attention::forward_team",
-                         policy(space, n_seq * heads * tiling.n_tiles, tiling.rows)
-                             .set_scratch_size(tiling.level, Kokkos::PerTeam(scratch_view::shmem_size(tiling.n_scratch))),
-                         f);
+    const policy pol = policy(space, n_seq * heads * tiling.n_tiles, tiling.rows)
+                           .set_scratch_size(tiling.level, Kokkos::PerTeam(scratch_view::shmem_size(tiling.n_scratch)));
+    attention_team_head_dim(hd, [&](auto hd_c) {
+      constexpr int HD = decltype(hd_c)::value;
+      Kokkos::parallel_for("mantissa::attention::forward_team", pol,
+                           AttentionTeamForward<T, Exec, HD>{qkv, out, lse, tiling, heads});
+    });
     return;
   }
   const int ld = detail::attention_pad(max_len);
@@ -818,7 +864,7 @@ void attention_backward_path(const Exec& space, ConstView2<T> qkv, ConstView1<in
   using policy = Kokkos::TeamPolicy<Exec>;
   AttentionTeamTiling tq, tkv;
   if (team) {
-    const int ts_max = attention_team_size_max<T>(space);
+    const int ts_max = attention_team_size_max<T>(space, head_dim);
     tq = attention_team_tiling<Exec>("backward_dq", team_size, key_tile, ts_max, head_dim, attention_team_dq_scratch);
     tkv = attention_team_tiling<Exec>("backward_dkdv", team_size, key_tile, ts_max, head_dim,
                                       attention_team_dkdv_scratch);
@@ -850,16 +896,17 @@ void attention_backward_path(const Exec& space, ConstView2<T> qkv, ConstView1<in
       t->n_tiles = kmax(1, (max_len + t->rows - 1) / t->rows);
     }
     using scratch_view = typename AttentionTeamDq<T, Exec>::scratch_view;
-    const AttentionTeamDq<T, Exec> fq{qkv, dout, lse, delta, dqkv, tq, n_head};
-    Kokkos::parallel_for("mantissa::attention::backward_dq_team",
-                         policy(space, n_seq * n_head * tq.n_tiles, tq.rows)
-                             .set_scratch_size(tq.level, Kokkos::PerTeam(scratch_view::shmem_size(tq.n_scratch))),
-                         fq);
-    const AttentionTeamDkDv<T, Exec> fkv{qkv, dout, lse, delta, dqkv, tkv, kv_heads};
-    Kokkos::parallel_for("mantissa::attention::backward_dkdv_team",
-                         policy(space, n_seq * kv_heads * tkv.n_tiles, tkv.rows)
-                             .set_scratch_size(tkv.level, Kokkos::PerTeam(scratch_view::shmem_size(tkv.n_scratch))),
-                         fkv);
+    const policy pq = policy(space, n_seq * n_head * tq.n_tiles, tq.rows)
+                          .set_scratch_size(tq.level, Kokkos::PerTeam(scratch_view::shmem_size(tq.n_scratch)));
+    const policy pkv = policy(space, n_seq * kv_heads * tkv.n_tiles, tkv.rows)
+                           .set_scratch_size(tkv.level, Kokkos::PerTeam(scratch_view::shmem_size(tkv.n_scratch)));
+    attention_team_head_dim(hd, [&](auto hd_c) {
+      constexpr int HD = decltype(hd_c)::value;
+      Kokkos::parallel_for("mantissa::attention::backward_dq_team", pq,
+                           AttentionTeamDq<T, Exec, HD>{qkv, dout, lse, delta, dqkv, tq, n_head});
+      Kokkos::parallel_for("mantissa::attention::backward_dkdv_team", pkv,
+                           AttentionTeamDkDv<T, Exec, HD>{qkv, dout, lse, delta, dqkv, tkv, kv_heads});
+    });
     return;
   }
 
@@ -925,7 +972,7 @@ void attention_backward(const Exec& space, ConstView2<T> qkv, ConstView1<int> se
   EXTERN template void detail::attention_backward_path<T, ExecSpace>(                                              \
       const ExecSpace&, ConstView2<T>, ConstView1<int>, int, int, int, ConstView2<T>, ConstView2<T>,               \
       ConstView2<float>, View2<T>, detail::TrainAttentionPath, int, int);                                          \
-  EXTERN template int detail::attention_team_size_max<T, ExecSpace>(const ExecSpace&);
+  EXTERN template int detail::attention_team_size_max<T, ExecSpace>(const ExecSpace&, int);
 MANTISSA_ATTENTION_DECLARE(extern, float)
 MANTISSA_ATTENTION_DECLARE(extern, fp16_t)
 MANTISSA_ATTENTION_DECLARE(extern, bf16_t)
