@@ -58,10 +58,10 @@
 //   (asked at run time) the items run compiled for AVX (target "avx,f16c", never FMA: the same
 //   products and sums, rounded the same way, as the generic build).
 //  team (flash-attention style; what a GPU runs): a team of R threads (R = team size, default
-//   attention_team_default_rows = 64, clamped to the backend's limit) owns a tile of R rows of
-//   one sequence, one row per thread, and walks the other side of the causal triangle in tiles of
-//   K rows (K = 64, 32, 16 or 8, the largest whose scratch fits level 0) that the whole team
-//   stages into team scratch, converted to fp32. Forward: one team per (sequence, query head,
+//   64, else 32 or 16 where the scratch needs it, at most the backend's limit) owns a tile of R
+//   rows of one sequence, one row per thread, and walks the other side of the causal triangle in
+//   tiles of K rows (K = 64, 32, 16 or 8, the largest whose scratch fits level 0; see
+//   attention_team_tiling) that the whole team stages into team scratch, converted to fp32. Forward: one team per (sequence, query head,
 //   query tile); thread i sweeps the key tiles twice (m_i, then l_i and o_i, keys ascending).
 //   Backward, after the D kernel: dq, one team per (sequence, query head, query tile), thread i
 //   over keys j = start .. i ascending; then dk/dv, one team per (sequence, kv head, key tile),
@@ -72,9 +72,10 @@
 // (per-thread fp32 accumulators of that length).
 // Temporaries per call: D (N, H) fp32 in the backward; Kokkos team scratch per team, reused
 // between calls by the backend. Item path (L = longest sequence rounded up to 8 keys): forward
-// L (2 hd + 2) + hd floats, backward L (5 hd + 4) + 2 hd floats. Team path (R rows, K-row tiles):
-// forward (R + 2K) hd floats, dq (2R + 2K) hd, dk/dv (2R + 2K) hd + 2K; level 1 where level 0 is
-// too small, std::invalid_argument where level 1 is too. No fp32 copy of qkv or dout.
+// L (2 hd + 2) + hd floats, backward L (5 hd + 4) + 2 hd floats. Team path (R rows, K-row tiles;
+// the thread-owned rows hd + 1 floats apart): forward R (hd + 1) + 2K hd floats, dq
+// 2R (hd + 1) + 2K hd, dk/dv 2R (hd + 1) + 2K hd + 2K; level 1 where level 0 is too small,
+// std::invalid_argument where level 1 is too. No fp32 copy of qkv or dout.
 #include <cmath>
 #include <cstddef>
 #include <stdexcept>
@@ -696,9 +697,10 @@ struct AttentionTeamDkDv {
 // attention_allow_host_avx()), team on device memory spaces. Tests name the others to compare them.
 enum class TrainAttentionPath { automatic, item, team };
 
-// Default team size (= rows per tile) of the team path, and the key-tile sizes it tries (largest
-// first) to fit the scratch in level 0.
+// Default team size (= rows per tile) of the team path, the smaller ones it falls back to when
+// the scratch does not fit level 0, and the key-tile sizes it tries (largest first).
 inline constexpr int attention_team_default_rows = 64;
+inline constexpr int attention_team_fallback_rows[] = {64, 32, 16};
 inline constexpr int attention_team_key_tiles[] = {64, 32, 16, 8};
 
 template <class Exec>
@@ -736,10 +738,12 @@ int attention_team_size_max(const Exec& space, int head_dim) {
   return m;
 }
 
-// Team size (rows per tile), key tile and scratch level of one team kernel. team_size 0 = choose
-// (attention_team_default_rows, clamped to what the backend allows), key_tile 0 = choose
-// (the largest of attention_team_key_tiles that fits level 0, else 32 in level 1). Throws
-// std::invalid_argument for a team size the backend refuses or scratch that fits no level.
+// Team size (rows per tile), key tile and scratch level of one team kernel. Chosen (team_size 0
+// and/or key_tile 0): the first (rows, keys) whose scratch fits level 0, rows from
+// attention_team_fallback_rows (clamped to what the backend allows), keys from
+// attention_team_key_tiles, trying keys >= 16 with every row count before 8-key tiles; if none
+// fits, the largest rows with 32-key tiles in level 1. Throws std::invalid_argument for a team
+// size the backend refuses or scratch that fits no level.
 template <class Exec, class ScratchFloats>
 AttentionTeamTiling attention_team_tiling(const char* kernel, int team_size, int key_tile, int ts_max, int hd,
                                           ScratchFloats scratch_floats) {
@@ -752,28 +756,32 @@ AttentionTeamTiling attention_team_tiling(const char* kernel, int team_size, int
   if (team_size < 0 || key_tile < 0) fail("team_size and key_tile must be >= 0 (0 = choose)");
   if (team_size > ts_max)
     fail("team_size " + std::to_string(team_size) + " exceeds the backend's limit " + std::to_string(ts_max));
-  AttentionTeamTiling t;
-  t.rows = team_size > 0 ? team_size : kmax(1, kmin(attention_team_default_rows, ts_max));
-  const auto bytes = [&](int keys) { return scratch_view::shmem_size(scratch_floats(t.rows, keys, hd)); };
+  const auto bytes = [&](int rows, int keys) { return scratch_view::shmem_size(scratch_floats(rows, keys, hd)); };
   const std::size_t max0 = static_cast<std::size_t>(policy::scratch_size_max(0));
   const std::size_t max1 = static_cast<std::size_t>(policy::scratch_size_max(1));
-  if (key_tile > 0) {
-    t.keys = key_tile;
-    t.level = bytes(t.keys) <= max0 ? 0 : 1;
-  } else {
-    t.keys = 0;
-    for (const int k : attention_team_key_tiles)
-      if (t.keys == 0 && bytes(k) <= max0) t.keys = k;
-    t.level = 0;
-    if (t.keys == 0) {
-      t.keys = 32;
-      t.level = 1;
+  AttentionTeamTiling t;
+  t.rows = 0;
+  for (const bool small_keys : {false, true})
+    for (const int r : attention_team_fallback_rows) {
+      const int rows = team_size > 0 ? team_size : kmax(1, kmin(r, ts_max));
+      for (const int k : attention_team_key_tiles) {
+        const int keys = key_tile > 0 ? key_tile : k;
+        if (t.rows == 0 && (keys >= 16) != small_keys && bytes(rows, keys) <= max0) {
+          t.rows = rows;
+          t.keys = keys;
+          t.level = 0;
+        }
+      }
     }
+  if (t.rows == 0) {
+    t.rows = team_size > 0 ? team_size : kmax(1, kmin(attention_team_default_rows, ts_max));
+    t.keys = key_tile > 0 ? key_tile : 32;
+    t.level = 1;
+    if (bytes(t.rows, t.keys) > max1)
+      fail("team scratch of " + std::to_string(bytes(t.rows, t.keys)) + " bytes (" + std::to_string(t.rows) +
+           " rows, " + std::to_string(t.keys) + "-row tiles, head_dim " + std::to_string(hd) +
+           ") exceeds level 0 (" + std::to_string(max0) + " bytes) and level 1 (" + std::to_string(max1) + " bytes)");
   }
-  if (t.level == 1 && bytes(t.keys) > max1)
-    fail("team scratch of " + std::to_string(bytes(t.keys)) + " bytes (" + std::to_string(t.rows) + " rows, " +
-         std::to_string(t.keys) + "-row tiles, head_dim " + std::to_string(hd) + ") exceeds level 0 (" +
-         std::to_string(max0) + " bytes) and level 1 (" + std::to_string(max1) + " bytes)");
   t.n_scratch = scratch_floats(t.rows, t.keys, hd);
   return t;
 }
