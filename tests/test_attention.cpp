@@ -5,7 +5,10 @@
 //      bounds derived from the documented rounding points (attention_test_util.hpp says how);
 //  (3) a directional central difference directly on the fp32 kernels;
 //  plus: sequences never see each other (bit-identical outputs), outputs are written not
-//  accumulated, the first token of a sequence returns its v exactly, bad shapes are rejected.
+//  accumulated, the first token of a sequence returns its v exactly, bad shapes are rejected;
+//  and the team-parallel path (detail::TrainAttentionPath::team, what a GPU runs) gives the item
+//  path's bits (and the emulation's) for team sizes 1, 2, 4 and the chosen one, and rejects team
+//  sizes the backend refuses.
 #include <gtest/gtest.h>
 
 #include <algorithm>
