@@ -1,6 +1,8 @@
 // Training-engine attention (mantissa/kernels/attention.hpp): forward and backward time and
 // tokens/s for a packed batch of 16 sequences x 128 tokens, 4 query heads (4 kv heads), head_dim
-// 32, per storage precision. Prints a table; asserts nothing about speed.
+// 32, per storage precision, on the path the execution space runs by default (automatic: the
+// items on a host) and on the team-parallel path (what a GPU runs; on a host, team size = the
+// backend's limit). Prints a table; asserts nothing about speed.
 #include "bench_main.hpp"
 
 #include <Kokkos_Core.hpp>
@@ -43,38 +45,38 @@ struct Problem {
     for (int s = 0; s <= kSeqs; ++s) off(s) = s * kSeqLen;
     Kokkos::deep_copy(offsets, off);
   }
-  void forward(const ExecSpace& space) {
-    attention_forward<T>(space, qkv, offsets, kHeads, kKvHeads, kHeadDim, out, lse);
+  void forward(const ExecSpace& space, detail::TrainAttentionPath path) {
+    detail::attention_forward_path<T>(space, qkv, offsets, kHeads, kKvHeads, kHeadDim, out, lse, path);
   }
-  void backward(const ExecSpace& space) {
-    attention_backward<T>(space, qkv, offsets, kHeads, kKvHeads, kHeadDim, out, dout, lse, dqkv);
+  void backward(const ExecSpace& space, detail::TrainAttentionPath path) {
+    detail::attention_backward_path<T>(space, qkv, offsets, kHeads, kKvHeads, kHeadDim, out, dout, lse, dqkv, path);
   }
 };
 
-template <class T>
+template <class T, detail::TrainAttentionPath Path = detail::TrainAttentionPath::automatic>
 void BM_attention_forward(benchmark::State& state) {
   Problem<T> p;
   const ExecSpace space;
   for (auto _ : state) {
-    p.forward(space);
+    p.forward(space, Path);
     space.fence();
   }
   state.counters["tokens/s"] = benchmark::Counter(p.n, benchmark::Counter::kIsIterationInvariantRate);
-  state.SetLabel(precision_traits<T>::name);
+  state.SetLabel(std::string(precision_traits<T>::name) + (Path == detail::TrainAttentionPath::team ? " team" : ""));
 }
 
-template <class T>
+template <class T, detail::TrainAttentionPath Path = detail::TrainAttentionPath::automatic>
 void BM_attention_backward(benchmark::State& state) {
   Problem<T> p;
   const ExecSpace space;
-  p.forward(space);
+  p.forward(space, detail::TrainAttentionPath::automatic);
   space.fence();
   for (auto _ : state) {
-    p.backward(space);
+    p.backward(space, Path);
     space.fence();
   }
   state.counters["tokens/s"] = benchmark::Counter(p.n, benchmark::Counter::kIsIterationInvariantRate);
-  state.SetLabel(precision_traits<T>::name);
+  state.SetLabel(std::string(precision_traits<T>::name) + (Path == detail::TrainAttentionPath::team ? " team" : ""));
 }
 
 BENCHMARK_TEMPLATE(BM_attention_forward, float)->Unit(benchmark::kMillisecond)->UseRealTime();
@@ -83,6 +85,11 @@ BENCHMARK_TEMPLATE(BM_attention_forward, fp16_t)->Unit(benchmark::kMillisecond)-
 BENCHMARK_TEMPLATE(BM_attention_backward, float)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_TEMPLATE(BM_attention_backward, bf16_t)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_TEMPLATE(BM_attention_backward, fp16_t)->Unit(benchmark::kMillisecond)->UseRealTime();
+constexpr detail::TrainAttentionPath kTeam = detail::TrainAttentionPath::team;
+BENCHMARK_TEMPLATE(BM_attention_forward, float, kTeam)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_TEMPLATE(BM_attention_forward, bf16_t, kTeam)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_TEMPLATE(BM_attention_backward, float, kTeam)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_TEMPLATE(BM_attention_backward, bf16_t, kTeam)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 }  // namespace
 

@@ -5,7 +5,10 @@
 //      bounds derived from the documented rounding points (attention_test_util.hpp says how);
 //  (3) a directional central difference directly on the fp32 kernels;
 //  plus: sequences never see each other (bit-identical outputs), outputs are written not
-//  accumulated, the first token of a sequence returns its v exactly, bad shapes are rejected.
+//  accumulated, the first token of a sequence returns its v exactly, bad shapes are rejected;
+//  and the team-parallel path (detail::TrainAttentionPath::team, what a GPU runs) gives the item
+//  path's bits (and the emulation's) for team sizes 1, 2, 4 and the chosen one, and rejects team
+//  sizes the backend refuses.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -490,6 +493,142 @@ TYPED_TEST(Attention, FollowsTheDocumentedRoundingPointsBitForBit) {
       EXPECT_FALSE(emulate<T>(sh, qkv, dout, RoundingPoints{true, true, false}).dqkv == dqkv) << "B6 not observable";
     }
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The team-parallel path (detail::TrainAttentionPath::team: query / key tiles of team-size rows,
+// key tiles staged in team scratch; what a GPU runs) gives the bits of the item path, for team
+// sizes 1, 2, 4 (those the backend allows) and the chosen one (0), key tiles of 8 (many tile
+// boundaries) and the chosen size. Sequences longer than a tile and not multiples of it, empty
+// and length-1 sequences, GQA groups 1, 2, 3 and 4, head_dim 8, 16, 24, 32, 64 and 256 (16, 32 and 64 are
+// compiled as constants).
+const std::vector<Case>& team_cases() {
+  static const std::vector<Case> c = {
+      {"team_gqa2_hd32", {70, 0, 1, 33, 19, 5}, 4, 2, 32}, {"team_mha_hd8", {1, 45, 0, 17}, 2, 2, 8},
+      {"team_gqa3_hd64", {40, 1, 23}, 6, 2, 64},           {"team_mqa_hd24", {29, 0, 3, 1, 37}, 4, 1, 24},
+      {"team_mha_hd256", {9, 1, 3}, 1, 1, 256},          {"team_gqa2_hd16", {50, 1, 0, 21}, 4, 2, 16},
+  };
+  return c;
+}
+
+template <class T>
+KernelRun<T> run_path(const AttnShape& sh, const std::vector<double>& qkv, const std::vector<double>& dout,
+                      detail::TrainAttentionPath path, int team_size, int key_tile) {
+  const std::size_t N = sh.n();
+  const View2<T> x = to_device<T>(qkv, N, sh.width(), "mantissa::test::qkv");
+  const View2<T> g = to_device<T>(dout, N, sh.qcols(), "mantissa::test::dout");
+  const View1<int> off = offsets_to_device(sh);
+  KernelRun<T> r{View2<T>("mantissa::test::out", N, sh.qcols()), View2<T>("mantissa::test::dqkv", N, sh.width()),
+                 View2<float>("mantissa::test::lse", N, sh.n_head)};
+  // NaN-filled outputs: every element must be written
+  Kokkos::deep_copy(r.out, from_float<T>(std::numeric_limits<float>::quiet_NaN()));
+  Kokkos::deep_copy(r.dqkv, from_float<T>(std::numeric_limits<float>::quiet_NaN()));
+  Kokkos::deep_copy(r.lse, std::numeric_limits<float>::quiet_NaN());
+  const ExecSpace space;
+  detail::attention_forward_path<T>(space, x, off, sh.n_head, sh.n_kv_head, sh.head_dim, r.out, r.lse, path,
+                                    team_size, key_tile);
+  detail::attention_backward_path<T>(space, x, off, sh.n_head, sh.n_kv_head, sh.head_dim, r.out, g, r.lse, r.dqkv,
+                                     path, team_size, key_tile);
+  space.fence();
+  return r;
+}
+
+std::size_t count_differing(const std::vector<std::uint32_t>& a, const std::vector<std::uint32_t>& b) {
+  std::size_t n = a.size() == b.size() ? 0 : std::max(a.size(), b.size());
+  for (std::size_t e = 0; e < a.size() && e < b.size(); ++e) n += a[e] != b[e];
+  return n;
+}
+
+TYPED_TEST(Attention, TeamPathGivesTheItemPathBits) {
+  using T = TypeParam;
+  // The plain-float host emulation (and the item path) give the team path's bits where the
+  // kernels run on the host without FMA contraction; elsewhere (a GPU, -march=native) the
+  // contraction of a*b+c may differ between the two code shapes, and the team path is held to
+  // the roundoff bounds of the double reference instead (and the differing bits are counted).
+  bool bitwise = mantissa::test::kernels_run_on_host();
+#if defined(__FMA__) || defined(__FP_FAST_FMAF)
+  bitwise = false;
+#endif
+  const ExecSpace space;
+  int ts_max = std::numeric_limits<int>::max();
+  for (const Case& c : team_cases()) ts_max = std::min(ts_max, detail::attention_team_size_max<T>(space, c.head_dim));
+  std::printf("[ %s ] team path: backend %s, concurrency %d, team size limit %d, comparison %s\n", TypeName<T>::value,
+              ExecSpace::name(), static_cast<int>(space.concurrency()), ts_max,
+              bitwise ? "bit for bit (item path and emulation)" : "roundoff bounds");
+  int largest_ran = 0;
+  for (const int ts : {0, 1, 2, 4}) {
+    if (ts > ts_max) {
+      std::printf("[ %s ] team size %d: skipped (the backend allows at most %d)\n", TypeName<T>::value, ts, ts_max);
+      continue;
+    }
+    largest_ran = std::max(largest_ran, ts == 0 ? std::min(ts_max, detail::attention_team_default_rows) : ts);
+    for (const int key_tile : {8, 0}) {
+      for (const Case& c : team_cases()) {
+        SCOPED_TRACE(std::string(c.name) + " team size " + std::to_string(ts) + " key tile " + std::to_string(key_tile));
+        const AttnShape sh = make_shape(c.lengths, c.n_head, c.n_kv_head, c.head_dim);
+        const std::vector<double> qkv = random_qkv<T>(sh, 91);
+        const std::vector<double> dout = random_values<T>(static_cast<std::size_t>(sh.n()) * sh.qcols(), -1, 1, 92);
+        const KernelRun<T> t = run_path<T>(sh, qkv, dout, detail::TrainAttentionPath::team, ts, key_tile);
+        detail::attention_allow_host_avx() = false;  // the generic items
+        const KernelRun<T> it = run_path<T>(sh, qkv, dout, detail::TrainAttentionPath::item, 0, 0);
+        detail::attention_allow_host_avx() = true;
+        const std::vector<std::uint32_t> out = bits_of(t.out), lse = bits_of(t.lse), dqkv = bits_of(t.dqkv);
+        std::size_t nan = 0;
+        for (const auto* b : {&out, &lse, &dqkv})
+          for (const std::uint32_t u : *b) nan += std::isnan(bits_float(u));
+        EXPECT_EQ(nan, 0u) << "elements left unwritten (NaN) by the team path";
+        const std::size_t d_out = count_differing(out, bits_of(it.out)), d_lse = count_differing(lse, bits_of(it.lse)),
+                          d_dqkv = count_differing(dqkv, bits_of(it.dqkv));
+        if (bitwise) {
+          EXPECT_EQ(d_out, 0u) << "out differs from the item path";
+          EXPECT_EQ(d_lse, 0u) << "lse differs from the item path";
+          EXPECT_EQ(d_dqkv, 0u) << "dqkv differs from the item path";
+          const Emulated<T> e = emulate<T>(sh, qkv, dout, RoundingPoints{});
+          EXPECT_TRUE(out == e.out) << "out differs from the emulation";
+          EXPECT_TRUE(lse == e.lse) << "lse differs from the emulation";
+          EXPECT_TRUE(dqkv == e.dqkv) << "dqkv differs from the emulation";
+        } else {
+          if (d_out + d_lse + d_dqkv > 0)
+            std::printf("[ %s ] %s team size %d key tile %d: %zu out, %zu lse, %zu dqkv elements differ from the item "
+                        "path\n",
+                        TypeName<T>::value, c.name, ts, key_tile, d_out, d_lse, d_dqkv);
+          const test::RefForward rf = test::ref_attention_forward(sh, qkv, test::roundoff_of<T>());
+          check_bounded("out", to_host(t.out), rf.out, rf.out_bound);
+          check_bounded("lse", to_host(t.lse), rf.lse, rf.lse_bound);
+          const test::RefBackward rb = test::ref_attention_backward(sh, qkv, to_host(t.out), dout, test::roundoff_of<T>());
+          check_bounded("dqkv", to_host(t.dqkv), rb.dqkv, rb.dqkv_bound);
+        }
+      }
+    }
+  }
+  std::printf("[ %s ] team path: largest team size that ran %d\n", TypeName<T>::value, largest_ran);
+  if (space.concurrency() > 1) {
+    EXPECT_GT(largest_ran, 1) << "no team size > 1 ran on a backend with concurrency > 1";
+  }
+}
+
+// The team path rejects a team size the backend refuses (and a negative one) on any input.
+TEST(AttentionShapes, TeamPathRejectsBadTeamSizes) {
+  const ExecSpace space;
+  const int ts_max = detail::attention_team_size_max<float>(space, 8);
+  ASSERT_GE(ts_max, 1);
+  const std::size_t N = 4;
+  const View1<int> off("mantissa::test::seq_offsets", 2);
+  Kokkos::deep_copy(off, 0);
+  View2<float> qkv("mantissa::test::qkv", N, 3 * 8), out("mantissa::test::out", N, 8);
+  View2<float> lse("mantissa::test::lse", N, 1), dqkv("mantissa::test::dqkv", N, 3 * 8);
+  for (const int ts : {-1, ts_max + 1}) {
+    EXPECT_THROW(detail::attention_forward_path<float>(space, qkv, off, 1, 1, 8, out, lse,
+                                                       detail::TrainAttentionPath::team, ts),
+                 std::invalid_argument)
+        << ts;
+    EXPECT_THROW(detail::attention_backward_path<float>(space, qkv, off, 1, 1, 8, out, out, lse, dqkv,
+                                                        detail::TrainAttentionPath::team, ts),
+                 std::invalid_argument)
+        << ts;
+  }
+  EXPECT_NO_THROW(detail::attention_forward_path<float>(space, qkv, off, 1, 1, 8, out, lse,
+                                                        detail::TrainAttentionPath::team, ts_max));
 }
 
 // (3) Directional central difference on the fp32 kernels themselves: for f(x) = sum(w * out(x)),
