@@ -38,6 +38,7 @@ class Config:
     rope_theta: float = 10000.0
     norm_eps: float = 1e-5
     init_std: float = 0.02
+    tied: bool = True  # the output head shares the embedding (model.tied_embeddings)
 
     @property
     def head_dim(self):
@@ -109,6 +110,14 @@ class Block(nn.Module):
 
     def _attend(self, q, k, v, mask):  # q (B, H, Tq, hd), k/v (B, Hkv, Tk, hd) -> (B, Tq, H hd)
         c = self.c
+        if q.is_cuda:
+            # GPUs (perf/gpu_torch.py): PyTorch's fused scaled_dot_product_attention (flash / memory-
+            # efficient kernels), grouped-query heads without copies, causal when the queries are the keys.
+            causal = mask is not None and q.shape[2] == k.shape[2]
+            o = F.scaled_dot_product_attention(q, k, v, attn_mask=None if causal or mask is None else ~mask,
+                                               is_causal=causal, enable_gqa=c.n_kv_head != c.n_head)
+            B, _, Tq, _ = o.shape
+            return o.transpose(1, 2).reshape(B, Tq, c.n_head * c.head_dim)
         if c.n_kv_head != c.n_head:
             rep = c.n_head // c.n_kv_head
             k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
@@ -151,6 +160,7 @@ class Transformer(nn.Module):
         self.embed = nn.Embedding(c.vocab, c.d_model)
         self.layers = nn.ModuleList([Block(c) for _ in range(c.n_layer)])
         self.final_norm = RMSNorm(c.d_model, c.norm_eps)
+        self.lm_head = None if c.tied else nn.Linear(c.d_model, c.vocab, bias=False)
         cos, sin = rope_tables(c)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
@@ -159,12 +169,15 @@ class Transformer(nn.Module):
         out_std = c.init_std / math.sqrt(2.0 * c.n_layer)
         with torch.no_grad():
             self.embed.weight.normal_(0.0, c.init_std, generator=g)
+            if self.lm_head is not None:
+                self.lm_head.weight.normal_(0.0, c.init_std, generator=g)
             for b in self.layers:
                 for w, std in ((b.wqkv, c.init_std), (b.wo, out_std), (b.wgu, c.init_std), (b.wd, out_std)):
                     w.weight.normal_(0.0, std, generator=g)
 
     def head(self, x):  # final RMSNorm and the tied head: (B, T, D) -> logits (B, T, V)
-        return F.linear(self.final_norm(x), self.embed.weight)
+        w = self.embed.weight if self.lm_head is None else self.lm_head.weight
+        return F.linear(self.final_norm(x), w)
 
     def forward(self, tokens):  # tokens (B, T) -> logits (B, T, V)
         T = tokens.shape[1]
@@ -178,7 +191,9 @@ class Transformer(nn.Module):
     def new_cache(self, batch, dtype=torch.float32):
         c = self.c
         shape = (batch, c.n_kv_head, c.max_seq, c.head_dim)
-        return [(torch.empty(shape, dtype=dtype), torch.empty(shape, dtype=dtype)) for _ in range(c.n_layer)]
+        dev = self.embed.weight.device
+        return [(torch.empty(shape, dtype=dtype, device=dev), torch.empty(shape, dtype=dtype, device=dev))
+                for _ in range(c.n_layer)]
 
     def forward_cached(self, tokens, cache, pos):  # tokens (B, T) at positions pos.. -> logits of the last (B, V)
         T = tokens.shape[1]
@@ -190,11 +205,11 @@ class Transformer(nn.Module):
         return self.head(x[:, -1:, :])[:, 0, :]
 
 
-def train_step(model, opt, tokens, autocast_dtype=None):
+def train_step(model, opt, tokens, autocast_dtype=None, scaler=None):
     """One step as perf/bench_training.cpp times it: forward with per-token log pi(target) and entropy,
     backward of -mean(log pi) (the bench's dlogp = -1/N on every row), global-norm clip at 1.0, AdamW."""
     if autocast_dtype is not None:
-        with torch.autocast("cpu", dtype=autocast_dtype):
+        with torch.autocast(tokens.device.type, dtype=autocast_dtype):
             logits = model(tokens)
     else:
         logits = model(tokens)
@@ -204,6 +219,14 @@ def train_step(model, opt, tokens, autocast_dtype=None):
     with torch.no_grad():
         entropy = -(logz.exp() * logz).sum(-1)  # the engine computes it in its forward as well
     loss = -logp.sum() / tokens.numel()
+    if scaler is not None:  # fp16 autocast: dynamic loss scaling (torch.amp.GradScaler)
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        scaler.step(opt)
+        scaler.update()
+        opt.zero_grad(set_to_none=True)
+        return loss.detach(), entropy
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     opt.step()
@@ -217,10 +240,10 @@ def sample(model, prompts, new_tokens, autocast_dtype=None):
     is prefilled in one forward, then one forward per new token. Returns the new tokens (B, new) and
     their fp32 log-probabilities (the rollout engine's log mu)."""
     B, P = prompts.shape
-    cache = model.new_cache(B)
-    out = torch.empty(B, new_tokens, dtype=torch.long)
-    logmu = torch.empty(B, new_tokens)
-    ctx = torch.autocast("cpu", dtype=autocast_dtype) if autocast_dtype is not None else _nullctx()
+    cache = model.new_cache(B, dtype=model.embed.weight.dtype)
+    out = torch.empty(B, new_tokens, dtype=torch.long, device=prompts.device)
+    logmu = torch.empty(B, new_tokens, device=prompts.device)
+    ctx = torch.autocast(prompts.device.type, dtype=autocast_dtype) if autocast_dtype is not None else _nullctx()
     with ctx:
         logits = model.forward_cached(prompts, cache, 0)
         for t in range(new_tokens):

@@ -19,7 +19,7 @@
 #include <vector>
 
 #include "model/optimizer.hpp"
-#include "rl_test_util.hpp"
+#include "config/config.hpp"
 #include "rollout/rollout_engine.hpp"
 #include "tasks/tasks.hpp"
 
@@ -64,9 +64,13 @@ struct Counting {
 };
 
 void check_sync_counts(Precision p, bool consistent) {
-  config::Config c = test::tiny_addition_config(64);
-  c.model.init_std = 0.2;
+  config::Config c;  // a tiny addition model (as rl_test_util.hpp's, without the MPI parts)
+  c.model.vocab = tasks::vocab_size();
+  c.model.d_model = 64, c.model.n_layer = 2, c.model.n_head = 4, c.model.n_kv_head = 2, c.model.d_ff = 128;
   c.model.max_seq = 96;
+  c.model.init_std = 0.2;
+  c.task.family = "addition";
+  c.task.min_digits = 1, c.task.max_digits = 2;
   model::ParamTable table{c.model};
   model::Optimizer opt{table, c.optimizer, c.loss_scale, p};
   opt.init_weights(5);

@@ -62,24 +62,37 @@ double available_memory() {
   return 0.0;
 }
 
+// Free memory of this rank's GPU in bytes (CUDA builds), or 0 when unknown or not a GPU build.
+double available_device_memory() {
+#if defined(KOKKOS_ENABLE_CUDA)
+  std::size_t free_bytes = 0, total_bytes = 0;
+  if (cudaMemGetInfo(&free_bytes, &total_bytes) == cudaSuccess) return static_cast<double>(free_bytes);
+#endif
+  return 0.0;
+}
+
 void check_memory(const AppContext& ctx) {
-  if (!Kokkos::SpaceAccessibility<Kokkos::HostSpace, MemSpace>::accessible) return;  // device memory: not here
-  const double avail = available_memory();
+  const bool host = Kokkos::SpaceAccessibility<Kokkos::HostSpace, MemSpace>::accessible;
+  // Host memory is shared by the node's ranks; a GPU build runs one rank per GPU (inputs/jobs/gpu.slurm).
+  const double avail = host ? available_memory() : available_device_memory();
   if (avail <= 0) return;
-  MPI_Comm node;  // ranks on this node share its memory
-  MPI_Comm_split_type(ctx.comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node);
   int local = 1;
-  MPI_Comm_size(node, &local);
-  MPI_Comm_free(&node);
+  if (host) {
+    MPI_Comm node;  // ranks on this node share its memory
+    MPI_Comm_split_type(ctx.comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node);
+    MPI_Comm_size(node, &local);
+    MPI_Comm_free(&node);
+  }
   const MemoryNeed need = estimate_memory(ctx.cfg, ctx.nranks);
   if (need.total() * local <= avail) return;
   const auto gib = [](double b) { return b / (1024.0 * 1024.0 * 1024.0); };
   throw InputError(fmt::format(
       "the deck needs at least {:.1f} GiB per rank (weights and optimizer {:.1f}, training activations {:.1f}, "
-      "rollout KV cache and exact-KL rows {:.1f}) x {} rank(s) on this node, but only {:.1f} GiB is available; "
+      "rollout KV cache and exact-KL rows {:.1f}) x {} rank(s) on this {}, but only {:.1f} GiB is available; "
       "reduce [model] sizes, max_seq, batch sizes or [rollout] max_new_tokens, set [rl] exact_kl = false, or use "
       "more nodes",
-      gib(need.total()), gib(need.weights), gib(need.activations), gib(need.rollout), local, gib(avail)));
+      gib(need.total()), gib(need.weights), gib(need.activations), gib(need.rollout), local, host ? "node" : "GPU",
+      gib(avail)));
 }
 
 }  // namespace

@@ -6,7 +6,16 @@
 // Prompts are prefilled through the same decode kernels: all of a prompt but its last token in one
 // call (batched prefill, at most 4096 rows per call), which gives the same bits as one position per
 // step because the decode kernels are batch-invariant (in both modes); so a sequence's cache holds
-// exactly what its decode steps would have computed.
+// exactly what its decode steps would have computed. The layers of both are one function,
+// model::decode_block_forward (model/decode_block.hpp), which the training engine's consistent mode
+// calls too.
+// The decode loop is device-resident: the prompts' last tokens are uploaded once, then per generated
+// token only kernels run (the blocks, the head, the sampler and an `advance` kernel that records the
+// token and log mu and moves each row on, or marks its sequence done); no allocation, no copy, no
+// blocking reduction per token. Every 8 steps one download of the done flags ends the loop when every
+// sequence is done and drops finished rows from the batch; responses and log mu come back in one
+// download per batch. tests/test_rollout_sync.cpp counts this with Kokkos Tools callbacks. The
+// diagnostic records (RolloutOptions: full log-probs, hidden states) download per token.
 #include <cstdint>
 #include <memory>
 #include <vector>

@@ -15,7 +15,10 @@
 #
 #   bash tests/cuda/gpu_check.sh                 # from the repository root; ~4-6 min on 16 cores
 # Environment: JOBS (default nproc), ARCH (CMake CUDA arch for the wrapper, default sm_90),
-# OUT (if set, the table and logs are also written there). Exit status 0 when every test passed.
+# OUT (if set, the table and logs are also written there), BUILD_ONLY=1 (stop after the build: what
+# perf/gpu_bench.sh uses). Exit status 0 when every test passed. The build holds the kernel library,
+# the engines (mantissa_engines) and their tests that need no MPI/HDF5 (test_determinism,
+# test_rollout_sync), and perf's gpu_bench.
 set -u
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
@@ -59,6 +62,7 @@ cmake --build "$bld" -j"$jobs" > "$out/build.log" 2>&1 || { grep -m20 -B2 -A3 "e
 warnings=$(grep -c "warning" "$out/build.log")
 t1=$(date +%s)
 log "built in $((t1 - t0)) s, $warnings warning lines"
+[ "${BUILD_ONLY:-0}" = 1 ] && exit 0  # perf/gpu_bench.sh: the build (kernels, engines, gpu_bench) only
 
 # The stand-alone CUDA checks (2^32 patterns each).
 cuda_checks=""

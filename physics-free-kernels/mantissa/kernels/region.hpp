@@ -3,6 +3,10 @@
 // space-time-stack, the NVTX connector under Nsight Systems) plus Mantissa's built-in timer,
 // which works without any tools library. Labels read "mantissa::<component>::<op>"; they are
 // stable strings (no step numbers) so that every tool aggregates by them.
+// A region's end fences the device (Kokkos::fence) so that its time includes the device work it
+// launched. Regions mark phases (an RL step, a generate call, a forward, an optimizer step), never
+// per-token or per-layer code, so this is one pipeline drain per phase; MANTISSA_REGION_FENCE=0 in
+// the environment turns it off (the phases then overlap, and region times are launch times).
 #include <chrono>
 #include <string>
 #include <vector>
@@ -27,6 +31,9 @@ class RegionTimer {
  private:
   std::vector<RegionStats> stats_;
 };
+
+// Whether ScopedRegion fences at its end (MANTISSA_REGION_FENCE, read once; default on).
+bool region_fence_enabled();
 
 class ScopedRegion {
  public:
