@@ -4,6 +4,7 @@
 // skipped, so a bad token id shows up in the loss instead of corrupting memory.
 #include <stdexcept>
 
+#include "mantissa/kernels/team.hpp"
 #include "mantissa/kernels/types.hpp"
 
 namespace mantissa {
@@ -20,7 +21,7 @@ void embedding_forward(const Exec& space, const ConstView1<int>& tokens, const C
   using policy = Kokkos::TeamPolicy<Exec>;
   using member = typename policy::member_type;
   Kokkos::parallel_for(
-      "mantissa::embedding::forward", policy(space, n_rows, Kokkos::AUTO), KOKKOS_LAMBDA(const member& team) {
+      "mantissa::embedding::forward", auto_team_policy(space, n_rows), KOKKOS_LAMBDA(const member& team) {
         const int n = team.league_rank();
         const int tok = tokens(n);
         const bool valid = tok >= 0 && tok < vocab;  // else a quiet-NaN row (0x7fc00000)

@@ -9,6 +9,7 @@
 // computed). A target >= V reads no memory: logp and its gradient row are NaN (loud).
 #include <stdexcept>
 
+#include "mantissa/kernels/team.hpp"
 #include "mantissa/kernels/types.hpp"
 
 namespace mantissa {
@@ -57,7 +58,7 @@ void logsoftmax_gather_forward(const Exec& space, const ConstView2<T>& logits, c
   using policy = Kokkos::TeamPolicy<Exec>;
   using member = typename policy::member_type;
   Kokkos::parallel_for(
-      "mantissa::logsoftmax::forward", policy(space, n_rows, Kokkos::AUTO), KOKKOS_LAMBDA(const member& team) {
+      "mantissa::logsoftmax::forward", auto_team_policy(space, n_rows), KOKKOS_LAMBDA(const member& team) {
         const int n = team.league_rank();
         float m = 0.0f;
         Kokkos::parallel_reduce(
@@ -98,7 +99,7 @@ void logsoftmax_gather_backward(const Exec& space, const ConstView2<T>& logits, 
   using policy = Kokkos::TeamPolicy<Exec>;
   using member = typename policy::member_type;
   Kokkos::parallel_for(
-      "mantissa::logsoftmax::backward", policy(space, n_rows, Kokkos::AUTO), KOKKOS_LAMBDA(const member& team) {
+      "mantissa::logsoftmax::backward", auto_team_policy(space, n_rows), KOKKOS_LAMBDA(const member& team) {
         const int n = team.league_rank();
         const int t = targets(n);
         const float row_lse = lse(n);

@@ -12,6 +12,7 @@
 #include <cstddef>
 #include <stdexcept>
 
+#include "mantissa/kernels/team.hpp"
 #include "mantissa/kernels/types.hpp"
 
 namespace mantissa {
@@ -28,7 +29,7 @@ void rmsnorm_forward(const Exec& space, const ConstView2<T>& x, const ConstView1
   using policy = Kokkos::TeamPolicy<Exec>;
   using member = typename policy::member_type;
   Kokkos::parallel_for(
-      "mantissa::rmsnorm::forward", policy(space, n_rows, Kokkos::AUTO), KOKKOS_LAMBDA(const member& team) {
+      "mantissa::rmsnorm::forward", auto_team_policy(space, n_rows), KOKKOS_LAMBDA(const member& team) {
         const int n = team.league_rank();
         float sum_sq = 0.0f;
         Kokkos::parallel_reduce(
@@ -66,7 +67,7 @@ void rmsnorm_backward(const Exec& space, const ConstView2<T>& x, const ConstView
   const std::size_t scratch_bytes = 4 * scratch_view::shmem_size(dim);
   const int level = static_cast<int>(scratch_bytes) <= policy::scratch_size_max(0) ? 0 : 1;
   const int league = (n_rows + rows_per_team - 1) / rows_per_team;
-  const auto team_policy = policy(space, league, Kokkos::AUTO).set_scratch_size(level, Kokkos::PerTeam(scratch_bytes));
+  const auto team_policy = auto_team_policy(space, league).set_scratch_size(level, Kokkos::PerTeam(scratch_bytes));
   const View2<float> partial = make_uninit<View2<float>>("mantissa::rmsnorm::dw_partial", league, dim);
   Kokkos::parallel_for(
       "mantissa::rmsnorm::backward", team_policy, KOKKOS_LAMBDA(const member& team) {

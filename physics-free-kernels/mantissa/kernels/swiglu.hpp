@@ -9,6 +9,7 @@
 
 #include "mantissa/kernels/exp.hpp"
 #include "mantissa/kernels/host_simd.hpp"
+#include "mantissa/kernels/team.hpp"
 #include "mantissa/kernels/types.hpp"
 
 // Host builds: one work item per row, chunks of the row converted into fp32 arrays (F16C for fp16
@@ -70,7 +71,7 @@ void swiglu_forward(const Exec& space, const ConstView2<T>& gu, const View2<T>& 
   using policy = Kokkos::TeamPolicy<Exec>;
   using member = typename policy::member_type;
   Kokkos::parallel_for(
-      "mantissa::swiglu::forward", policy(space, n_rows, Kokkos::AUTO), KOKKOS_LAMBDA(const member& team) {
+      "mantissa::swiglu::forward", auto_team_policy(space, n_rows), KOKKOS_LAMBDA(const member& team) {
         const int n = team.league_rank();
         Kokkos::parallel_for(Kokkos::TeamThreadRange(team, f), [&](const int j) {
           const float g = to_float(gu(n, j));
@@ -113,7 +114,7 @@ void swiglu_backward(const Exec& space, const ConstView2<T>& gu, const ConstView
   using policy = Kokkos::TeamPolicy<Exec>;
   using member = typename policy::member_type;
   Kokkos::parallel_for(
-      "mantissa::swiglu::backward", policy(space, n_rows, Kokkos::AUTO), KOKKOS_LAMBDA(const member& team) {
+      "mantissa::swiglu::backward", auto_team_policy(space, n_rows), KOKKOS_LAMBDA(const member& team) {
         const int n = team.league_rank();
         Kokkos::parallel_for(Kokkos::TeamThreadRange(team, f), [&](const int j) {
           const float g = to_float(gu(n, j));
