@@ -861,6 +861,14 @@ TYPED_TEST(Sampling, TeamPathMatchesPerRowOnManyRows) {
   }
 }
 
+// The largest team size of a trivial team kernel (a KOKKOS_LAMBDA: on CUDA, team_size_max
+// instantiates the functor as a kernel).
+int max_team_size(int league) {
+  using policy = Kokkos::TeamPolicy<ExecSpace>;
+  return policy(ExecSpace(), league, 1)
+      .team_size_max(KOKKOS_LAMBDA(const policy::member_type&){}, Kokkos::ParallelForTag());
+}
+
 // team_row_softmax_stats in a user team kernel: the bits of row_softmax_stats (team sizes 1, 2, 4).
 template <class T>
 void user_team_kernel_log_softmax(const View2<T>& x, float t, int team_size, const View2<float>& out) {
@@ -894,8 +902,7 @@ TYPED_TEST(Sampling, TeamRowSoftmaxStatsMatchesRowSoftmaxStats) {
       user_kernel_log_softmax<T>(x, t, tok, ref, at);
       auto hr = Kokkos::create_mirror_view_and_copy(HostSpace(), ref);
       for (int ts : {1, 2, 4}) {
-        if (ts > Kokkos::TeamPolicy<ExecSpace>(ExecSpace(), B, 1).team_size_max(
-                     [](const Kokkos::TeamPolicy<ExecSpace>::member_type&) {}, Kokkos::ParallelForTag()))
+        if (ts > max_team_size(B))
           continue;
         const View2<float> out("mantissa::test::out", B, V);
         user_team_kernel_log_softmax<T>(x, t, ts, out);
@@ -983,8 +990,7 @@ TYPED_TEST(Sampling, DrawBoundariesAreStrict) {
       Kokkos::deep_copy(u, hu);
     }
     for (int ts : {1, 2, 4}) {
-      if (ts > Kokkos::TeamPolicy<ExecSpace>(ExecSpace(), B, 1).team_size_max(
-                   [](const Kokkos::TeamPolicy<ExecSpace>::member_type&) {}, Kokkos::ParallelForTag()))
+      if (ts > max_team_size(B))
         continue;
       const View1<int> tt("mantissa::test::tok_team", B), tr("mantissa::test::tok_row", B);
       const View1<float> lt("mantissa::test::lm_team", B), lr("mantissa::test::lm_row", B);

@@ -105,7 +105,7 @@ void detail::sample_tokens(const Exec& space, const ConstView2<T>& logits, const
   const auto bytes = [](int ts) {
     return static_cast<int>(scratch_view::shmem_size(static_cast<std::size_t>(sampling_team_scratch_words(ts))));
   };
-  // Level 0 when the largest team's scratch fits it (about 24 KB: always, in practice).
+  // Level 0 when the largest team's scratch fits it (about 21 KB: always, in practice).
   const int level = bytes(kMaxTeam) <= policy::scratch_size_max(0) ? 0 : 1;
   if (bytes(1) > policy::scratch_size_max(level))
     throw std::invalid_argument("mantissa::sample_tokens: team scratch of " + std::to_string(bytes(1)) +

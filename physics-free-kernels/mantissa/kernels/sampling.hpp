@@ -57,7 +57,7 @@
 // grows to the largest call and is reused (no allocation once warm); it is freed at Kokkos::finalize
 // or by sampling_release_workspace(). Per_row calls that truncate must therefore not run concurrently
 // on different execution space instances. The team path allocates nothing: its scratch is per team
-// (level 0, about 7 KB + 16 bytes per thread). Cost per row, per_row: O(V) without truncation;
+// (level 0, 5184 bytes + 16 per thread). Cost per row, per_row: O(V) without truncation;
 // O(V + n log V) with it, n the number of tokens taken from the heap (top_k, or the top-p prefix):
 // O(V log V) at worst. Team: 2 passes over the row (max, S) + 1 (draw) + 1 (kept sums) when
 // truncating, + 8 for top-k (+ 1 for its mass when top-p also cuts) + 8 for top-p, each split over
