@@ -30,7 +30,9 @@
 // The masses are exact to 2^-63 of the largest term, so tokens far below fp32 resolution of S keep
 // their probability (an fp32 walk would round a token of probability < 6e-8 S to 0 or to 2^-24 S);
 // only tokens with e_v < 2^-40 (probability < 1e-12) lose relative precision (< 2^-23 at 2^-40),
-// and tokens with e_v < 2^-63 are never drawn.
+// and tokens with e_v < 2^-63 are never drawn. (Until the team path came, S was summed in ascending
+// v and the masses in double, in order: logmu and full_logprobs then differed from today's in the last
+// bits; tokens only where a double rounding decided a draw or a top-p boundary, or through E_v's floor.)
 //
 // temperature == 0 is greedy: token = argmax_v x_v (lowest id on ties), logmu = 0, and the
 // full_logprobs row (if asked for) is the point mass actually sampled from: 0 at the token, -inf
