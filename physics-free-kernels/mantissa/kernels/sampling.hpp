@@ -163,10 +163,15 @@ KOKKOS_INLINE_FUNCTION Mass128 mass_times_top_p(const Mass128& M, float top_p) {
 
 // ---- the lane sum ------------------------------------------------------------------------------
 constexpr int kSumLanes = 256;
-// lane[i] += lane[i + w] for w = 128, ..., 1; returns lane[0] (one thread).
-KOKKOS_INLINE_FUNCTION float lane_tree_sum(float* lane) {
-  for (int w = kSumLanes / 2; w >= 1; w /= 2)
-    for (int i = 0; i < w; ++i) lane[i] += lane[i + w];
+// The lanes a row of V tokens fills; the others stay +0.
+KOKKOS_INLINE_FUNCTION int lanes_used(int V) { return V < kSumLanes ? V : kSumLanes; }
+// lane[i] += lane[i + w] for w = 128, ..., 1; returns lane[0] (one thread). Only lane[0, n) is read:
+// the lanes from n on are +0, and adding +0 to a lane (a sum of e >= 0 from +0) leaves its bits.
+KOKKOS_INLINE_FUNCTION float lane_tree_sum(float* lane, int n) {
+  for (int w = kSumLanes / 2; w >= 1; w /= 2) {
+    for (int i = 0; i + w < n; ++i) lane[i] += lane[i + w];
+    n = n < w ? n : w;
+  }
   return lane[0];
 }
 }  // namespace detail
@@ -219,7 +224,8 @@ KOKKOS_INLINE_FUNCTION RowSoftmaxStats row_softmax_stats(const T* row, int V, fl
   if (!s.ok) return s;
   const float m = s.max;
   float lane[kSumLanes];
-  for (int r = 0; r < kSumLanes; ++r) lane[r] = 0.0f;
+  const int n_lanes = lanes_used(V);
+  for (int r = 0; r < n_lanes; ++r) lane[r] = 0.0f;
   Mass128 sum_m = mass_zero();
   for (int v = 0; v < V; ++v) {
     const float e = kmath::exp(tempered_logit(row[v], temperature) - m);
@@ -227,7 +233,7 @@ KOKKOS_INLINE_FUNCTION RowSoftmaxStats row_softmax_stats(const T* row, int V, fl
     if (mass != nullptr) mass_add(sum_m, mass_term(e));
   }
   if (mass != nullptr) *mass = sum_m;
-  s.sum_exp = lane_tree_sum(lane);
+  s.sum_exp = lane_tree_sum(lane, n_lanes);
   s.log_sum_exp = kmath::log(s.sum_exp);
   return s;
 }
@@ -370,7 +376,8 @@ KOKKOS_INLINE_FUNCTION SampledToken sample_row(const T* row, int V, const Sampli
   detail::Mass128 mass_kept = mass_all;
   if (threshold != 0) {
     float lane[detail::kSumLanes];
-    for (int r = 0; r < detail::kSumLanes; ++r) lane[r] = 0.0f;
+    const int n_lanes = detail::lanes_used(V);
+    for (int r = 0; r < n_lanes; ++r) lane[r] = 0.0f;
     mass_kept = detail::mass_zero();
     for (int v = 0; v < V; ++v) {
       const float z = tempered_logit(row[v], t);
@@ -380,7 +387,7 @@ KOKKOS_INLINE_FUNCTION SampledToken sample_row(const T* row, int V, const Sampli
         detail::mass_add(mass_kept, detail::mass_term(e));
       }
     }
-    sum_kept = detail::lane_tree_sum(lane);
+    sum_kept = detail::lane_tree_sum(lane, n_lanes);
   }
   // Inverse CDF: the first kept v whose cumulative mass exceeds floor(u M_kept) < M_kept.
   const detail::Mass128 target = detail::mass_times_uniform(mass_kept, u);
@@ -440,7 +447,8 @@ template <class Member, class T>
 KOKKOS_INLINE_FUNCTION float team_lane_sum(const Member& team, float* lane, const T* row, int V, float temperature,
                                            float m, std::uint64_t threshold, Mass128* mine) {
   const int r0 = team.team_rank(), n = team.team_size();
-  for (int r = r0; r < kSumLanes; r += n) {
+  int used = lanes_used(V);
+  for (int r = r0; r < used; r += n) {
     float acc = 0.0f;
     for (int v = r; v < V; v += kSumLanes) {
       const float z = tempered_logit(row[v], temperature);
@@ -452,8 +460,9 @@ KOKKOS_INLINE_FUNCTION float team_lane_sum(const Member& team, float* lane, cons
     lane[r] = acc;
   }
   team.team_barrier();
-  for (int w = kSumLanes / 2; w >= 1; w /= 2) {
-    for (int i = r0; i < w; i += n) lane[i] += lane[i + w];
+  for (int w = kSumLanes / 2; w >= 1; w /= 2) {  // lane_tree_sum's adds, split over the threads
+    for (int i = r0; i + w < used; i += n) lane[i] += lane[i + w];
+    used = used < w ? used : w;
     team.team_barrier();
   }
   const float sum = lane[0];
