@@ -1,7 +1,10 @@
 // Token sampler (sample_tokens): chi-square goodness of fit of the drawn tokens, the exact support
 // of top-k / top-p (ties and exact top-p boundaries included), log mu against a double reference,
 // invariance to batching, row order and rank split, greedy decoding, the full log-softmax rows,
-// non-finite rows, a 1e5-token vocabulary, parameter validation and the workspace reuse.
+// non-finite rows, a 1e5-token vocabulary, parameter validation and the workspace reuse; the exact
+// mass arithmetic; the team path (team sizes 1, 2, 4) against the per-row path bit for bit, and both
+// against a host emulation of the documented definitions (lane sum, exact masses) bit for bit;
+// team_row_softmax_stats against row_softmax_stats. The statistical tests run the default path.
 //
 // The host reference takes the kernel's fp32 tempered logit z = fl(x / temperature) (IEEE division
 // is correctly rounded on every backend, so z is exactly the kernel's), then works in double:
@@ -17,6 +20,7 @@
 #include <numeric>
 #include <stdexcept>
 #include <tuple>
+#include <type_traits>
 
 #include "kernel_test_util.hpp"
 #include "mantissa/kernels/sampling.hpp"
@@ -42,17 +46,22 @@ View1<std::uint64_t> make_u64_view(const std::vector<std::uint64_t>& v) {
 }
 
 // Runs sample_tokens<T> on B rows of V logits (values exactly representable in T).
+// path automatic: sample_tokens itself; otherwise detail::sample_tokens on that path and team size
+// (which throws std::invalid_argument for a team size the backend refuses).
 template <class T>
 Draws sample(const std::vector<double>& logits, int B, int V, const std::vector<std::uint64_t>& seq,
              const std::vector<int>& pos, const SamplingParams& p, std::uint64_t seed, std::uint64_t step,
-             bool want_full = false) {
+             bool want_full = false, SamplingPath path = SamplingPath::automatic, int team_size = 0) {
   const View2<T> x = make_view2<T>("mantissa::test::logits", logits, B, V);
   const View1<std::uint64_t> s = make_u64_view(seq);
   const View1<int> ps = make_int_view("mantissa::test::pos", pos);
   const View1<int> tok("mantissa::test::token", B);
   const View1<float> lm("mantissa::test::logmu", B);
   const View2<float> full = want_full ? View2<float>("mantissa::test::full", B, V) : View2<float>();
-  sample_tokens<T>(ExecSpace(), x, s, ps, p, seed, step, tok, lm, full);
+  if (path == SamplingPath::automatic)
+    sample_tokens<T>(ExecSpace(), x, s, ps, p, seed, step, tok, lm, full);
+  else
+    detail::sample_tokens<T>(ExecSpace(), x, s, ps, p, seed, step, tok, lm, full, path, team_size);
   ExecSpace().fence();
   Draws d;
   auto ht = Kokkos::create_mirror_view_and_copy(HostSpace(), tok);
@@ -578,6 +587,440 @@ TYPED_TEST(Sampling, LargeVocabulary) {
   }
 }
 
+// ---- the team path against the per-row path and the documented definitions -------------------------
+// Host emulation of the header comment's definitions, float for float (fp32 z, m, e = expf, the
+// 256-lane sum, E = floor(e 2^63), exact masses in unsigned __int128, the order by z then id).
+// Only where the kernels run on the host (same libm) are its bits the kernels' bits.
+using u128 = unsigned __int128;
+
+float lane_sum_emulated(const std::vector<float>& e, const std::vector<char>& keep) {
+  float lane[256] = {};
+  for (std::size_t v = 0; v < e.size(); ++v)
+    if (keep[v]) lane[v % 256] += e[v];
+  for (int w = 128; w >= 1; w /= 2)
+    for (int i = 0; i < w; ++i) lane[i] += lane[i + w];
+  return lane[0];
+}
+
+// ceil(top_p M) and floor(u M) exactly, written differently from the kernel's 64-bit limbs.
+u128 top_p_target(float top_p, u128 M) {
+  int e2 = 0;
+  const double mant = std::frexp(static_cast<double>(top_p), &e2);  // top_p = mant 2^e2, mant in [0.5, 1)
+  const u128 f = static_cast<u128>(std::ldexp(mant, 24));          // an integer: top_p = f 2^-(24 - e2)
+  const int s = 24 - e2;
+  if (s >= 128) return 1;
+  return (f * M + ((u128(1) << s) - 1)) >> s;
+}
+u128 uniform_target(double u, u128 M) {
+  const u128 j = static_cast<u128>(std::ldexp(u, 54));  // exact: u is an odd multiple of 2^-54
+  const u128 hi = M >> 64, lo = M & ~std::uint64_t(0);
+  return ((j * hi) << 10) + ((j * lo) >> 54);  // floor(j (hi 2^64 + lo) / 2^54)
+}
+
+struct Emulated {
+  int token;
+  float logmu;
+  std::vector<float> full;
+};
+
+Emulated emulate_row(const std::vector<float>& x, const SamplingParams& p, double u) {
+  const int V = static_cast<int>(x.size());
+  const float nanf = std::numeric_limits<float>::quiet_NaN(), inf = INFINITY;
+  Emulated r{-1, nanf, std::vector<float>(V, nanf)};
+  if (p.temperature == 0.0f) {
+    int best = 0;
+    bool nan = false;
+    for (int v = 0; v < V; ++v) {
+      nan = nan || std::isnan(x[v]);
+      if (x[v] > x[best]) best = v;
+    }
+    if (nan || !std::isfinite(x[best])) return r;
+    for (int v = 0; v < V; ++v) r.full[v] = v == best ? 0.0f : -inf;
+    r.token = best;
+    r.logmu = 0.0f;
+    return r;
+  }
+  std::vector<float> z(V);
+  float m = -inf;
+  for (int v = 0; v < V; ++v) {
+    z[v] = x[v] / p.temperature;
+    if (std::isnan(z[v])) return r;
+    m = std::max(m, z[v]);
+  }
+  if (!std::isfinite(m)) return r;
+  if (m == 0.0f) m = 0.0f;  // +0
+  std::vector<float> e(V);
+  std::vector<u128> E(V);
+  for (int v = 0; v < V; ++v) {
+    e[v] = std::exp(z[v] - m);
+    E[v] = static_cast<u128>(static_cast<std::uint64_t>(e[v] * 9223372036854775808.0f));
+  }
+  const float S = lane_sum_emulated(e, std::vector<char>(V, 1));
+  const float log_s = std::log(S);
+  for (int v = 0; v < V; ++v) r.full[v] = (z[v] - m) - log_s;
+  std::vector<int> order(V);
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return z[a] > z[b]; });
+  const int k = p.top_k > 0 && p.top_k < V ? p.top_k : V;
+  int n = k;
+  if (p.top_p < 1.0f) {
+    u128 mass_k = 0, prefix = 0;
+    for (int i = 0; i < k; ++i) mass_k += E[order[i]];
+    const u128 target = top_p_target(p.top_p, mass_k);
+    for (n = 1; n <= k; ++n) {
+      prefix += E[order[n - 1]];
+      if (prefix >= target) break;
+    }
+  }
+  std::vector<char> kept(V, 0);
+  for (int i = 0; i < n; ++i) kept[order[i]] = 1;
+  u128 mass_kept = 0;
+  for (int v = 0; v < V; ++v)
+    if (kept[v]) mass_kept += E[v];
+  const u128 target = uniform_target(u, mass_kept);
+  u128 c = 0;
+  for (int v = 0; v < V; ++v)
+    if (kept[v]) {
+      c += E[v];
+      if (c > target) {
+        r.token = v;
+        break;
+      }
+    }
+  const bool truncating = (p.top_k > 0 && p.top_k < V) || p.top_p < 1.0f;
+  const float log_kept = truncating ? std::log(lane_sum_emulated(e, kept)) : log_s;
+  r.logmu = (z[r.token] - m) - log_kept;
+  return r;
+}
+
+// The exact mass arithmetic against unsigned __int128.
+TEST(Sampling, ExactMassArithmetic) {
+  std::mt19937_64 rng(41);
+  const float top_ps[] = {1.0f, 0.9f, 0.3f, 0.5f, std::nextafter(0.25f, 1.0f), 1e-30f, 1e-40f /* subnormal */,
+                          std::nextafter(0.0f, 1.0f), std::nextafter(1.0f, 0.0f)};
+  int checked = 0;
+  for (int i = 0; i < 2000; ++i) {
+    const int bits = 63 + static_cast<int>(rng() % 31);  // M in [2^63, 2^94): a kept mass
+    const u128 M = (u128(1) << (bits - 1)) | ((u128(rng()) << 64 | rng()) & ((u128(1) << (bits - 1)) - 1));
+    const detail::Mass128 m{static_cast<std::uint64_t>(M >> 64), static_cast<std::uint64_t>(M)};
+    const auto as_u128 = [](const detail::Mass128& a) { return (u128(a.hi) << 64) | a.lo; };
+    const double u = uniform_open01(rng());
+    ASSERT_TRUE(as_u128(detail::mass_times_uniform(m, u)) == uniform_target(u, M)) << i;
+    ASSERT_TRUE(uniform_target(u, M) < M);
+    for (float tp : top_ps) {
+      ASSERT_TRUE(as_u128(detail::mass_times_top_p(m, tp)) == top_p_target(tp, M)) << i << " top_p " << tp;
+      ++checked;
+    }
+    const float tp = static_cast<float>(std::uniform_real_distribution<double>(1e-6, 1.0)(rng));
+    ASSERT_TRUE(as_u128(detail::mass_times_top_p(m, tp)) == top_p_target(tp, M)) << i << " top_p " << tp;
+    const std::uint64_t a = rng(), b = rng();
+    ASSERT_TRUE(as_u128(detail::mul_64x64(a, b)) == u128(a) * b);
+    detail::Mass128 s = m;
+    detail::mass_add(s, detail::Mass128{b >> 40, a});
+    ASSERT_TRUE(as_u128(s) == M + ((u128(b >> 40) << 64) | a));
+    ASSERT_TRUE(as_u128(detail::mass_sub(s, m)) == ((u128(b >> 40) << 64) | a));
+    ++checked;
+  }
+  EXPECT_EQ(top_p_target(1.0f, u128(12345)), u128(12345));
+  std::printf("  %d exact products checked\n", checked);
+}
+
+// Rows for the path comparison: random logits on a grid of 0.25 (ties), continuous ones, and the
+// special rows (-inf entries, NaN, all -inf, +inf, all equal).
+template <class T>
+std::vector<double> path_rows(int V, int& B) {
+  const double ninf = -INFINITY, nan = std::numeric_limits<double>::quiet_NaN();
+  std::mt19937_64 rng(1000 + V);
+  std::uniform_int_distribution<int> grid(-16, 8);
+  std::vector<std::vector<double>> rows;
+  const int n_random = V >= 32000 ? 2 : 12;
+  for (int i = 0; i < n_random; ++i) {
+    std::vector<double> r(V);
+    if (i % 3 == 2) {
+      r = random_values<T>(V, -6.0, 6.0, 77 + i);
+    } else {
+      for (double& x : r) x = 0.25 * grid(rng);
+    }
+    if (i % 2 == 1)
+      for (int v = 0; v < V; v += 3) r[v] = ninf;  // masked tokens (V = 1: the whole row, loud)
+    rows.push_back(r);
+  }
+  std::vector<double> r(V, 0.5);
+  rows.push_back(r);  // all equal
+  r[V / 2] = nan;
+  rows.push_back(r);
+  rows.push_back(std::vector<double>(V, ninf));
+  r = std::vector<double>(V, -1.0);
+  r[V - 1] = INFINITY;
+  rows.push_back(r);
+  r = std::vector<double>(V, -0.0);  // zeros of both signs: m is +0
+  for (int v = 0; v < V; v += 2) r[v] = 0.0;
+  if (V > 2) r[1] = -2.0;
+  rows.push_back(r);
+  B = static_cast<int>(rows.size());
+  std::vector<double> x;
+  for (const auto& row : rows)
+    for (double v : row) x.push_back(round_double<T>(v));
+  return x;
+}
+
+// Rows of per-row draws (seed 77, step 5, with full rows) against emulate_row, bit for bit; returns
+// the number of rows checked (0 after a failure).
+long check_against_emulation(const std::vector<double>& x, int B, int V, const std::vector<std::uint64_t>& seq,
+                             const std::vector<int>& pos, const SamplingParams& p, const Draws& ref,
+                             const std::string& what) {
+  for (int b = 0; b < B; ++b) {
+    std::vector<float> row(V);
+    for (int v = 0; v < V; ++v) row[v] = static_cast<float>(x[std::size_t(b) * V + v]);
+    const double u = uniform_open01(counter_hash(77, 5, seq[b], static_cast<std::uint64_t>(pos[b])));
+    const Emulated em = emulate_row(row, p, u);
+    EXPECT_EQ(ref.token[b], em.token) << what << " row " << b << " (emulation)";
+    EXPECT_TRUE(same_bits(ref.logmu[b], em.logmu))
+        << what << " row " << b << " (emulation): " << ref.logmu[b] << " vs " << em.logmu;
+    int mismatches = 0;
+    for (int v = 0; v < V; ++v) mismatches += !same_bits(ref.full[std::size_t(b) * V + v], em.full[v]);
+    EXPECT_EQ(mismatches, 0) << what << " row " << b << " full_logprobs (emulation)";
+    if (::testing::Test::HasFailure()) return 0;
+  }
+  return B;
+}
+
+// For V in {1, 7, 100, 32000}, temperatures {0, 0.7, 1}, top_k {0, 1, 5, V-1}, top_p {1, 0.9, 0.3}:
+// the team path with team sizes 1, 2, 4 (those the backend allows) gives the per-row path's tokens,
+// logmu and full_logprobs bit for bit; where the kernels run on the host, both also equal the host
+// emulation of the documented definitions bit for bit. On a backend with concurrency > 1 some team
+// size > 1 must have run.
+TYPED_TEST(Sampling, TeamPathMatchesPerRowPath) {
+  using T = TypeParam;
+  std::vector<int> ran_sizes;
+  long compared = 0, emulated = 0;
+  for (int V : {1, 7, 100, 32000}) {
+    int B = 0;
+    const std::vector<double> x = path_rows<T>(V, B);
+    std::vector<std::uint64_t> seq(B);
+    std::vector<int> pos(B);
+    for (int b = 0; b < B; ++b) {
+      seq[b] = 0x1234567u + 977u * b;
+      pos[b] = 3 * b + V;
+    }
+    for (float t : {0.0f, 0.7f, 1.0f})
+      for (int k : {0, 1, 5, V - 1})
+        for (float tp : {1.0f, 0.9f, 0.3f}) {
+          const SamplingParams p{t, k, tp};
+          const std::string what = "V=" + std::to_string(V) + " t=" + std::to_string(t) + " top_k=" +
+                                   std::to_string(k) + " top_p=" + std::to_string(tp);
+          const Draws ref = sample<T>(x, B, V, seq, pos, p, 77, 5, true, SamplingPath::per_row);
+          for (int ts : {1, 2, 4}) {
+            Draws d;
+            try {
+              d = sample<T>(x, B, V, seq, pos, p, 77, 5, true, SamplingPath::team, ts);
+            } catch (const std::invalid_argument& e) {
+              ASSERT_GT(ts, 1) << "team size 1 refused: " << e.what();
+              continue;
+            }
+            if (std::find(ran_sizes.begin(), ran_sizes.end(), ts) == ran_sizes.end()) ran_sizes.push_back(ts);
+            for (int b = 0; b < B; ++b) {
+              ASSERT_EQ(d.token[b], ref.token[b]) << what << " team " << ts << " row " << b;
+              ASSERT_TRUE(same_bits(d.logmu[b], ref.logmu[b]))
+                  << what << " team " << ts << " row " << b << ": " << d.logmu[b] << " vs " << ref.logmu[b];
+            }
+            int full_mismatch = 0;
+            for (std::size_t i = 0; i < d.full.size(); ++i) full_mismatch += !same_bits(d.full[i], ref.full[i]);
+            ASSERT_EQ(full_mismatch, 0) << what << " team " << ts;
+            ++compared;
+          }
+          // Only where the kernels run on the host are the emulation's (glibc's) exp and log theirs.
+          if constexpr (std::is_same<MemSpace, HostSpace>::value)
+            emulated += check_against_emulation(x, B, V, seq, pos, p, ref, what);
+        }
+  }
+  std::sort(ran_sizes.begin(), ran_sizes.end());
+  std::string sizes;
+  for (int ts : ran_sizes) sizes += " " + std::to_string(ts);
+  std::printf("  team sizes run:%s (concurrency %d); %ld team/per-row comparisons, %ld rows against the emulation\n",
+              sizes.c_str(), static_cast<int>(ExecSpace().concurrency()), compared, emulated);
+  if (ExecSpace().concurrency() > 1) {
+    EXPECT_TRUE(!ran_sizes.empty() && ran_sizes.back() > 1) << "no team size > 1 ran on a parallel backend";
+  }
+}
+
+// Many rows and draws at V = 32000 with the truncations of the rollout decks: the team path (its
+// default team size and 2) and the per-row path agree on every token and logmu bit.
+TYPED_TEST(Sampling, TeamPathMatchesPerRowOnManyRows) {
+  using T = TypeParam;
+  const int B = 48, V = 32000;
+  std::vector<double> x = random_values<T>(std::size_t(B) * V, -8.0, 8.0, 13);
+  for (int b = 0; b < B; b += 5) x[std::size_t(b) * V + (b * 97) % V] = round_double<T>(12.0);  // peaked rows
+  std::vector<std::uint64_t> seq(B);
+  for (int b = 0; b < B; ++b) seq[b] = 5000 + b;
+  for (const SamplingParams& p : {SamplingParams{1.0f, 0, 1.0f}, SamplingParams{0.7f, 50, 0.9f},
+                                  SamplingParams{1.0f, 0, 0.95f}}) {
+    const Draws ref = sample<T>(x, B, V, seq, iota_pos(B), p, 9, 2, false, SamplingPath::per_row);
+    for (int ts : {0, 2}) {
+      Draws d;
+      try {
+        d = sample<T>(x, B, V, seq, iota_pos(B), p, 9, 2, false, SamplingPath::team, ts);
+      } catch (const std::invalid_argument&) {
+        continue;  // team size 2 on a backend that allows only 1
+      }
+      for (int b = 0; b < B; ++b) {
+        EXPECT_EQ(d.token[b], ref.token[b]) << "team " << ts << " row " << b;
+        EXPECT_TRUE(same_bits(d.logmu[b], ref.logmu[b])) << "team " << ts << " row " << b;
+      }
+    }
+  }
+}
+
+// The largest team size of a trivial team kernel (a KOKKOS_LAMBDA: on CUDA, team_size_max
+// instantiates the functor as a kernel).
+int max_team_size(int league) {
+  using policy = Kokkos::TeamPolicy<ExecSpace>;
+  return policy(ExecSpace(), league, 1)
+      .team_size_max(KOKKOS_LAMBDA(const policy::member_type&){}, Kokkos::ParallelForTag());
+}
+
+// team_row_softmax_stats in a user team kernel: the bits of row_softmax_stats (team sizes 1, 2, 4).
+template <class T>
+void user_team_kernel_log_softmax(const View2<T>& x, float t, int team_size, const View2<float>& out) {
+  const int V = static_cast<int>(x.extent(1));
+  using policy = Kokkos::TeamPolicy<ExecSpace>;
+  using scratch = Kokkos::View<float*, ExecSpace::scratch_memory_space, Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
+  const int bytes = static_cast<int>(scratch::shmem_size(detail::kSumLanes));
+  Kokkos::parallel_for(
+      "mantissa::test::team_row_softmax_stats",
+      policy(ExecSpace(), static_cast<int>(x.extent(0)), team_size).set_scratch_size(0, Kokkos::PerTeam(bytes)),
+      KOKKOS_LAMBDA(const policy::member_type& team) {
+        const int b = team.league_rank();
+        const scratch lane(team.team_scratch(0), detail::kSumLanes);
+        const T* row = &x(b, 0);
+        const RowSoftmaxStats s = team_row_softmax_stats(team, row, V, t, lane.data());
+        Kokkos::parallel_for(Kokkos::TeamThreadRange(team, V),
+                             [&](const int v) { out(b, v) = s.ok ? row_logprob(row[v], t, s) : -1.0f; });
+      });
+}
+
+TYPED_TEST(Sampling, TeamRowSoftmaxStatsMatchesRowSoftmaxStats) {
+  using T = TypeParam;
+  for (int V : {1, 7, 300, 32000}) {
+    int B = 0;
+    const std::vector<double> xs = path_rows<T>(V, B);
+    const View2<T> x = make_view2<T>("mantissa::test::logits", xs, B, V);
+    for (float t : {1.0f, 0.7f}) {
+      const View2<float> ref("mantissa::test::ref", B, V);
+      const View1<int> tok("mantissa::test::token", B);
+      const View1<float> at("mantissa::test::at", B);
+      user_kernel_log_softmax<T>(x, t, tok, ref, at);
+      auto hr = Kokkos::create_mirror_view_and_copy(HostSpace(), ref);
+      for (int ts : {1, 2, 4}) {
+        if (ts > max_team_size(B))
+          continue;
+        const View2<float> out("mantissa::test::out", B, V);
+        user_team_kernel_log_softmax<T>(x, t, ts, out);
+        ExecSpace().fence();
+        auto ho = Kokkos::create_mirror_view_and_copy(HostSpace(), out);
+        int mismatches = 0;
+        for (int b = 0; b < B; ++b)
+          for (int v = 0; v < V; ++v) {
+            const float want = std::isnan(hr(b, v)) ? -1.0f : hr(b, v);  // NaN rows: !ok
+            mismatches += !same_bits(ho(b, v), want);
+          }
+        EXPECT_EQ(mismatches, 0) << "V=" << V << " t=" << t << " team " << ts;
+      }
+    }
+  }
+}
+
+// ---- the draw's strict boundaries ------------------------------------------------------------------
+// With u chosen so that u M_kept is exactly a cumulative mass, the token is the next kept token
+// (the cumulative mass must exceed u M_kept): a flat row of 8 (E = 2^63 each, M = 2^66) with
+// u = i / 8 draws token i; renormalised over top_k = 4 (u = i / 4) token i; over top_p = 0.5 (the
+// first 4 tokens) the same; with a masked token (-inf, E = 0) among 9, its successor. sample_row
+// (per-row) and detail::team_sample_row (team sizes 1, 2, 4) in a user kernel, against the expected.
+template <class T>
+void user_team_kernel_sample(const View2<T>& x, const SamplingParams& p, const View1<double>& u, int team_size,
+                             const View1<int>& tok_team, const View1<int>& tok_row, const View1<float>& lm_team,
+                             const View1<float>& lm_row) {
+  const int V = static_cast<int>(x.extent(1));
+  using policy = Kokkos::TeamPolicy<ExecSpace>;
+  using scratch = Kokkos::View<std::uint64_t*, ExecSpace::scratch_memory_space, Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
+  const int words = detail::sampling_team_scratch_words(team_size);
+  const View1<std::uint64_t> work("mantissa::test::work", x.extent(0) * x.extent(1));
+  Kokkos::parallel_for(
+      "mantissa::test::team_sample_row",
+      policy(ExecSpace(), static_cast<int>(x.extent(0)), team_size)
+          .set_scratch_size(0, Kokkos::PerTeam(static_cast<int>(scratch::shmem_size(words)))),
+      KOKKOS_LAMBDA(const policy::member_type& team) {
+        const int b = team.league_rank();
+        const scratch w(team.team_scratch(0), words);
+        const SampledToken r =
+            detail::team_sample_row(team, detail::sampling_team_scratch(w.data(), team.team_size()), &x(b, 0), V, p,
+                                    u(b), static_cast<float*>(nullptr));
+        Kokkos::single(Kokkos::PerTeam(team), [&]() {
+          tok_team(b) = r.token;
+          lm_team(b) = r.logmu;
+          const SampledToken s = sample_row(&x(b, 0), V, p, u(b), &work(std::size_t(b) * V), nullptr);
+          tok_row(b) = s.token;
+          lm_row(b) = s.logmu;
+        });
+      });
+}
+
+TYPED_TEST(Sampling, DrawBoundariesAreStrict) {
+  using T = TypeParam;
+  struct Case {
+    std::vector<double> row;
+    SamplingParams p;
+    double denom;               // u = i / denom (exact), i = 0 .. denom - 1 (u = 0 draws the first token)
+    std::vector<int> expected;  // token for each i
+  };
+  const double ninf = -INFINITY;
+  const std::vector<double> flat(8, 1.0);
+  std::vector<double> masked(9, 1.0);  // 8 live tokens: M = 2^66 again
+  masked[2] = ninf;
+  const Case cases[] = {
+      {flat, {1.0f, 0, 1.0f}, 8, {0, 1, 2, 3, 4, 5, 6, 7}},
+      {flat, {0.7f, 4, 1.0f}, 4, {0, 1, 2, 3}},
+      {flat, {1.0f, 0, 0.5f}, 4, {0, 1, 2, 3}},
+      {masked, {1.0f, 0, 1.0f}, 8, {0, 1, 3, 4, 5, 6, 7, 8}},  // the masked token 2 is skipped
+      {masked, {1.0f, 4, 1.0f}, 4, {0, 1, 3, 4}},              // top-4: 0 1 3 4 (-inf is last in the order)
+  };
+  int ran = 0;
+  for (const Case& c : cases) {
+    const int B = static_cast<int>(c.denom), V = static_cast<int>(c.row.size());
+    std::vector<double> xs, us;
+    for (int i = 0; i < B; ++i) {
+      xs.insert(xs.end(), c.row.begin(), c.row.end());
+      us.push_back(i / c.denom);
+    }
+    const View2<T> x = make_view2<T>("mantissa::test::logits", xs, B, V);
+    View1<double> u("mantissa::test::u", B);
+    {
+      auto hu = Kokkos::create_mirror_view(u);
+      for (int i = 0; i < B; ++i) hu(i) = us[i];
+      Kokkos::deep_copy(u, hu);
+    }
+    for (int ts : {1, 2, 4}) {
+      if (ts > max_team_size(B))
+        continue;
+      const View1<int> tt("mantissa::test::tok_team", B), tr("mantissa::test::tok_row", B);
+      const View1<float> lt("mantissa::test::lm_team", B), lr("mantissa::test::lm_row", B);
+      user_team_kernel_sample<T>(x, c.p, u, ts, tt, tr, lt, lr);
+      ExecSpace().fence();
+      auto htt = Kokkos::create_mirror_view_and_copy(HostSpace(), tt);
+      auto htr = Kokkos::create_mirror_view_and_copy(HostSpace(), tr);
+      auto hlt = Kokkos::create_mirror_view_and_copy(HostSpace(), lt);
+      auto hlr = Kokkos::create_mirror_view_and_copy(HostSpace(), lr);
+      for (int i = 0; i < B; ++i) {
+        EXPECT_EQ(htr(i), c.expected[i]) << "per-row, u = " << us[i];
+        EXPECT_EQ(htt(i), c.expected[i]) << "team " << ts << ", u = " << us[i];
+        EXPECT_TRUE(same_bits(hlt(i), hlr(i))) << "team " << ts << ", u = " << us[i];
+      }
+      ++ran;
+    }
+  }
+  EXPECT_GT(ran, 0);
+}
+
 // ---- parameters ---------------------------------------------------------------------------------
 TEST(Sampling, BadParamsThrowNamingTheParameter) {
   const int B = 2, V = 4;
@@ -622,8 +1065,9 @@ TEST(Sampling, BadParamsThrowNamingTheParameter) {
 }
 
 // ---- workspace ----------------------------------------------------------------------------------
-// The key buffer is allocated by the first truncating call and reused by calls that fit (counted
-// through the Kokkos Tools allocation callback); untruncated calls need none.
+// The per-row path's key buffer is allocated by its first truncating call and reused by calls that
+// fit (counted through the Kokkos Tools allocation callback); untruncated calls need none, and the
+// team path never does.
 long& workspace_allocations() {
   static long n = 0;
   return n;
@@ -636,9 +1080,9 @@ TEST(Sampling, WorkspaceIsReusedOnceWarm) {
   if (std::getenv("KOKKOS_TOOLS_LIBS") || std::getenv("KOKKOS_PROFILE_LIBRARY")) {
     GTEST_SKIP() << "a Kokkos Tools library is loaded";
   }
-  const auto run = [](int B, int V, SamplingParams p) {
+  const auto run = [](int B, int V, SamplingParams p, SamplingPath path = SamplingPath::per_row) {
     const std::vector<double> x = random_values<float>(std::size_t(B) * V, -2.0, 2.0, 1);
-    sample<float>(x, B, V, std::vector<std::uint64_t>(B, 1), iota_pos(B), p, 1, 1);
+    sample<float>(x, B, V, std::vector<std::uint64_t>(B, 1), iota_pos(B), p, 1, 1, false, path);
   };
   sampling_release_workspace();
   Kokkos::Tools::Experimental::set_allocate_data_callback(count_allocation);
@@ -652,6 +1096,9 @@ TEST(Sampling, WorkspaceIsReusedOnceWarm) {
   EXPECT_EQ(workspace_allocations(), 1) << "calls that fit reuse the buffer";
   run(32, 500, {1.0f, 10, 1.0f});
   EXPECT_EQ(workspace_allocations(), 2) << "a larger call grows it once";
+  run(64, 500, {1.0f, 10, 0.9f}, SamplingPath::team);
+  run(64, 500, {1.0f, 0, 0.5f}, SamplingPath::team);
+  EXPECT_EQ(workspace_allocations(), 2) << "the team path uses no workspace";
   Kokkos::Tools::Experimental::set_allocate_data_callback(nullptr);
 }
 
