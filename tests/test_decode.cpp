@@ -210,7 +210,7 @@ LinearData linear_data(const LinearCase& c, std::uint64_t seed) {
 template <class T>
 std::vector<double> run_linear(const std::vector<double>& x, const std::vector<double>& w,
                                const std::vector<double>& res, int R, int K, int N, int split_k,
-                               detail::LinearPath path = detail::LinearPath::automatic) {
+                               detail::LinearPath path = detail::LinearPath::automatic, int team_size = 0) {
   const View2<T> xd = make_view2<T>("mantissa::test::x", x, R, K);
   const View2<T> wd = make_view2<T>("mantissa::test::w", w, N, K);
   const View2<T> rd = res.empty() ? View2<T>() : make_view2<T>("mantissa::test::res", res, R, N);
@@ -219,7 +219,7 @@ std::vector<double> run_linear(const std::vector<double>& x, const std::vector<d
   if (path == detail::LinearPath::automatic)
     linear_decode<T>(ExecSpace(), xd, wd, rd, y, split_k);
   else
-    detail::linear_decode_path<T>(ExecSpace(), xd, wd, rd, y, split_k, path);
+    detail::linear_decode_path<T>(ExecSpace(), xd, wd, rd, y, split_k, path, team_size);
   return to_host(y);
 }
 
@@ -228,7 +228,8 @@ std::vector<std::pair<detail::LinearPath, const char*>> linear_paths() {
   std::vector<std::pair<detail::LinearPath, const char*>> all = {{detail::LinearPath::automatic, "automatic"},
                                                                  {detail::LinearPath::generic, "generic"},
                                                                  {detail::LinearPath::host_sse2, "host_sse2"},
-                                                                 {detail::LinearPath::host_avx, "host_avx"}},
+                                                                 {detail::LinearPath::host_avx, "host_avx"},
+                                                                 {detail::LinearPath::team, "team"}},
                                                                 out;
   for (const auto& p : all)
     if (detail::decode_linear_path_available<ExecSpace>(p.first)) out.push_back(p);
@@ -412,13 +413,62 @@ TYPED_TEST(Decode, LinearCodePathsAgreeBitForBit) {
         std::vector<std::uint32_t> ref;  // the emulation, or (no exact emulation) the first path
         if (kExactEmulation) ref = bits(emulate_linear<T>(dt.x, dt.w, res, c.R, c.K, c.N, split_k));
         for (const auto& [path, name] : paths) {
-          if (kContracting && std::is_same<T, float>::value && path == detail::LinearPath::generic) continue;
+          if (kContracting && std::is_same<T, float>::value && (path == detail::LinearPath::generic || path == detail::LinearPath::team)) continue;
           const std::vector<std::uint32_t> got = bits(run_linear<T>(dt.x, dt.w, res, c.R, c.K, c.N, split_k, path));
           if (ref.empty()) ref = got;
           EXPECT_EQ(count_differences(got, ref), 0u) << name << (with_res ? " with residual" : " without residual");
         }
       }
     }
+}
+
+// The team path of linear_decode (threads over output elements, vector lanes over D1's 8 lanes)
+// with team sizes 1, 2, 4 (those the backend allows) gives the generic path's bits (and, host
+// without FMA, the emulation's), with and without residual, K = 0 and split_k >= K included.
+TYPED_TEST(Decode, LinearTeamPathAgreesBitForBitForEveryTeamSize) {
+  using T = TypeParam;
+  const int tmax = detail::decode_linear_team_size_max<T>(ExecSpace());
+  std::vector<int> sizes;
+  std::string names;
+  for (int ts : {1, 2, 4})
+    if (ts <= tmax) {
+      sizes.push_back(ts);
+      names += " " + std::to_string(ts);
+    }
+  const int concurrency = ExecSpace().concurrency();
+  std::printf("  %s linear team path: team sizes run:%s (team_size_max %d, concurrency %d)\n",
+              precision_traits<T>::name, names.c_str(), tmax, concurrency);
+  ASSERT_FALSE(sizes.empty());
+  if (concurrency > 1) {
+    EXPECT_GT(sizes.back(), 1) << "concurrency > 1 but no team size > 1 ran";
+  }
+  const bool plain_ref = !(kContracting && std::is_same<T, float>::value);
+  const std::vector<LinearCase> cases = {{37, 300, 45}, {2, 129, 16}, {17, 64, 17}, {1, 688, 24}, {3, 0, 5}, {5, 13, 1}};
+  for (const LinearCase& c : cases)
+    for (int split_k : {1, 7, 16, 64, std::max(c.K, 1), c.K + 5}) {
+      SCOPED_TRACE("R " + std::to_string(c.R) + " K " + std::to_string(c.K) + " N " + std::to_string(c.N) +
+                   " split_k " + std::to_string(split_k));
+      const LinearData dt = linear_data<T>(c, 700 + c.K + split_k);
+      for (bool with_res : {false, true}) {
+        const std::vector<double> res = with_res ? dt.res : std::vector<double>();
+        std::vector<std::uint32_t> ref;
+        if (plain_ref) {
+          ref = bits(run_linear<T>(dt.x, dt.w, res, c.R, c.K, c.N, split_k, detail::LinearPath::generic));
+          if (kExactEmulation) {
+            EXPECT_EQ(count_differences(ref, bits(emulate_linear<T>(dt.x, dt.w, res, c.R, c.K, c.N, split_k))), 0u)
+                << "generic vs emulation";
+          }
+        }
+        for (int ts : sizes) {
+          const std::vector<std::uint32_t> got =
+              bits(run_linear<T>(dt.x, dt.w, res, c.R, c.K, c.N, split_k, detail::LinearPath::team, ts));
+          if (ref.empty()) ref = got;
+          EXPECT_EQ(count_differences(got, ref), 0u) << "team size " << ts << (with_res ? " with residual" : "");
+        }
+      }
+    }
+  const LinearData dt = linear_data<T>({2, 8, 3}, 1);
+  EXPECT_THROW(run_linear<T>(dt.x, dt.w, {}, 2, 8, 3, 4, detail::LinearPath::team, tmax + 1), std::invalid_argument);
 }
 
 // A signalling NaN of T (quiet bit clear, payload 1).
@@ -460,7 +510,7 @@ TYPED_TEST(Decode, LinearCodePathsAgreeOnSpecialValues) {
     for (bool with_res : {false, true}) {
       std::vector<std::uint32_t> ref;
       for (const auto& [path, name] : paths) {
-        if (kContracting && std::is_same<T, float>::value && path == detail::LinearPath::generic) continue;
+        if (kContracting && std::is_same<T, float>::value && (path == detail::LinearPath::generic || path == detail::LinearPath::team)) continue;
         View2<T> y("mantissa::test::y", R, N);
         detail::linear_decode_path<T>(ExecSpace(), x, w, with_res ? res : View2<T>(), y, split_k, path);
         const std::vector<double> got = to_host(y);

@@ -351,7 +351,9 @@ namespace detail {
 
 // Which code computes linear_decode (all give the same bits). automatic: host_avx or host_sse2 on
 // x86-64 host builds (by CPU), generic elsewhere. Tests name the others to compare them.
-enum class LinearPath { automatic, generic, host_sse2, host_avx };
+// On device memory spaces automatic = team (threads over output elements, the 8 vector lanes of a
+// thread over D1's 8 lanes).
+enum class LinearPath { automatic, generic, host_sse2, host_avx, team };
 // The same for attention_decode: automatic = on host memory spaces host_avx on x86-64 host builds
 // whose CPU has AVX and F16C, generic otherwise; on device memory spaces team (flash-decoding, one
 // team per (row, head)). Every path can be named on every backend except host_avx.
@@ -830,7 +832,7 @@ bool decode_linear_path_available(LinearPath path) {
   if (path == LinearPath::host_avx) return host && host_avx_f16c();
   return true;
 #else
-  return path == LinearPath::automatic || path == LinearPath::generic;
+  return path == LinearPath::automatic || path == LinearPath::generic || path == LinearPath::team;
 #endif
 }
 
@@ -850,11 +852,71 @@ bool decode_attention_path_available(AttentionPath path) {
 
 namespace detail {
 
+// Output columns per team of the team path of linear_decode, and its threads per team at most when
+// it chooses (team_size 0).
+inline constexpr int decode_linear_team_cols = 16;
+inline constexpr int decode_linear_team_threads = 32;
+
+// The team path of linear_decode: one team per block of decode_linear_team_cols columns; its threads
+// take the block's (column, row) elements (the rows of a column one after another, so a W row is
+// read by neighbouring threads while it is in cache); the 8 vector lanes of a thread are D1's 8
+// lanes: for each split_k chunk lane l sums x[i] w[i] for i = c0 + l, c0 + l + 8, ... ascending (8
+// consecutive elements of the W row and of the x row across the lanes: contiguous reads), the lane
+// sums are gathered exactly (DecodeLanesReducer) and combined as ((s0+s4)+(s2+s6))+((s1+s5)+(s3+s7)),
+// and acc = acc + partial in chunk order; then D2's epilogue. Per element the operations of
+// decode_split_k_dot: the generic path's bits for every team size.
+template <class T, class Exec>
+struct DecodeLinearTeam {
+  using policy = Kokkos::TeamPolicy<Exec>;
+  using member = typename policy::member_type;
+  ConstView2<T> x, W, residual;
+  View2<T> y;
+  int rows, nout, k, split_k;
+  bool has_residual;
+
+  KOKKOS_INLINE_FUNCTION void operator()(const member& team) const {
+    const int n0 = team.league_rank() * decode_linear_team_cols;
+    const int nc = nout - n0 < decode_linear_team_cols ? nout - n0 : decode_linear_team_cols;
+    Kokkos::parallel_for(Kokkos::TeamThreadRange(team, nc * rows), [&](const int e) {
+      const int n = n0 + e / rows, r = e % rows;
+      const T* xr = x.data() + static_cast<std::size_t>(r) * x.stride(0);
+      const T* wr = W.data() + static_cast<std::size_t>(n) * W.stride(0);
+      float acc = 0.0f;
+      for (int c0 = 0; c0 < k;) {
+        const int c1 = k - c0 <= split_k ? k : c0 + split_k;  // no int overflow for split_k near INT_MAX
+        DecodeLanes lanes;
+        Kokkos::parallel_reduce(
+            Kokkos::ThreadVectorRange(team, 8),
+            [&](const int l, DecodeLanes& a) {
+              float s = 0.0f;
+              for (std::ptrdiff_t i = c0 + l; i < c1; i += 8) s += decode_load(xr[i]) * decode_load(wr[i]);
+              a.b[l] |= float_bits(s);
+            },
+            DecodeLanesReducer(lanes));
+        acc += decode_lanes_sum(lanes);  // acc = acc + chunk partial (D1)
+        c0 = c1;
+      }
+      Kokkos::single(Kokkos::PerThread(team), [&]() {
+        y(r, n) = from_float<T>(has_residual ? acc + to_float(residual(r, n)) : acc);  // D2
+      });
+    });
+  }
+};
+
+// The largest team size the team path of linear_decode can run with on `space`'s backend.
+template <class T, class Exec>
+int decode_linear_team_size_max(const Exec& space) {
+  constexpr bool host = std::is_same<typename Exec::memory_space, Kokkos::HostSpace>::value;
+  const typename DecodeLinearTeam<T, Exec>::policy p(space, 1, 1, host ? 1 : decode_team_vector);
+  return p.team_size_max(DecodeLinearTeam<T, Exec>{}, Kokkos::ParallelForTag());
+}
+
 // linear_decode (below) with the code path named (tests: every path gives the same bits). Throws
-// std::invalid_argument for a path that cannot run here (decode_linear_path_available).
+// std::invalid_argument for a path that cannot run here (decode_linear_path_available) or a team
+// size the backend refuses (team path; 0: choose).
 template <class T, class Exec>
 void linear_decode_path(const Exec& space, ConstView2<T> x, ConstView2<T> W, ConstView2<T> residual, View2<T> y,
-                        int split_k, LinearPath path) {
+                        int split_k, LinearPath path, int team_size = 0) {
   const std::size_t rows = x.extent(0), kdim = x.extent(1), nout = W.extent(0);
   const char* who = "linear_decode";
   if (split_k < 1) decode_fail(who, "split_k must be >= 1, got " + std::to_string(split_k));
@@ -871,9 +933,25 @@ void linear_decode_path(const Exec& space, ConstView2<T> x, ConstView2<T> W, Con
   if (!decode_linear_path_available<Exec>(path)) decode_fail(who, "the requested code path cannot run here");
   if (rows == 0 || nout == 0) return;
   const int k = static_cast<int>(kdim);
+  constexpr bool host = std::is_same<typename Exec::memory_space, Kokkos::HostSpace>::value &&
+                        std::is_same<MemSpace, Kokkos::HostSpace>::value;
+  if (path == LinearPath::team || (path == LinearPath::automatic && !host)) {
+    using F = DecodeLinearTeam<T, Exec>;
+    if (rows * static_cast<std::size_t>(decode_linear_team_cols) > static_cast<std::size_t>(INT_MAX) ||
+        nout > static_cast<std::size_t>(INT_MAX))
+      decode_fail(who, "the team path needs rows * " + std::to_string(decode_linear_team_cols) + " and Nout to fit an int");
+    const int tmax = decode_linear_team_size_max<T>(space);
+    const int ts = team_size != 0 ? team_size : kmax(1, kmin(tmax, decode_linear_team_threads));
+    if (ts < 1 || ts > tmax)
+      decode_fail(who, "team size " + std::to_string(ts) + " outside [1, " + std::to_string(tmax) + "] here");
+    const int vec = std::is_same<typename Exec::memory_space, Kokkos::HostSpace>::value ? 1 : decode_team_vector;
+    const int blocks = static_cast<int>((nout + decode_linear_team_cols - 1) / decode_linear_team_cols);
+    const F f{x, W, residual, y, static_cast<int>(rows), static_cast<int>(nout), k, split_k, has_residual};
+    Kokkos::parallel_for("mantissa::decode::linear", typename F::policy(space, blocks, ts, vec), f);
+    return;
+  }
 #if defined(MANTISSA_HOST_SIMD)
-  if constexpr (std::is_same<typename Exec::memory_space, Kokkos::HostSpace>::value &&
-                std::is_same<MemSpace, Kokkos::HostSpace>::value) {
+  if constexpr (host) {
     if (path != LinearPath::generic) {
       const bool avx = path == LinearPath::host_avx || (path == LinearPath::automatic && host_avx_f16c());
       const std::size_t panels = (nout + decode_item_cols - 1) / decode_item_cols;
