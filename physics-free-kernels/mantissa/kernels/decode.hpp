@@ -64,7 +64,8 @@
 //  D9  Shape of the computation. Training: all queries of a packed sequence at once, k and v
 //      from the same qkv tensor. Rollout: one query row per active sequence (or per prompt
 //      token in a prefill), attending over its cache slot; rows of different sequences share a
-//      call. Each (row, head) is one thread with a fixed operation sequence, so results are
+//      call. Each (row, head) runs a fixed operation sequence (one thread, or on the team path one
+//      team whose threads share the chunks and combine them in chunk order), so results are
 //      batch-invariant: a pure function of (q, the slot's cache contents in [0, len), kv_split).
 //
 // What is the same: F1 (inputs read exactly), F2 (scores), exp/log (the fp32 kmath functions),
@@ -87,32 +88,60 @@
 // attention_decode(qkv, cache, slot, len = pos + 1). A prefill of a prompt is the same pair of
 // calls with one row per prompt token (each row's len = its position + 1).
 //
-// Argument checks. Shapes are checked on the host (std::invalid_argument). The slot, pos and len
-// values live in device memory: one small parallel_reduce per call checks they are in range
-// before any cache element is read or written (it synchronises the execution space instance).
+// Argument checks. Shapes are checked on the host (std::invalid_argument) by every overload. The
+// slot, pos and len values live in device memory. Two kinds of call:
+//  - checked (kv_cache_append and attention_decode without a workspace): one small parallel_reduce
+//    per call checks they are in range before any cache element is read or written and throws
+//    for a bad row (it synchronises the execution space instance);
+//  - trusted rows (the overloads with a DecodeWorkspace, for the rollout loop's per-token calls):
+//    no parallel_reduce, no fence, no deep_copy, no allocation once the workspace has grown; the
+//    kernels guard every row instead: kv_cache_append skips a row whose slot is outside
+//    [0, slots) or pos outside [0, max_seq), attention_decode writes NaN to all out and lse entries
+//    of a row whose slot is outside [0, slots) or len outside [1, max_seq]; neither reads or
+//    writes anything else for such a row. Valid rows get the checked call's bits.
+// (The guards run in the checked calls too, where they never trigger.)
 //
-// Work space per call: linear_decode none (it widens x and W to fp32 in small panels on each work
-// item's stack on host CPUs, or as it loads them on devices). attention_decode an fp32 score
-// buffer of R * n_head * max(len) (each (row, head) writes its scores once and reads them per
-// chunk, instead of recomputing the dot products; the host path then overwrites them with the
-// chunk's e_j); allocating it costs well under a microsecond on a host (glibc reuses the block),
-// and keeping the scores on each thread's stack instead was measured ~5% slower for the kernel
-// (generic path), so it stays.
+// Work space: linear_decode none (it widens x and W to fp32 in small panels on each work item's
+// stack on host CPUs, or as it loads them on devices). kv_cache_append none. attention_decode an
+// fp32 score buffer (each (row, head) writes its scores once and reads them per chunk, instead of
+// recomputing the dot products; the host path then overwrites them with the chunk's e_j): the
+// checked call allocates R * n_head * max(len) floats per call (well under a microsecond on a
+// host, glibc reuses the block; keeping the scores on each thread's stack instead was measured ~5%
+// slower for the generic path); the trusted call takes them from DecodeWorkspace::scores, sized
+// from host-known bounds, R * n_head * max_seq (max_seq = cache_k.extent(1)), grown when a call
+// needs more and reused otherwise. The team path's other state is team scratch (below).
 //
 // Code paths of linear_decode (all compute the same operations per element, D1-D3; see
-// "linear_decode on host CPUs" below): x86-64 host builds run register-blocked SIMD tiles (AVX +
-// F16C when the CPU has them, else SSE2), chosen at run time; other builds (CUDA, other CPUs) run
-// one thread per (row, block of decode_linear_block columns) with the scalar 8-lane loop
-// (detail::decode_split_k_dot). On a GPU that is the same per-element sequence with another
-// tiling; nvcc's default FMA contraction then changes the bits as stated above.
+// "linear_decode on host CPUs" below). automatic: on host memory spaces x86-64 builds run
+// register-blocked SIMD tiles (AVX + F16C when the CPU has them, else SSE2), chosen at run time,
+// other host builds the generic path; on device memory spaces the team path. generic: one thread
+// per (row, block of decode_linear_block columns) with the scalar 8-lane loop
+// (detail::decode_split_k_dot). team (detail::DecodeLinearTeam): one team per block of
+// decode_linear_team_cols columns, its threads over the block's (column, row) elements, the 8
+// vector lanes of a thread over D1's 8 lanes (per chunk lane l reads elements l, l+8, ... of the W
+// row and of the x row: contiguous across the lanes), the lane sums gathered exactly by a
+// vector-level reduction (detail::DecodeLanesReducer, a bitwise OR of one contributor per lane)
+// and combined in D1's tree. On a GPU that is the same per-element sequence with another tiling;
+// nvcc's default FMA contraction then changes the bits as stated above.
 //
 // Code paths of attention_decode (the same operations per element, D4-D8; see "attention_decode
-// on host CPUs" below): x86-64 host builds whose CPU has AVX + F16C compute the scores of 8 keys
-// per register tile (8 lanes per key, reduced together by the same shuffle tree as linear_decode)
-// and P V over 8-float vectors of the head, the K/V rows widened exactly (F16C for fp16); every
-// other build, or a CPU without them, runs the generic path: one thread per (row, head), one key
-// at a time (detail::decode_dot). The exponentials and the logarithm are the same kmath calls,
-// one per position and per chunk, in both.
+// on host CPUs" below). automatic: on host memory spaces, x86-64 builds whose CPU has AVX + F16C
+// run host_avx: the scores of 8 keys per register tile (8 lanes per key, reduced together by the
+// same shuffle tree as linear_decode) and P V over 8-float vectors of the head, the K/V rows
+// widened exactly (F16C for fp16); other host builds, or a CPU without them, the generic path:
+// one thread per (row, head), one key at a time (detail::decode_dot). On device memory spaces the
+// team path (flash-decoding, detail::DecodeAttentionTeam): one team per (row, head); D5's chunks
+// of kv_split positions are dealt to the team's threads (thread t: chunks t, t + nt, ...; a thread
+// takes several when len > nt kv_split); the 8 vector lanes of a thread split the head dimension
+// (the scores: lane l sums d = l mod 8, D4's lanes, contiguous reads of the key row across the
+// lanes, gathered exactly and combined in the tree; P V: lane l holds o_c[d] for d = l mod 8,
+// contiguous reads of the value row); m is the sequential kmax of all scores, found from each
+// thread's first largest score and its chunk; the chunk partials l_c w_c and o_c[d] w_c go to team
+// scratch (nt (hd + 2) floats, plus q, o and a few more) and are added to l and o in chunk order,
+// nt chunks per round. The same bits as the generic path for every team size (tests: team sizes
+// 1, 2, 4). The exponentials and the logarithm are the same kmath calls, one per position and per
+// chunk, on every path. detail::attention_decode_path and detail::linear_decode_path name a path
+// and, for team, a team size (0: the path chooses; sizes above decode_*_team_size_max throw).
 //
 // kv_cache_append on host builds copies one qkv row per iteration (contiguous loops); on devices
 // one element per thread. Both are exact copies.
@@ -1147,7 +1176,7 @@ struct DecodeAttentionTeam {
   float scale;
 
   // Team scratch: q[hd], o[hd], part_o[nt hd], part_l[nt], red_m[nt], misc[2] floats; red_i[nt] ints.
-  static std::size_t n_floats(int nt, int head_dim) {
+  KOKKOS_INLINE_FUNCTION static std::size_t n_floats(int nt, int head_dim) {
     return static_cast<std::size_t>(nt) * (head_dim + 2) + 2 * static_cast<std::size_t>(head_dim) + 2;
   }
   static std::size_t scratch_bytes(int nt, int head_dim) {
