@@ -10,6 +10,14 @@
 //    of rounding points, they are observable for bf16/fp16, and lse agrees bit for bit when one
 //    chunk covers the row (D5); every code path (host_avx's 8-key tiles, generic) gives the same
 //    bits (head_dim 5 .. 256, multiples of 8 and not, special values included);
+//  - the team paths (LinearPath::team, AttentionPath::team: what device builds run) with team sizes
+//    1, 2, 4 (those the backend allows; printed; a failure when the space has more than one thread
+//    but no size > 1 ran) give the generic path's bits and the emulation's: GQA groups 1-3,
+//    head_dim 8/32/64/13, kv_split 1/3/64/one chunk, lens 1 .. 300 (several chunks per thread),
+//    special values;
+//  - the trusted-rows overloads (with a DecodeWorkspace): bad rows are skipped (kv_cache_append)
+//    or give NaN (attention_decode, every path) and the good rows the checked call's bits; the
+//    workspace is allocated once and reused;
 //  - bad arguments are rejected.
 // There are no backward passes here: the decode kernels are inference only.
 #include <gtest/gtest.h>
