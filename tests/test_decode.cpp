@@ -231,6 +231,12 @@ std::vector<double> run_linear(const std::vector<double>& x, const std::vector<d
   return to_host(y);
 }
 
+// The linear paths compiled with the build's flags (FMA-contracting builds: other fp32 bits than the
+// host tiles', which are compiled for "avx,f16c" or SSE2 only).
+bool linear_compiled_plain(detail::LinearPath path) {
+  return path == detail::LinearPath::generic || path == detail::LinearPath::team;
+}
+
 // The code paths of linear_decode that can run in this build on this machine (automatic first).
 std::vector<std::pair<detail::LinearPath, const char*>> linear_paths() {
   std::vector<std::pair<detail::LinearPath, const char*>> all = {{detail::LinearPath::automatic, "automatic"},
@@ -421,7 +427,7 @@ TYPED_TEST(Decode, LinearCodePathsAgreeBitForBit) {
         std::vector<std::uint32_t> ref;  // the emulation, or (no exact emulation) the first path
         if (kExactEmulation) ref = bits(emulate_linear<T>(dt.x, dt.w, res, c.R, c.K, c.N, split_k));
         for (const auto& [path, name] : paths) {
-          if (kContracting && std::is_same<T, float>::value && (path == detail::LinearPath::generic || path == detail::LinearPath::team)) continue;
+          if (kContracting && std::is_same<T, float>::value && linear_compiled_plain(path)) continue;
           const std::vector<std::uint32_t> got = bits(run_linear<T>(dt.x, dt.w, res, c.R, c.K, c.N, split_k, path));
           if (ref.empty()) ref = got;
           EXPECT_EQ(count_differences(got, ref), 0u) << name << (with_res ? " with residual" : " without residual");
@@ -451,7 +457,8 @@ TYPED_TEST(Decode, LinearTeamPathAgreesBitForBitForEveryTeamSize) {
     EXPECT_GT(sizes.back(), 1) << "concurrency > 1 but no team size > 1 ran";
   }
   const bool plain_ref = !(kContracting && std::is_same<T, float>::value);
-  const std::vector<LinearCase> cases = {{37, 300, 45}, {2, 129, 16}, {17, 64, 17}, {1, 688, 24}, {3, 0, 5}, {5, 13, 1}};
+  const std::vector<LinearCase> cases = {{37, 300, 45}, {2, 129, 16}, {17, 64, 17},
+                                         {1, 688, 24},  {3, 0, 5},     {5, 13, 1}};
   for (const LinearCase& c : cases)
     for (int split_k : {1, 7, 16, 64, std::max(c.K, 1), c.K + 5}) {
       SCOPED_TRACE("R " + std::to_string(c.R) + " K " + std::to_string(c.K) + " N " + std::to_string(c.N) +
@@ -518,7 +525,7 @@ TYPED_TEST(Decode, LinearCodePathsAgreeOnSpecialValues) {
     for (bool with_res : {false, true}) {
       std::vector<std::uint32_t> ref;
       for (const auto& [path, name] : paths) {
-        if (kContracting && std::is_same<T, float>::value && (path == detail::LinearPath::generic || path == detail::LinearPath::team)) continue;
+        if (kContracting && std::is_same<T, float>::value && linear_compiled_plain(path)) continue;
         View2<T> y("mantissa::test::y", R, N);
         detail::linear_decode_path<T>(ExecSpace(), x, w, with_res ? res : View2<T>(), y, split_k, path);
         const std::vector<double> got = to_host(y);
@@ -1230,7 +1237,8 @@ TYPED_TEST(Decode, KvCacheAppendTrustedRowsSkipsBadRows) {
   const View3<T> cv = make_view3<T>("mantissa::test::cache_v", fill, slots, max_seq, C);
   DecodeWorkspace ws;
   const View2<T> qkv_d = make_view2<T>("mantissa::test::qkv", qkv, R, W);
-  const View1<int> slot_d = make_int_view("mantissa::test::slot", slot), pos_d = make_int_view("mantissa::test::pos", pos);
+  const View1<int> slot_d = make_int_view("mantissa::test::slot", slot);
+  const View1<int> pos_d = make_int_view("mantissa::test::pos", pos);
   kv_cache_append<T>(ExecSpace(), qkv_d, slot_d, pos_d, H, Hkv, hd, ck, cv, ws);
   const std::vector<double> k = view3_to_host(ck), v = view3_to_host(cv);
   std::vector<double> want_k = fill, want_v = fill;

@@ -747,7 +747,8 @@ MANTISSA_DECODE_AVX void decode_attention_item_avx(const DecodeAttentionArgs<T>&
   const int h = static_cast<int>(idx % a.heads);
   const int hd = a.hd, n_pos = a.len[r], nf = hd / 8, tail = hd % 8, nv = nf + (tail != 0);
   if (a.slot[r] < 0 || a.slot[r] >= a.n_slots || n_pos < 1 || n_pos > a.max_seq) {  // guard: NaN, no access
-    for (int d = 0; d < hd; ++d) a.out[r * a.ldo + static_cast<std::size_t>(h) * hd + d] = from_float<T>(bits_float(0x7fc00000u));
+    T* op = a.out + r * a.ldo + static_cast<std::size_t>(h) * hd;
+    for (int d = 0; d < hd; ++d) op[d] = from_float<T>(bits_float(0x7fc00000u));
     a.lse[r * a.ldl + h] = bits_float(0x7fc00000u);
     return;
   }
@@ -968,7 +969,8 @@ void linear_decode_path(const Exec& space, ConstView2<T> x, ConstView2<T> W, Con
     using F = DecodeLinearTeam<T, Exec>;
     if (rows * static_cast<std::size_t>(decode_linear_team_cols) > static_cast<std::size_t>(INT_MAX) ||
         nout > static_cast<std::size_t>(INT_MAX))
-      decode_fail(who, "the team path needs rows * " + std::to_string(decode_linear_team_cols) + " and Nout to fit an int");
+      decode_fail(who, "the team path needs rows * " + std::to_string(decode_linear_team_cols) +
+                           " and Nout to fit an int");
     const int tmax = decode_linear_team_size_max<T>(space);
     const int ts = team_size != 0 ? team_size : kmax(1, kmin(tmax, decode_linear_team_threads));
     if (ts < 1 || ts > tmax)
@@ -1192,7 +1194,8 @@ struct DecodeAttentionTeam {
     const int s = slot(r), n_pos = len(r), qc = h * hd;
     if (s < 0 || s >= n_slots || n_pos < 1 || n_pos > max_seq) {  // guard: NaN, nothing read
       const float nan = bits_float(0x7fc00000u);
-      Kokkos::parallel_for(Kokkos::TeamVectorRange(team, hd), [&](const int d) { out(r, qc + d) = from_float<T>(nan); });
+      Kokkos::parallel_for(Kokkos::TeamVectorRange(team, hd),
+                           [&](const int d) { out(r, qc + d) = from_float<T>(nan); });
       Kokkos::single(Kokkos::PerTeam(team), [&]() { lse(r, h) = nan; });
       return;
     }
