@@ -10,6 +10,14 @@
 //    of rounding points, they are observable for bf16/fp16, and lse agrees bit for bit when one
 //    chunk covers the row (D5); every code path (host_avx's 8-key tiles, generic) gives the same
 //    bits (head_dim 5 .. 256, multiples of 8 and not, special values included);
+//  - the team paths (LinearPath::team, AttentionPath::team: what device builds run) with team sizes
+//    1, 2, 4 (those the backend allows; printed; a failure when the space has more than one thread
+//    but no size > 1 ran) give the generic path's bits and the emulation's: GQA groups 1-3,
+//    head_dim 8/32/64/13, kv_split 1/3/64/one chunk, lens 1 .. 300 (several chunks per thread),
+//    special values;
+//  - the trusted-rows overloads (with a DecodeWorkspace): bad rows are skipped (kv_cache_append)
+//    or give NaN (attention_decode, every path) and the good rows the checked call's bits; the
+//    workspace is allocated once and reused;
 //  - bad arguments are rejected.
 // There are no backward passes here: the decode kernels are inference only.
 #include <gtest/gtest.h>
@@ -210,7 +218,7 @@ LinearData linear_data(const LinearCase& c, std::uint64_t seed) {
 template <class T>
 std::vector<double> run_linear(const std::vector<double>& x, const std::vector<double>& w,
                                const std::vector<double>& res, int R, int K, int N, int split_k,
-                               detail::LinearPath path = detail::LinearPath::automatic) {
+                               detail::LinearPath path = detail::LinearPath::automatic, int team_size = 0) {
   const View2<T> xd = make_view2<T>("mantissa::test::x", x, R, K);
   const View2<T> wd = make_view2<T>("mantissa::test::w", w, N, K);
   const View2<T> rd = res.empty() ? View2<T>() : make_view2<T>("mantissa::test::res", res, R, N);
@@ -219,8 +227,14 @@ std::vector<double> run_linear(const std::vector<double>& x, const std::vector<d
   if (path == detail::LinearPath::automatic)
     linear_decode<T>(ExecSpace(), xd, wd, rd, y, split_k);
   else
-    detail::linear_decode_path<T>(ExecSpace(), xd, wd, rd, y, split_k, path);
+    detail::linear_decode_path<T>(ExecSpace(), xd, wd, rd, y, split_k, path, team_size);
   return to_host(y);
+}
+
+// The linear paths compiled with the build's flags (FMA-contracting builds: other fp32 bits than the
+// host tiles', which are compiled for "avx,f16c" or SSE2 only).
+bool linear_compiled_plain(detail::LinearPath path) {
+  return path == detail::LinearPath::generic || path == detail::LinearPath::team;
 }
 
 // The code paths of linear_decode that can run in this build on this machine (automatic first).
@@ -228,7 +242,8 @@ std::vector<std::pair<detail::LinearPath, const char*>> linear_paths() {
   std::vector<std::pair<detail::LinearPath, const char*>> all = {{detail::LinearPath::automatic, "automatic"},
                                                                  {detail::LinearPath::generic, "generic"},
                                                                  {detail::LinearPath::host_sse2, "host_sse2"},
-                                                                 {detail::LinearPath::host_avx, "host_avx"}},
+                                                                 {detail::LinearPath::host_avx, "host_avx"},
+                                                                 {detail::LinearPath::team, "team"}},
                                                                 out;
   for (const auto& p : all)
     if (detail::decode_linear_path_available<ExecSpace>(p.first)) out.push_back(p);
@@ -412,13 +427,63 @@ TYPED_TEST(Decode, LinearCodePathsAgreeBitForBit) {
         std::vector<std::uint32_t> ref;  // the emulation, or (no exact emulation) the first path
         if (kExactEmulation) ref = bits(emulate_linear<T>(dt.x, dt.w, res, c.R, c.K, c.N, split_k));
         for (const auto& [path, name] : paths) {
-          if (kContracting && std::is_same<T, float>::value && path == detail::LinearPath::generic) continue;
+          if (kContracting && std::is_same<T, float>::value && linear_compiled_plain(path)) continue;
           const std::vector<std::uint32_t> got = bits(run_linear<T>(dt.x, dt.w, res, c.R, c.K, c.N, split_k, path));
           if (ref.empty()) ref = got;
           EXPECT_EQ(count_differences(got, ref), 0u) << name << (with_res ? " with residual" : " without residual");
         }
       }
     }
+}
+
+// The team path of linear_decode (threads over output elements, vector lanes over D1's 8 lanes)
+// with team sizes 1, 2, 4 (those the backend allows) gives the generic path's bits (and, host
+// without FMA, the emulation's), with and without residual, K = 0 and split_k >= K included.
+TYPED_TEST(Decode, LinearTeamPathAgreesBitForBitForEveryTeamSize) {
+  using T = TypeParam;
+  const int tmax = detail::decode_linear_team_size_max<T>(ExecSpace());
+  std::vector<int> sizes;
+  std::string names;
+  for (int ts : {1, 2, 4})
+    if (ts <= tmax) {
+      sizes.push_back(ts);
+      names += " " + std::to_string(ts);
+    }
+  const int concurrency = ExecSpace().concurrency();
+  std::printf("  %s linear team path: team sizes run:%s (team_size_max %d, concurrency %d)\n",
+              precision_traits<T>::name, names.c_str(), tmax, concurrency);
+  ASSERT_FALSE(sizes.empty());
+  if (concurrency > 1) {
+    EXPECT_GT(sizes.back(), 1) << "concurrency > 1 but no team size > 1 ran";
+  }
+  const bool plain_ref = !(kContracting && std::is_same<T, float>::value);
+  const std::vector<LinearCase> cases = {{37, 300, 45}, {2, 129, 16}, {17, 64, 17},
+                                         {1, 688, 24},  {3, 0, 5},     {5, 13, 1}};
+  for (const LinearCase& c : cases)
+    for (int split_k : {1, 7, 16, 64, std::max(c.K, 1), c.K + 5}) {
+      SCOPED_TRACE("R " + std::to_string(c.R) + " K " + std::to_string(c.K) + " N " + std::to_string(c.N) +
+                   " split_k " + std::to_string(split_k));
+      const LinearData dt = linear_data<T>(c, 700 + c.K + split_k);
+      for (bool with_res : {false, true}) {
+        const std::vector<double> res = with_res ? dt.res : std::vector<double>();
+        std::vector<std::uint32_t> ref;
+        if (plain_ref) {
+          ref = bits(run_linear<T>(dt.x, dt.w, res, c.R, c.K, c.N, split_k, detail::LinearPath::generic));
+          if (kExactEmulation) {
+            EXPECT_EQ(count_differences(ref, bits(emulate_linear<T>(dt.x, dt.w, res, c.R, c.K, c.N, split_k))), 0u)
+                << "generic vs emulation";
+          }
+        }
+        for (int ts : sizes) {
+          const std::vector<std::uint32_t> got =
+              bits(run_linear<T>(dt.x, dt.w, res, c.R, c.K, c.N, split_k, detail::LinearPath::team, ts));
+          if (ref.empty()) ref = got;
+          EXPECT_EQ(count_differences(got, ref), 0u) << "team size " << ts << (with_res ? " with residual" : "");
+        }
+      }
+    }
+  const LinearData dt = linear_data<T>({2, 8, 3}, 1);
+  EXPECT_THROW(run_linear<T>(dt.x, dt.w, {}, 2, 8, 3, 4, detail::LinearPath::team, tmax + 1), std::invalid_argument);
 }
 
 // A signalling NaN of T (quiet bit clear, payload 1).
@@ -460,7 +525,7 @@ TYPED_TEST(Decode, LinearCodePathsAgreeOnSpecialValues) {
     for (bool with_res : {false, true}) {
       std::vector<std::uint32_t> ref;
       for (const auto& [path, name] : paths) {
-        if (kContracting && std::is_same<T, float>::value && path == detail::LinearPath::generic) continue;
+        if (kContracting && std::is_same<T, float>::value && linear_compiled_plain(path)) continue;
         View2<T> y("mantissa::test::y", R, N);
         detail::linear_decode_path<T>(ExecSpace(), x, w, with_res ? res : View2<T>(), y, split_k, path);
         const std::vector<double> got = to_host(y);
@@ -600,9 +665,12 @@ struct DecodeOut {
   std::vector<double> out, lse;
 };
 // attention_decode for the rows `which` of the problem (all rows when empty); outputs start as NaN.
+// team_size: the team path's threads per team (0: its choice). ws: run the trusted-rows overload
+// with this workspace (the rows are not checked; bad rows give NaN).
 template <class T>
 DecodeOut run_decode(const DecodeProblem& pb, const DeviceCache<T>& cache, int kv_split, std::vector<int> which = {},
-                     detail::AttentionPath path = detail::AttentionPath::automatic) {
+                     detail::AttentionPath path = detail::AttentionPath::automatic, int team_size = 0,
+                     DecodeWorkspace* ws = nullptr) {
   if (which.empty()) {
     which.resize(pb.rows());
     std::iota(which.begin(), which.end(), 0);
@@ -615,9 +683,18 @@ DecodeOut run_decode(const DecodeProblem& pb, const DeviceCache<T>& cache, int k
   Kokkos::deep_copy(lse, std::numeric_limits<float>::quiet_NaN());
   const View1<int> slot = make_int_view("mantissa::test::slot", take(pb.slot, which));
   const View1<int> len = make_int_view("mantissa::test::len", take(pb.len, which));
-  if (path == detail::AttentionPath::automatic)
+  if (ws != nullptr && path == detail::AttentionPath::automatic)
+    attention_decode<T>(ExecSpace(), qkv, cache.k, cache.v, slot, len, pb.n_head, pb.n_kv_head, pb.head_dim, kv_split,
+                        out, lse, *ws);
+  else if (ws != nullptr)
+    detail::attention_decode_path<T>(ExecSpace(), qkv, cache.k, cache.v, slot, len, pb.n_head, pb.n_kv_head,
+                                     pb.head_dim, kv_split, out, lse, *ws, path, team_size);
+  else if (path == detail::AttentionPath::automatic)
     attention_decode<T>(ExecSpace(), qkv, cache.k, cache.v, slot, len, pb.n_head, pb.n_kv_head, pb.head_dim, kv_split,
                         out, lse);
+  else if (path == detail::AttentionPath::team)
+    detail::attention_decode_path<T>(ExecSpace(), qkv, cache.k, cache.v, slot, len, pb.n_head, pb.n_kv_head,
+                                     pb.head_dim, kv_split, out, lse, path, team_size);
   else
     detail::attention_decode_path<T>(ExecSpace(), qkv, cache.k, cache.v, slot, len, pb.n_head, pb.n_kv_head,
                                      pb.head_dim, kv_split, out, lse, path);
@@ -628,11 +705,18 @@ DecodeOut run_decode(const DecodeProblem& pb, const DeviceCache<T>& cache, int k
 std::vector<std::pair<detail::AttentionPath, const char*>> attention_paths() {
   std::vector<std::pair<detail::AttentionPath, const char*>> all = {{detail::AttentionPath::automatic, "automatic"},
                                                                     {detail::AttentionPath::generic, "generic"},
-                                                                    {detail::AttentionPath::host_avx, "host_avx"}},
+                                                                    {detail::AttentionPath::host_avx, "host_avx"},
+                                                                    {detail::AttentionPath::team, "team"}},
                                                                    out;
   for (const auto& p : all)
     if (detail::decode_attention_path_available<ExecSpace>(p.first)) out.push_back(p);
   return out;
+}
+
+// The attention paths compiled with the build's flags (in FMA-contracting builds their fp32 bits
+// differ from the AVX path's, which is compiled for "avx,f16c" only, and from each other's).
+bool compiled_plain(detail::AttentionPath path) {
+  return path == detail::AttentionPath::generic || path == detail::AttentionPath::team;
 }
 
 // Checks |got - ref| <= 2 bound (first-order bound, twice for the second-order remainder); prints
@@ -746,7 +830,7 @@ TYPED_TEST(Decode, AttentionCodePathsAgreeBitForBit) {
         ref_lse = bits(lse);
       }
       for (const auto& [path, name] : paths) {
-        if (kContracting && std::is_same<T, float>::value && path == detail::AttentionPath::generic) continue;
+        if (kContracting && std::is_same<T, float>::value && compiled_plain(path)) continue;
         const DecodeOut k = run_decode<T>(pb, cache, kv_split, {}, path);
         ASSERT_FALSE(any_nan(k.out) || any_nan(k.lse)) << name;
         if (ref_out.empty()) {
@@ -782,7 +866,7 @@ TYPED_TEST(Decode, AttentionCodePathsAgreeOnSpecialValues) {
     for (int kv_split : {4, 16}) {
       std::vector<std::uint32_t> ref;
       for (const auto& [path, name] : attention_paths()) {
-        if (kContracting && std::is_same<T, float>::value && path == detail::AttentionPath::generic) continue;
+        if (kContracting && std::is_same<T, float>::value && compiled_plain(path)) continue;
         const DecodeOut k = run_decode<T>(pb, cache, kv_split, {}, path);
         std::vector<double> all = k.out;
         all.insert(all.end(), k.lse.begin(), k.lse.end());
@@ -927,6 +1011,265 @@ TYPED_TEST(Decode, AttentionAgreesWithTheTrainingEngine) {
       }
     }
   }
+}
+
+// ---- The team path (flash-decoding, one team per (row, head)) and the trusted-rows overloads ----
+
+// The team sizes the team path runs with here among 1, 2, 4 (the backend refuses sizes above
+// decode_attention_team_size_max: Serial 1, OpenMP its pool's threads); printed once per type.
+template <class T>
+std::vector<int> team_sizes() {
+  const int tmax = detail::decode_attention_team_size_max<T>(ExecSpace());
+  std::vector<int> sizes;
+  for (int ts : {1, 2, 4})
+    if (ts <= tmax) sizes.push_back(ts);
+  return sizes;
+}
+// Fails when the execution space has more than one thread but no team size above 1 could run.
+template <class T>
+void expect_a_real_team(const std::vector<int>& sizes) {
+  std::string names;
+  for (int ts : sizes) names += " " + std::to_string(ts);
+  const int concurrency = ExecSpace().concurrency();
+  std::printf("  %s team path: team sizes run:%s (team_size_max %d, concurrency %d)\n", precision_traits<T>::name,
+              names.c_str(), detail::decode_attention_team_size_max<T>(ExecSpace()), concurrency);
+  ASSERT_FALSE(sizes.empty()) << "no team size runs";
+  if (concurrency > 1) {
+    EXPECT_GT(sizes.back(), 1) << "concurrency > 1 but no team size > 1 ran";
+  }
+}
+
+// A cache of 3 slots x 300 positions and 10 rows with len 1 .. 300: with kv_split 1, 3 and 64
+// (and team sizes up to 4) the longest rows need several rounds of chunks per team thread.
+template <class T>
+DecodeProblem long_problem(const AttnCase& c, std::uint64_t seed) {
+  DecodeProblem pb;
+  pb.slots = 3;
+  pb.max_seq = 300;
+  pb.n_head = c.n_head;
+  pb.n_kv_head = c.n_kv_head;
+  pb.head_dim = c.head_dim;
+  pb.slot = {0, 1, 2, 0, 1, 2, 0, 1, 2, 1};
+  pb.len = {1, 2, 3, 7, 13, 64, 65, 200, 257, 300};
+  const std::size_t cache = static_cast<std::size_t>(pb.slots) * pb.max_seq * pb.kv_cols();
+  pb.cache_k = random_values<T>(cache, -2, 2, seed);
+  pb.cache_v = random_values<T>(cache, -1, 1, seed + 1);
+  pb.qkv = random_values<T>(static_cast<std::size_t>(pb.rows()) * pb.width(), -2, 2, seed + 2);
+  return pb;
+}
+
+// The team path with team sizes 1, 2, 4 gives the generic path's bits (and, host without FMA, the
+// emulation's): GQA groups 1, 2 and 3, head_dim 8, 32, 64 and 13, kv_split 1, 3, 64 and one chunk,
+// lens 1 .. 300 (> team size x kv_split for every size and kv_split < 300). Also through the trusted
+// overload with a workspace.
+TYPED_TEST(Decode, AttentionTeamPathAgreesBitForBitForEveryTeamSize) {
+  using T = TypeParam;
+  const std::vector<int> sizes = team_sizes<T>();
+  expect_a_real_team<T>(sizes);
+  const std::vector<AttnCase> cases = {{"mha2/2_hd8", 2, 2, 8},
+                                       {"gqa4/2_hd32", 4, 2, 32},
+                                       {"gqa3/1_hd64", 3, 1, 64},
+                                       {"mha2/2_hd13", 2, 2, 13}};
+  const bool plain_ref = !(kContracting && std::is_same<T, float>::value);  // generic comparable with team
+  for (const AttnCase& c : cases) {
+    const DecodeProblem pb = long_problem<T>(c, 1200 + c.head_dim);
+    const DeviceCache<T> cache = device_cache<T>(pb);
+    for (int kv_split : {1, 3, 64, 1 << 20}) {
+      SCOPED_TRACE(std::string(c.name) + " kv_split " + std::to_string(kv_split));
+      std::vector<std::uint32_t> ref_out, ref_lse;
+      if (plain_ref) {
+        const DecodeOut g = run_decode<T>(pb, cache, kv_split, {}, detail::AttentionPath::generic);
+        ASSERT_FALSE(any_nan(g.out) || any_nan(g.lse));
+        ref_out = bits(g.out);
+        ref_lse = bits(g.lse);
+        if (kExactEmulation) {
+          std::vector<float> out, lse;
+          emulate_attention_decode<T>(pb, kv_split, DecodeVariant{}, out, lse);
+          EXPECT_EQ(count_differences(ref_out, bits(out)), 0u) << "generic vs emulation, out";
+          EXPECT_EQ(count_differences(ref_lse, bits(lse)), 0u) << "generic vs emulation, lse";
+        }
+      }
+      DecodeWorkspace ws;
+      for (int ts : sizes) {
+        const DecodeOut k = run_decode<T>(pb, cache, kv_split, {}, detail::AttentionPath::team, ts);
+        if (ref_out.empty()) {
+          ref_out = bits(k.out);
+          ref_lse = bits(k.lse);
+        }
+        EXPECT_EQ(count_differences(bits(k.out), ref_out), 0u) << "team size " << ts << " out";
+        EXPECT_EQ(count_differences(bits(k.lse), ref_lse), 0u) << "team size " << ts << " lse";
+        const DecodeOut w = run_decode<T>(pb, cache, kv_split, {}, detail::AttentionPath::team, ts, &ws);
+        EXPECT_EQ(count_differences(bits(w.out), ref_out), 0u) << "team size " << ts << " with workspace, out";
+        EXPECT_EQ(count_differences(bits(w.lse), ref_lse), 0u) << "team size " << ts << " with workspace, lse";
+      }
+      // the team path's own choice of team size, and the automatic trusted overload
+      const DecodeOut k0 = run_decode<T>(pb, cache, kv_split, {}, detail::AttentionPath::team, 0);
+      EXPECT_EQ(count_differences(bits(k0.out), ref_out), 0u) << "team size 0 (chosen) out";
+      EXPECT_EQ(count_differences(bits(k0.lse), ref_lse), 0u) << "team size 0 (chosen) lse";
+      if (plain_ref || !std::is_same<MemSpace, Kokkos::HostSpace>::value) {
+        const DecodeOut a = run_decode<T>(pb, cache, kv_split, {}, detail::AttentionPath::automatic, 0, &ws);
+        EXPECT_EQ(count_differences(bits(a.out), ref_out), 0u) << "automatic with workspace, out";
+        EXPECT_EQ(count_differences(bits(a.lse), ref_lse), 0u) << "automatic with workspace, lse";
+      }
+    }
+  }
+}
+
+// Special values (as AttentionCodePathsAgreeOnSpecialValues, here with NaN and -inf scores at the
+// start of rows and chunks, which decide m): the team path with every team size gives a NaN where
+// the generic path does and its bits everywhere else.
+TYPED_TEST(Decode, AttentionTeamPathAgreesOnSpecialValues) {
+  using T = TypeParam;
+  if (kContracting && std::is_same<T, float>::value) GTEST_SKIP() << "FMA contraction: fp32 paths differ";
+  const auto make = [](double f) { return from_float<T>(static_cast<float>(f)); };
+  const double max = precision_traits<T>::max,
+               sub = std::ldexp(precision_traits<T>::min_normal, -precision_traits<T>::mantissa_bits);
+  const std::vector<double> special = {INFINITY, -INFINITY, NAN, 0.0, -0.0, max, -max, sub, -sub};
+  const AttnCase c{"gqa4/2_hd16", 4, 2, 16};
+  DecodeProblem pb = long_problem<T>(c, 1300);
+  std::mt19937 rng(13);
+  for (double& x : pb.cache_k)
+    if (std::uniform_real_distribution<double>(0, 1)(rng) < 0.0002) x = to_float(make(special[rng() % special.size()]));
+  for (double& x : pb.cache_v)
+    if (std::uniform_real_distribution<double>(0, 1)(rng) < 0.0002) x = to_float(make(special[rng() % special.size()]));
+  // kv head 0: a NaN key at position 0 of slot 1 (m = NaN for its rows), an infinite one at
+  // position 3 of slot 2 (scores +-Inf or NaN)
+  for (int col = 0; col < pb.head_dim; ++col) {
+    pb.cache_k[(static_cast<std::size_t>(1) * pb.max_seq + 0) * pb.kv_cols() + col] = NAN;
+    pb.cache_k[(static_cast<std::size_t>(2) * pb.max_seq + 3) * pb.kv_cols() + col] = col % 2 ? INFINITY : 0.0;
+  }
+  const DeviceCache<T> cache = device_cache<T>(pb);
+  const auto canon = [](const DecodeOut& k) {
+    std::vector<double> all = k.out;
+    all.insert(all.end(), k.lse.begin(), k.lse.end());
+    std::vector<std::uint32_t> b(all.size());
+    for (std::size_t i = 0; i < all.size(); ++i)
+      b[i] = std::isnan(all[i]) ? 0x7fc00000u : float_bits(static_cast<float>(all[i]));
+    return b;
+  };
+  for (int kv_split : {1, 3, 64}) {
+    const std::vector<std::uint32_t> ref =
+        canon(run_decode<T>(pb, cache, kv_split, {}, detail::AttentionPath::generic));
+    const auto nans = static_cast<std::size_t>(std::count(ref.begin(), ref.end(), 0x7fc00000u));
+    EXPECT_GT(nans, 0u);
+    EXPECT_LT(nans, ref.size() / 2);
+    for (int ts : team_sizes<T>()) {
+      const std::vector<std::uint32_t> got =
+          canon(run_decode<T>(pb, cache, kv_split, {}, detail::AttentionPath::team, ts));
+      EXPECT_EQ(count_differences(got, ref), 0u) << "team size " << ts << " kv_split " << kv_split;
+    }
+  }
+}
+
+// Trusted rows (attention_decode with a workspace), every code path: rows with slot -1 or slots,
+// len 0 or max_seq + 1 give NaN in all their out and lse entries (and read nothing); the other rows
+// give the bits of the checked call on those rows alone.
+TYPED_TEST(Decode, AttentionTrustedRowsGuardBadRows) {
+  using T = TypeParam;
+  DecodeProblem pb = random_problem<T>(attn_cases()[1], 1400);  // 4 slots x 40 positions
+  pb.slot = {0, -1, 1, 4, 2, 3, 1, -7};
+  pb.len = {5, 3, 40, 2, 0, 41, 17, 0};
+  pb.qkv = random_values<T>(static_cast<std::size_t>(pb.rows()) * pb.width(), -2, 2, 1401);
+  const std::vector<int> good = {0, 2, 6};
+  const DeviceCache<T> cache = device_cache<T>(pb);
+  const int H = pb.n_head, hd = pb.head_dim;
+  for (const auto& [path, name] : attention_paths()) {
+    DecodeWorkspace ws;
+    const DecodeOut k = run_decode<T>(pb, cache, 4, {}, path, 0, &ws);
+    const DecodeOut ref = run_decode<T>(pb, cache, 4, good, path);
+    std::vector<double> got_out, got_lse;
+    for (int r = 0; r < pb.rows(); ++r) {
+      const bool ok = std::find(good.begin(), good.end(), r) != good.end();
+      for (int e = 0; e < H * hd; ++e) {
+        const double x = k.out[static_cast<std::size_t>(r) * H * hd + e];
+        if (ok) got_out.push_back(x);
+        else EXPECT_TRUE(std::isnan(x)) << name << " row " << r << " out " << e;
+      }
+      for (int h = 0; h < H; ++h) {
+        const double x = k.lse[static_cast<std::size_t>(r) * H + h];
+        if (ok) got_lse.push_back(x);
+        else EXPECT_TRUE(std::isnan(x)) << name << " row " << r << " lse " << h;
+      }
+    }
+    EXPECT_EQ(count_differences(bits(got_out), bits(ref.out)), 0u) << name << " good rows, out";
+    EXPECT_EQ(count_differences(bits(got_lse), bits(ref.lse)), 0u) << name << " good rows, lse";
+    EXPECT_THROW(run_decode<T>(pb, cache, 4, {}, path), std::invalid_argument) << name << ": the checked call";
+  }
+}
+
+// The workspace grows once (rows * n_head * max_seq floats) and is reused: a second call, and a call
+// with fewer rows, keep its buffer; the results do not change.
+TYPED_TEST(Decode, AttentionWorkspaceIsReused) {
+  using T = TypeParam;
+  const DecodeProblem pb = random_problem<T>(attn_cases()[0], 1500);
+  const DeviceCache<T> cache = device_cache<T>(pb);
+  DecodeWorkspace ws;
+  EXPECT_EQ(ws.scores.extent(0), 0u);
+  const DecodeOut first = run_decode<T>(pb, cache, 16, {}, detail::AttentionPath::automatic, 0, &ws);
+  const float* buffer = ws.scores.data();
+  EXPECT_EQ(ws.scores.extent(0), static_cast<std::size_t>(pb.rows()) * pb.n_head * pb.max_seq);
+  for (const auto& [path, name] : attention_paths()) {
+    const DecodeOut again = run_decode<T>(pb, cache, 16, {}, path, 0, &ws);
+    EXPECT_EQ(ws.scores.data(), buffer) << name << ": reallocated";
+    if (!(kContracting && std::is_same<T, float>::value)) {
+      EXPECT_EQ(count_differences(bits(again.out), bits(first.out)), 0u) << name;
+      EXPECT_EQ(count_differences(bits(again.lse), bits(first.lse)), 0u) << name;
+    }
+    run_decode<T>(pb, cache, 16, {3, 1}, path, 0, &ws);
+    EXPECT_EQ(ws.scores.data(), buffer) << name << ": reallocated for fewer rows";
+  }
+  DecodeWorkspace moved = std::move(ws);
+  EXPECT_EQ(moved.scores.data(), buffer);
+}
+
+// kv_cache_append with a workspace (trusted rows): rows with slot or pos out of range are skipped,
+// the others are placed as by the checked call, nothing else is touched.
+TYPED_TEST(Decode, KvCacheAppendTrustedRowsSkipsBadRows) {
+  using T = TypeParam;
+  const int slots = 3, max_seq = 6, H = 4, Hkv = 2, hd = 8, W = (H + 2 * Hkv) * hd, C = Hkv * hd;
+  const std::vector<int> slot = {2, -1, 0, 3, 2, 1, 0}, pos = {0, 1, 5, 0, 6, -1, 3};
+  const std::vector<bool> ok = {true, false, true, false, false, false, true};
+  const int R = static_cast<int>(slot.size());
+  const std::vector<double> qkv = random_values<T>(static_cast<std::size_t>(R) * W, -4, 4, 1600);
+  const double sentinel = -7.0;
+  const std::vector<double> fill(static_cast<std::size_t>(slots) * max_seq * C, sentinel);
+  const View3<T> ck = make_view3<T>("mantissa::test::cache_k", fill, slots, max_seq, C);
+  const View3<T> cv = make_view3<T>("mantissa::test::cache_v", fill, slots, max_seq, C);
+  DecodeWorkspace ws;
+  const View2<T> qkv_d = make_view2<T>("mantissa::test::qkv", qkv, R, W);
+  const View1<int> slot_d = make_int_view("mantissa::test::slot", slot);
+  const View1<int> pos_d = make_int_view("mantissa::test::pos", pos);
+  kv_cache_append<T>(ExecSpace(), qkv_d, slot_d, pos_d, H, Hkv, hd, ck, cv, ws);
+  const std::vector<double> k = view3_to_host(ck), v = view3_to_host(cv);
+  std::vector<double> want_k = fill, want_v = fill;
+  for (int r = 0; r < R; ++r)
+    if (ok[r])
+      for (int c = 0; c < C; ++c) {
+        const std::size_t e = (static_cast<std::size_t>(slot[r]) * max_seq + pos[r]) * C + c;
+        want_k[e] = qkv[r * W + H * hd + c];
+        want_v[e] = qkv[r * W + (H + Hkv) * hd + c];
+      }
+  EXPECT_EQ(count_differences(bits(k), bits(want_k)), 0u) << "cache_k";
+  EXPECT_EQ(count_differences(bits(v), bits(want_v)), 0u) << "cache_v";
+  EXPECT_THROW(kv_cache_append<T>(ExecSpace(), qkv_d, slot_d, pos_d, H, Hkv, hd, ck, cv), std::invalid_argument);
+}
+
+TEST(DecodeArguments, TeamPathRejectsTeamSizesTheBackendRefuses) {
+  const ExecSpace space;
+  const int H = 2, Hkv = 2, hd = 8, R = 1;
+  View2<float> qkv("mantissa::test::qkv", R, (H + 2 * Hkv) * hd), out("mantissa::test::out", R, H * hd);
+  View2<float> lse("mantissa::test::lse", R, H);
+  View3<float> ck("mantissa::test::cache_k", 1, 4, Hkv * hd), cv("mantissa::test::cache_v", 1, 4, Hkv * hd);
+  const View1<int> slot = make_int_view("mantissa::test::slot", {0}), len = make_int_view("mantissa::test::len", {4});
+  const int tmax = detail::decode_attention_team_size_max<float>(space);
+  EXPECT_NO_THROW(detail::attention_decode_path<float>(space, qkv, ck, cv, slot, len, H, Hkv, hd, 2, out, lse,
+                                                       detail::AttentionPath::team, tmax));
+  EXPECT_THROW(detail::attention_decode_path<float>(space, qkv, ck, cv, slot, len, H, Hkv, hd, 2, out, lse,
+                                                    detail::AttentionPath::team, tmax + 1),
+               std::invalid_argument);
+  EXPECT_THROW(detail::attention_decode_path<float>(space, qkv, ck, cv, slot, len, H, Hkv, hd, 2, out, lse,
+                                                    detail::AttentionPath::team, -1),
+               std::invalid_argument);
 }
 
 TEST(DecodeArguments, AttentionRejectsBadIndicesAndShapes) {

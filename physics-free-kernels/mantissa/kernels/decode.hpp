@@ -64,7 +64,8 @@
 //  D9  Shape of the computation. Training: all queries of a packed sequence at once, k and v
 //      from the same qkv tensor. Rollout: one query row per active sequence (or per prompt
 //      token in a prefill), attending over its cache slot; rows of different sequences share a
-//      call. Each (row, head) is one thread with a fixed operation sequence, so results are
+//      call. Each (row, head) runs a fixed operation sequence (one thread, or on the team path one
+//      team whose threads share the chunks and combine them in chunk order), so results are
 //      batch-invariant: a pure function of (q, the slot's cache contents in [0, len), kv_split).
 //
 // What is the same: F1 (inputs read exactly), F2 (scores), exp/log (the fp32 kmath functions),
@@ -87,32 +88,60 @@
 // attention_decode(qkv, cache, slot, len = pos + 1). A prefill of a prompt is the same pair of
 // calls with one row per prompt token (each row's len = its position + 1).
 //
-// Argument checks. Shapes are checked on the host (std::invalid_argument). The slot, pos and len
-// values live in device memory: one small parallel_reduce per call checks they are in range
-// before any cache element is read or written (it synchronises the execution space instance).
+// Argument checks. Shapes are checked on the host (std::invalid_argument) by every overload. The
+// slot, pos and len values live in device memory. Two kinds of call:
+//  - checked (kv_cache_append and attention_decode without a workspace): one small parallel_reduce
+//    per call checks they are in range before any cache element is read or written and throws
+//    for a bad row (it synchronises the execution space instance);
+//  - trusted rows (the overloads with a DecodeWorkspace, for the rollout loop's per-token calls):
+//    no parallel_reduce, no fence, no deep_copy, no allocation once the workspace has grown; the
+//    kernels guard every row instead: kv_cache_append skips a row whose slot is outside
+//    [0, slots) or pos outside [0, max_seq), attention_decode writes NaN to all out and lse entries
+//    of a row whose slot is outside [0, slots) or len outside [1, max_seq]; neither reads or
+//    writes anything else for such a row. Valid rows get the checked call's bits.
+// (The guards run in the checked calls too, where they never trigger.)
 //
-// Work space per call: linear_decode none (it widens x and W to fp32 in small panels on each work
-// item's stack on host CPUs, or as it loads them on devices). attention_decode an fp32 score
-// buffer of R * n_head * max(len) (each (row, head) writes its scores once and reads them per
-// chunk, instead of recomputing the dot products; the host path then overwrites them with the
-// chunk's e_j); allocating it costs well under a microsecond on a host (glibc reuses the block),
-// and keeping the scores on each thread's stack instead was measured ~5% slower for the kernel
-// (generic path), so it stays.
+// Work space: linear_decode none (it widens x and W to fp32 in small panels on each work item's
+// stack on host CPUs, or as it loads them on devices). kv_cache_append none. attention_decode an
+// fp32 score buffer (each (row, head) writes its scores once and reads them per chunk, instead of
+// recomputing the dot products; the host path then overwrites them with the chunk's e_j): the
+// checked call allocates R * n_head * max(len) floats per call (well under a microsecond on a
+// host, glibc reuses the block; keeping the scores on each thread's stack instead was measured ~5%
+// slower for the generic path); the trusted call takes them from DecodeWorkspace::scores, sized
+// from host-known bounds, R * n_head * max_seq (max_seq = cache_k.extent(1)), grown when a call
+// needs more and reused otherwise. The team path's other state is team scratch (below).
 //
 // Code paths of linear_decode (all compute the same operations per element, D1-D3; see
-// "linear_decode on host CPUs" below): x86-64 host builds run register-blocked SIMD tiles (AVX +
-// F16C when the CPU has them, else SSE2), chosen at run time; other builds (CUDA, other CPUs) run
-// one thread per (row, block of decode_linear_block columns) with the scalar 8-lane loop
-// (detail::decode_split_k_dot). On a GPU that is the same per-element sequence with another
-// tiling; nvcc's default FMA contraction then changes the bits as stated above.
+// "linear_decode on host CPUs" below). automatic: on host memory spaces x86-64 builds run
+// register-blocked SIMD tiles (AVX + F16C when the CPU has them, else SSE2), chosen at run time,
+// other host builds the generic path; on device memory spaces the team path. generic: one thread
+// per (row, block of decode_linear_block columns) with the scalar 8-lane loop
+// (detail::decode_split_k_dot). team (detail::DecodeLinearTeam): one team per block of
+// decode_linear_team_cols columns, its threads over the block's (column, row) elements, the 8
+// vector lanes of a thread over D1's 8 lanes (per chunk lane l reads elements l, l+8, ... of the W
+// row and of the x row: contiguous across the lanes), the lane sums gathered exactly by a
+// vector-level reduction (detail::DecodeLanesReducer, a bitwise OR of one contributor per lane)
+// and combined in D1's tree. On a GPU that is the same per-element sequence with another tiling;
+// nvcc's default FMA contraction then changes the bits as stated above.
 //
 // Code paths of attention_decode (the same operations per element, D4-D8; see "attention_decode
-// on host CPUs" below): x86-64 host builds whose CPU has AVX + F16C compute the scores of 8 keys
-// per register tile (8 lanes per key, reduced together by the same shuffle tree as linear_decode)
-// and P V over 8-float vectors of the head, the K/V rows widened exactly (F16C for fp16); every
-// other build, or a CPU without them, runs the generic path: one thread per (row, head), one key
-// at a time (detail::decode_dot). The exponentials and the logarithm are the same kmath calls,
-// one per position and per chunk, in both.
+// on host CPUs" below). automatic: on host memory spaces, x86-64 builds whose CPU has AVX + F16C
+// run host_avx: the scores of 8 keys per register tile (8 lanes per key, reduced together by the
+// same shuffle tree as linear_decode) and P V over 8-float vectors of the head, the K/V rows
+// widened exactly (F16C for fp16); other host builds, or a CPU without them, the generic path:
+// one thread per (row, head), one key at a time (detail::decode_dot). On device memory spaces the
+// team path (flash-decoding, detail::DecodeAttentionTeam): one team per (row, head); D5's chunks
+// of kv_split positions are dealt to the team's threads (thread t: chunks t, t + nt, ...; a thread
+// takes several when len > nt kv_split); the 8 vector lanes of a thread split the head dimension
+// (the scores: lane l sums d = l mod 8, D4's lanes, contiguous reads of the key row across the
+// lanes, gathered exactly and combined in the tree; P V: lane l holds o_c[d] for d = l mod 8,
+// contiguous reads of the value row); m is the sequential kmax of all scores, found from each
+// thread's first largest score and its chunk; the chunk partials l_c w_c and o_c[d] w_c go to team
+// scratch (nt (hd + 2) floats, plus q, o and a few more) and are added to l and o in chunk order,
+// nt chunks per round. The same bits as the generic path for every team size (tests: team sizes
+// 1, 2, 4). The exponentials and the logarithm are the same kmath calls, one per position and per
+// chunk, on every path. detail::attention_decode_path and detail::linear_decode_path name a path
+// and, for team, a team size (0: the path chooses; sizes above decode_*_team_size_max throw).
 //
 // kv_cache_append on host builds copies one qkv row per iteration (contiguous loops); on devices
 // one element per thread. Both are exact copies.
@@ -139,6 +168,13 @@ inline constexpr int decode_linear_block = 8;
 
 // Positions ahead of the current one whose cache slice attention_decode prefetches (host builds).
 inline constexpr int decode_prefetch_ahead = 16;
+
+// Buffers of the trusted-rows overloads of kv_cache_append and attention_decode (the rollout loop's
+// per-token calls): grown on demand on the first calls, then reused, so that a call with shapes it
+// has seen allocates nothing. One per stream of calls (not shared by concurrent calls).
+struct DecodeWorkspace {
+  View1<float> scores;  // attention_decode: fp32 scores, rows * n_head * max_seq (max_seq = cache_k.extent(1))
+};
 
 namespace detail {
 
@@ -255,6 +291,44 @@ KOKKOS_INLINE_FUNCTION void decode_prefetch(const T* p, int n) {
 #endif
 }
 
+// The 8 lanes of one 8-lane dot product (D1, D4), gathered from the 8 vector lanes of a team
+// thread (lane l contributes slot l) by a Kokkos vector-level reduction whose join is a bitwise OR:
+// every slot has one contributor and the identity (all bits zero) elsewhere, so the result holds each
+// lane's float exactly (NaN payloads and signed zeros included) whatever order the backend joins in.
+// The caller then combines the slots in the documented tree (decode_lanes_sum).
+struct DecodeLanes {
+  std::uint32_t b[8];
+};
+struct DecodeLanesReducer {
+  using reducer = DecodeLanesReducer;
+  using value_type = DecodeLanes;
+  using result_view_type = Kokkos::View<value_type, Kokkos::HostSpace, Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
+
+  KOKKOS_INLINE_FUNCTION explicit DecodeLanesReducer(value_type& value) : value_(&value) {}
+  MANTISSA_VOLATILE_JOIN(value_type, dst, src, {
+    for (int l = 0; l < 8; ++l) dst.b[l] |= src.b[l];
+  })
+  KOKKOS_INLINE_FUNCTION void init(value_type& v) const {
+    for (int l = 0; l < 8; ++l) v.b[l] = 0u;
+  }
+  KOKKOS_INLINE_FUNCTION value_type& reference() const { return *value_.data(); }
+  KOKKOS_INLINE_FUNCTION result_view_type view() const { return value_; }
+  KOKKOS_INLINE_FUNCTION bool references_scalar() const { return true; }
+
+ private:
+  result_view_type value_;
+};
+// ((s0+s4)+(s2+s6))+((s1+s5)+(s3+s7)), the lanes' combination of decode_dot and decode_dot_block.
+KOKKOS_INLINE_FUNCTION float decode_lanes_sum(const DecodeLanes& a) {
+  float s[8];
+  for (int l = 0; l < 8; ++l) s[l] = bits_float(a.b[l]);
+  return ((s[0] + s[4]) + (s[2] + s[6])) + ((s[1] + s[5]) + (s[3] + s[7]));
+}
+
+// Vector lanes per team thread of the team paths on device spaces (the 8 lanes of D1/D4; host
+// backends run the lanes as a loop and get vector length 1).
+inline constexpr int decode_team_vector = 8;
+
 // ---- linear_decode on host CPUs: register-blocked tiles, the same operations per element ----
 //
 // Host builds on x86-64 (g++/clang, not a device compiler) run linear_decode through the code
@@ -306,10 +380,13 @@ namespace detail {
 
 // Which code computes linear_decode (all give the same bits). automatic: host_avx or host_sse2 on
 // x86-64 host builds (by CPU), generic elsewhere. Tests name the others to compare them.
-enum class LinearPath { automatic, generic, host_sse2, host_avx };
-// The same for attention_decode: automatic = host_avx on x86-64 host builds whose CPU has AVX and
-// F16C, generic otherwise.
-enum class AttentionPath { automatic, generic, host_avx };
+// On device memory spaces automatic = team (threads over output elements, the 8 vector lanes of a
+// thread over D1's 8 lanes).
+enum class LinearPath { automatic, generic, host_sse2, host_avx, team };
+// The same for attention_decode: automatic = on host memory spaces host_avx on x86-64 host builds
+// whose CPU has AVX and F16C, generic otherwise; on device memory spaces team (flash-decoding, one
+// team per (row, head)). Every path can be named on every backend except host_avx.
+enum class AttentionPath { automatic, generic, host_avx, team };
 
 #if defined(MANTISSA_HOST_SIMD)
 
@@ -619,6 +696,7 @@ struct DecodeAttentionArgs {
   float* scores;
   std::size_t stride;  // floats of the score buffer per (row, head)
   int heads, group, hd, kv_split;
+  int n_slots, max_seq;  // rows with slot outside [0, n_slots) or len outside [1, max_seq] get NaN
   float scale;
 };
 
@@ -668,6 +746,12 @@ MANTISSA_DECODE_AVX void decode_attention_item_avx(const DecodeAttentionArgs<T>&
   const std::size_t r = idx / a.heads;
   const int h = static_cast<int>(idx % a.heads);
   const int hd = a.hd, n_pos = a.len[r], nf = hd / 8, tail = hd % 8, nv = nf + (tail != 0);
+  if (a.slot[r] < 0 || a.slot[r] >= a.n_slots || n_pos < 1 || n_pos > a.max_seq) {  // guard: NaN, no access
+    T* op = a.out + r * a.ldo + static_cast<std::size_t>(h) * hd;
+    for (int d = 0; d < hd; ++d) op[d] = from_float<T>(bits_float(0x7fc00000u));
+    a.lse[r * a.ldl + h] = bits_float(0x7fc00000u);
+    return;
+  }
   const std::size_t ldp = a.ld_pos;
   const std::size_t base = static_cast<std::size_t>(a.slot[r]) * a.ld_slot + static_cast<std::size_t>(h / a.group) * hd;
   const T* kb = a.ck + base;
@@ -778,7 +862,7 @@ bool decode_linear_path_available(LinearPath path) {
   if (path == LinearPath::host_avx) return host && host_avx_f16c();
   return true;
 #else
-  return path == LinearPath::automatic || path == LinearPath::generic;
+  return path == LinearPath::automatic || path == LinearPath::generic || path == LinearPath::team;
 #endif
 }
 
@@ -798,11 +882,71 @@ bool decode_attention_path_available(AttentionPath path) {
 
 namespace detail {
 
+// Output columns per team of the team path of linear_decode, and its threads per team at most when
+// it chooses (team_size 0).
+inline constexpr int decode_linear_team_cols = 16;
+inline constexpr int decode_linear_team_threads = 32;
+
+// The team path of linear_decode: one team per block of decode_linear_team_cols columns; its threads
+// take the block's (column, row) elements (the rows of a column one after another, so a W row is
+// read by neighbouring threads while it is in cache); the 8 vector lanes of a thread are D1's 8
+// lanes: for each split_k chunk lane l sums x[i] w[i] for i = c0 + l, c0 + l + 8, ... ascending (8
+// consecutive elements of the W row and of the x row across the lanes: contiguous reads), the lane
+// sums are gathered exactly (DecodeLanesReducer) and combined as ((s0+s4)+(s2+s6))+((s1+s5)+(s3+s7)),
+// and acc = acc + partial in chunk order; then D2's epilogue. Per element the operations of
+// decode_split_k_dot: the generic path's bits for every team size.
+template <class T, class Exec>
+struct DecodeLinearTeam {
+  using policy = Kokkos::TeamPolicy<Exec>;
+  using member = typename policy::member_type;
+  ConstView2<T> x, W, residual;
+  View2<T> y;
+  int rows, nout, k, split_k;
+  bool has_residual;
+
+  KOKKOS_INLINE_FUNCTION void operator()(const member& team) const {
+    const int n0 = team.league_rank() * decode_linear_team_cols;
+    const int nc = nout - n0 < decode_linear_team_cols ? nout - n0 : decode_linear_team_cols;
+    Kokkos::parallel_for(Kokkos::TeamThreadRange(team, nc * rows), [&](const int e) {
+      const int n = n0 + e / rows, r = e % rows;
+      const T* xr = x.data() + static_cast<std::size_t>(r) * x.stride(0);
+      const T* wr = W.data() + static_cast<std::size_t>(n) * W.stride(0);
+      float acc = 0.0f;
+      for (int c0 = 0; c0 < k;) {
+        const int c1 = k - c0 <= split_k ? k : c0 + split_k;  // no int overflow for split_k near INT_MAX
+        DecodeLanes lanes;
+        Kokkos::parallel_reduce(
+            Kokkos::ThreadVectorRange(team, 8),
+            [&](const int l, DecodeLanes& a) {
+              float s = 0.0f;
+              for (std::ptrdiff_t i = c0 + l; i < c1; i += 8) s += decode_load(xr[i]) * decode_load(wr[i]);
+              a.b[l] |= float_bits(s);
+            },
+            DecodeLanesReducer(lanes));
+        acc += decode_lanes_sum(lanes);  // acc = acc + chunk partial (D1)
+        c0 = c1;
+      }
+      Kokkos::single(Kokkos::PerThread(team), [&]() {
+        y(r, n) = from_float<T>(has_residual ? acc + to_float(residual(r, n)) : acc);  // D2
+      });
+    });
+  }
+};
+
+// The largest team size the team path of linear_decode can run with on `space`'s backend.
+template <class T, class Exec>
+int decode_linear_team_size_max(const Exec& space) {
+  constexpr bool host = std::is_same<typename Exec::memory_space, Kokkos::HostSpace>::value;
+  const typename DecodeLinearTeam<T, Exec>::policy p(space, 1, 1, host ? 1 : decode_team_vector);
+  return p.team_size_max(DecodeLinearTeam<T, Exec>{}, Kokkos::ParallelForTag());
+}
+
 // linear_decode (below) with the code path named (tests: every path gives the same bits). Throws
-// std::invalid_argument for a path that cannot run here (decode_linear_path_available).
+// std::invalid_argument for a path that cannot run here (decode_linear_path_available) or a team
+// size the backend refuses (team path; 0: choose).
 template <class T, class Exec>
 void linear_decode_path(const Exec& space, ConstView2<T> x, ConstView2<T> W, ConstView2<T> residual, View2<T> y,
-                        int split_k, LinearPath path) {
+                        int split_k, LinearPath path, int team_size = 0) {
   const std::size_t rows = x.extent(0), kdim = x.extent(1), nout = W.extent(0);
   const char* who = "linear_decode";
   if (split_k < 1) decode_fail(who, "split_k must be >= 1, got " + std::to_string(split_k));
@@ -819,9 +963,26 @@ void linear_decode_path(const Exec& space, ConstView2<T> x, ConstView2<T> W, Con
   if (!decode_linear_path_available<Exec>(path)) decode_fail(who, "the requested code path cannot run here");
   if (rows == 0 || nout == 0) return;
   const int k = static_cast<int>(kdim);
+  constexpr bool host = std::is_same<typename Exec::memory_space, Kokkos::HostSpace>::value &&
+                        std::is_same<MemSpace, Kokkos::HostSpace>::value;
+  if (path == LinearPath::team || (path == LinearPath::automatic && !host)) {
+    using F = DecodeLinearTeam<T, Exec>;
+    if (rows * static_cast<std::size_t>(decode_linear_team_cols) > static_cast<std::size_t>(INT_MAX) ||
+        nout > static_cast<std::size_t>(INT_MAX))
+      decode_fail(who, "the team path needs rows * " + std::to_string(decode_linear_team_cols) +
+                           " and Nout to fit an int");
+    const int tmax = decode_linear_team_size_max<T>(space);
+    const int ts = team_size != 0 ? team_size : kmax(1, kmin(tmax, decode_linear_team_threads));
+    if (ts < 1 || ts > tmax)
+      decode_fail(who, "team size " + std::to_string(ts) + " outside [1, " + std::to_string(tmax) + "] here");
+    const int vec = std::is_same<typename Exec::memory_space, Kokkos::HostSpace>::value ? 1 : decode_team_vector;
+    const int blocks = static_cast<int>((nout + decode_linear_team_cols - 1) / decode_linear_team_cols);
+    const F f{x, W, residual, y, static_cast<int>(rows), static_cast<int>(nout), k, split_k, has_residual};
+    Kokkos::parallel_for("mantissa::decode::linear", typename F::policy(space, blocks, ts, vec), f);
+    return;
+  }
 #if defined(MANTISSA_HOST_SIMD)
-  if constexpr (std::is_same<typename Exec::memory_space, Kokkos::HostSpace>::value &&
-                std::is_same<MemSpace, Kokkos::HostSpace>::value) {
+  if constexpr (host) {
     if (path != LinearPath::generic) {
       const bool avx = path == LinearPath::host_avx || (path == LinearPath::automatic && host_avx_f16c());
       const std::size_t panels = (nout + decode_item_cols - 1) / decode_item_cols;
@@ -886,18 +1047,68 @@ void linear_decode(const Exec& space, ConstView2<T> x, ConstView2<T> W, ConstVie
   detail::linear_decode_path<T>(space, x, W, residual, y, split_k, detail::LinearPath::automatic);
 }
 
+namespace detail {
+
+// Shape checks of kv_cache_append (host; std::invalid_argument).
+template <class T>
+void decode_check_append(const char* who, const ConstView2<T>& qkv, const ConstView1<int>& slot,
+                         const ConstView1<int>& pos, int n_head, int n_kv_head, int head_dim,
+                         const ConstView3<T>& cache_k, const ConstView3<T>& cache_v) {
+  const std::size_t rows = qkv.extent(0);
+  decode_check_heads(who, qkv.extent(1), n_head, n_kv_head, head_dim);
+  decode_check_cache<T>(who, cache_k, cache_v, n_kv_head, head_dim);
+  if (slot.extent(0) != rows || pos.extent(0) != rows)
+    decode_fail(who, "slot and pos need one entry per qkv row (" + std::to_string(rows) + ")");
+}
+
+// The copies of kv_cache_append. A row whose slot is outside [0, slots) or pos outside [0, max_seq)
+// is skipped (nothing read or written for it): the trusted-rows overload's guard.
+template <class T, class Exec>
+void kv_cache_append_rows(const Exec& space, ConstView2<T> qkv, ConstView1<int> slot, ConstView1<int> pos, int n_head,
+                          int n_kv_head, int head_dim, View3<T> cache_k, View3<T> cache_v) {
+  const std::size_t rows = qkv.extent(0);
+  if (rows == 0) return;
+  const int n_slots = static_cast<int>(cache_k.extent(0)), max_seq = static_cast<int>(cache_k.extent(1));
+  const std::size_t cols = static_cast<std::size_t>(n_kv_head) * head_dim;
+  const std::size_t k_col = static_cast<std::size_t>(n_head) * head_dim, v_col = k_col + cols;
+  if constexpr (std::is_same<typename Exec::memory_space, Kokkos::HostSpace>::value &&
+                std::is_same<MemSpace, Kokkos::HostSpace>::value) {
+    // Host: one row per iteration, contiguous copies (no index arithmetic per element).
+    Kokkos::parallel_for(
+        "mantissa::decode::append", Kokkos::RangePolicy<Exec>(space, 0, rows), KOKKOS_LAMBDA(const std::size_t r) {
+          const int s = slot(r), p = pos(r);
+          if (s < 0 || s >= n_slots || p < 0 || p >= max_seq) return;
+          const T* src = &qkv(r, 0);
+          T* kd = &cache_k(s, p, 0);
+          T* vd = &cache_v(s, p, 0);
+          for (std::size_t c = 0; c < cols; ++c) kd[c] = src[k_col + c];
+          for (std::size_t c = 0; c < cols; ++c) vd[c] = src[v_col + c];
+        });
+    return;
+  }
+  Kokkos::parallel_for(
+      "mantissa::decode::append", Kokkos::RangePolicy<Exec>(space, 0, rows * cols),
+      KOKKOS_LAMBDA(const std::size_t e) {
+        const std::size_t r = e / cols, c = e % cols;
+        const int s = slot(r), p = pos(r);
+        if (s < 0 || s >= n_slots || p < 0 || p >= max_seq) return;
+        cache_k(s, p, c) = qkv(r, k_col + c);
+        cache_v(s, p, c) = qkv(r, v_col + c);
+      });
+}
+
+}  // namespace detail
+
 // cache_k[slot[r], pos[r], :] = k part of qkv row r, cache_v likewise with the v part (exact copies)
 // qkv (R, (H+2Hkv)hd), slot (R), pos (R) -> cache_k, cache_v [slots, max_seq, Hkv*hd]
-// Precondition: no two rows name the same (slot, pos). slot and pos out of range throw.
+// Precondition: no two rows name the same (slot, pos). slot and pos out of range throw (checked by
+// a parallel_reduce that synchronises `space`).
 template <class T, class Exec>
 void kv_cache_append(const Exec& space, ConstView2<T> qkv, ConstView1<int> slot, ConstView1<int> pos, int n_head,
                      int n_kv_head, int head_dim, View3<T> cache_k, View3<T> cache_v) {
   const char* who = "kv_cache_append";
+  detail::decode_check_append<T>(who, qkv, slot, pos, n_head, n_kv_head, head_dim, cache_k, cache_v);
   const std::size_t rows = qkv.extent(0);
-  detail::decode_check_heads(who, qkv.extent(1), n_head, n_kv_head, head_dim);
-  detail::decode_check_cache<T>(who, cache_k, cache_v, n_kv_head, head_dim);
-  if (slot.extent(0) != rows || pos.extent(0) != rows)
-    detail::decode_fail(who, "slot and pos need one entry per qkv row (" + std::to_string(rows) + ")");
   if (rows == 0) return;
   const int n_slots = static_cast<int>(cache_k.extent(0)), max_seq = static_cast<int>(cache_k.extent(1));
   int bad = 0;
@@ -910,39 +1121,202 @@ void kv_cache_append(const Exec& space, ConstView2<T> qkv, ConstView1<int> slot,
   if (bad != 0)
     detail::decode_fail(who, std::to_string(bad) + " rows have slot outside [0, " + std::to_string(n_slots) +
                                  ") or pos outside [0, " + std::to_string(max_seq) + ")");
-  const std::size_t cols = static_cast<std::size_t>(n_kv_head) * head_dim;
-  const std::size_t k_col = static_cast<std::size_t>(n_head) * head_dim, v_col = k_col + cols;
-  if constexpr (std::is_same<typename Exec::memory_space, Kokkos::HostSpace>::value &&
-                std::is_same<MemSpace, Kokkos::HostSpace>::value) {
-    // Host: one row per iteration, contiguous copies (no index arithmetic per element).
-    Kokkos::parallel_for(
-        "mantissa::decode::append", Kokkos::RangePolicy<Exec>(space, 0, rows), KOKKOS_LAMBDA(const std::size_t r) {
-          const T* src = &qkv(r, 0);
-          T* kd = &cache_k(slot(r), pos(r), 0);
-          T* vd = &cache_v(slot(r), pos(r), 0);
-          for (std::size_t c = 0; c < cols; ++c) kd[c] = src[k_col + c];
-          for (std::size_t c = 0; c < cols; ++c) vd[c] = src[v_col + c];
-        });
-    return;
-  }
-  Kokkos::parallel_for(
-      "mantissa::decode::append", Kokkos::RangePolicy<Exec>(space, 0, rows * cols),
-      KOKKOS_LAMBDA(const std::size_t e) {
-        const std::size_t r = e / cols, c = e % cols;
-        cache_k(slot(r), pos(r), c) = qkv(r, k_col + c);
-        cache_v(slot(r), pos(r), c) = qkv(r, v_col + c);
-      });
+  detail::kv_cache_append_rows<T>(space, qkv, slot, pos, n_head, n_kv_head, head_dim, cache_k, cache_v);
+}
+
+// The same for the rollout loop's per-token calls (trusted rows): no check of slot and pos on the
+// host, no synchronisation, no allocation (ws is not needed by this kernel today; it is part of the
+// signature so that the loop passes one workspace to both calls). A row with slot outside
+// [0, slots) or pos outside [0, max_seq) is skipped: nothing is read or written for it.
+template <class T, class Exec>
+void kv_cache_append(const Exec& space, ConstView2<T> qkv, ConstView1<int> slot, ConstView1<int> pos, int n_head,
+                     int n_kv_head, int head_dim, View3<T> cache_k, View3<T> cache_v, DecodeWorkspace& ws) {
+  (void)ws;
+  detail::decode_check_append<T>("kv_cache_append", qkv, slot, pos, n_head, n_kv_head, head_dim, cache_k, cache_v);
+  detail::kv_cache_append_rows<T>(space, qkv, slot, pos, n_head, n_kv_head, head_dim, cache_k, cache_v);
 }
 
 namespace detail {
 
-// attention_decode (below) with the code path named (tests: every path gives the same bits).
-// Throws std::invalid_argument for a path that cannot run here (decode_attention_path_available).
+// Threads per team that the team path of attention_decode chooses (team_size 0) at most.
+inline constexpr int decode_attention_team_threads = 16;
+
+// The team path of attention_decode (flash-decoding), one team per (row, head), league index
+// idx = r * heads + h. The row's positions [0, len) are cut into D5's chunks of kv_split; thread t
+// of nt takes chunks t, t + nt, t + 2 nt, ...; the 8 vector lanes of a thread split a key row's
+// head elements (lane l: d = l mod 8, D4's lanes) and a value row's (o_c[d] for d = l mod 8):
+// contiguous across lanes.
+//  A. Scores: for each position j of its chunks a thread computes s_j = decode_dot(q, k_j) * scale
+//     (the 8 lane sums gathered exactly by DecodeLanesReducer, combined in the documented tree,
+//     decode_lanes_sum) and stores it in the score buffer; it keeps the first largest score of its
+//     positions and that position's chunk. The threads' results give m: the largest score, the
+//     earliest chunk among equal ones, or s_0 when s_0 is a NaN -- exactly m = s_0,
+//     m = kmax(m, s_j) for j ascending (the generic path's m: kmax skips a NaN except the first).
+//  B. Rounds of nt chunks: each thread computes its chunk c's m_c, e_j, l_c (j ascending) and o_c
+//     (j ascending) as the generic path, w_c = exp_fp32(m_c - m), and puts l_c w_c and o_c[d] w_c in
+//     team scratch; after a barrier the team adds them to l and o[d] in chunk order (o[d] over the
+//     team's threads and lanes, l by one thread): l = l + l_c w_c, o[d] = o[d] + o_c[d] w_c, the
+//     generic path's operations in its order. Then out = round_T(o / l), lse = m + log(l).
+// Same bits for every team size (and as the generic path, where no FMA contraction differs).
+// Rows with slot outside [0, slots) or len outside [1, max_seq] get NaN out and lse, no access.
 template <class T, class Exec>
-void attention_decode_path(const Exec& space, ConstView2<T> qkv, ConstView3<T> cache_k, ConstView3<T> cache_v,
-                           ConstView1<int> slot, ConstView1<int> len, int n_head, int n_kv_head, int head_dim,
-                           int kv_split, View2<T> out, View2<float> lse, AttentionPath path) {
-  const char* who = "attention_decode";
+struct DecodeAttentionTeam {
+  using policy = Kokkos::TeamPolicy<Exec>;
+  using member = typename policy::member_type;
+  using float_scratch =
+      Kokkos::View<float*, typename Exec::scratch_memory_space, Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
+  using int_scratch = Kokkos::View<int*, typename Exec::scratch_memory_space, Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
+
+  ConstView2<T> qkv;
+  ConstView3<T> cache_k, cache_v;
+  ConstView1<int> slot, len;
+  View2<T> out;
+  View2<float> lse;
+  float* scores;
+  std::size_t stride;  // floats of the score buffer per (row, head), >= every valid len
+  int heads, group, hd, kv_split, n_slots, max_seq, level;
+  float scale;
+
+  // Team scratch: q[hd], o[hd], part_o[nt hd], part_l[nt], red_m[nt], misc[2] floats; red_i[nt] ints.
+  KOKKOS_INLINE_FUNCTION static std::size_t n_floats(int nt, int head_dim) {
+    return static_cast<std::size_t>(nt) * (head_dim + 2) + 2 * static_cast<std::size_t>(head_dim) + 2;
+  }
+  static std::size_t scratch_bytes(int nt, int head_dim) {
+    return float_scratch::shmem_size(n_floats(nt, head_dim)) + int_scratch::shmem_size(nt);
+  }
+  KOKKOS_INLINE_FUNCTION static bool is_nan(float x) { return (float_bits(x) & 0x7fffffffu) > 0x7f800000u; }
+
+  KOKKOS_INLINE_FUNCTION void operator()(const member& team) const {
+    const int nt = team.team_size(), t = team.team_rank();
+    const std::size_t idx = static_cast<std::size_t>(team.league_rank());
+    const std::size_t r = idx / static_cast<std::size_t>(heads);
+    const int h = static_cast<int>(idx % static_cast<std::size_t>(heads));
+    const int s = slot(r), n_pos = len(r), qc = h * hd;
+    if (s < 0 || s >= n_slots || n_pos < 1 || n_pos > max_seq) {  // guard: NaN, nothing read
+      const float nan = bits_float(0x7fc00000u);
+      Kokkos::parallel_for(Kokkos::TeamVectorRange(team, hd),
+                           [&](const int d) { out(r, qc + d) = from_float<T>(nan); });
+      Kokkos::single(Kokkos::PerTeam(team), [&]() { lse(r, h) = nan; });
+      return;
+    }
+    float_scratch buf(team.team_scratch(level), n_floats(nt, hd));
+    int_scratch red_i(team.team_scratch(level), nt);
+    float* q = buf.data();
+    float* o = q + hd;
+    float* part_o = o + hd;
+    float* part_l = part_o + static_cast<std::size_t>(nt) * hd;
+    float* red_m = part_l + nt;
+    float* misc = red_m + nt;  // misc[0] = s_0, misc[1] = l
+    const int kc = (h / group) * hd;
+    Kokkos::parallel_for(Kokkos::TeamVectorRange(team, hd), [&](const int d) {
+      q[d] = decode_load(qkv(r, qc + d));  // F1
+      o[d] = 0.0f;
+    });
+    Kokkos::single(Kokkos::PerTeam(team), [&]() { misc[1] = 0.0f; });
+    team.team_barrier();
+
+    const int chunks = (n_pos - 1) / kv_split + 1;
+    float* sc = scores + idx * stride;
+    // A: scores (D4) of this thread's chunks; the first largest one and its chunk.
+    float mt = -bits_float(0x7f800000u);
+    int it = INT_MAX;
+    for (int c = t; c < chunks; c += nt) {
+      const int c0 = c * kv_split, c1 = n_pos - c0 <= kv_split ? n_pos : c0 + kv_split;
+      for (int j = c0; j < c1; ++j) {
+        const T* kr = &cache_k(s, j, kc);
+        DecodeLanes lanes;
+        Kokkos::parallel_reduce(
+            Kokkos::ThreadVectorRange(team, 8),
+            [&](const int l, DecodeLanes& a) {
+              float acc = 0.0f;
+              for (int d = l; d < hd; d += 8) acc += q[d] * decode_load(kr[d]);  // lane l of decode_dot
+              a.b[l] |= float_bits(acc);
+            },
+            DecodeLanesReducer(lanes));
+        const float sj = decode_lanes_sum(lanes) * scale;  // = decode_dot(q, k_j, hd) * scale
+        Kokkos::single(Kokkos::PerThread(team), [&]() {
+          sc[j] = sj;
+          if (j == 0) misc[0] = sj;
+        });
+        if (mt < sj) {  // kmax's comparison: the first of equal maxima stays, a NaN never enters
+          mt = sj;
+          it = c;
+        }
+      }
+    }
+    Kokkos::single(Kokkos::PerThread(team), [&]() {
+      red_m[t] = mt;
+      red_i[t] = it;
+    });
+    team.team_barrier();
+    float mx = -bits_float(0x7f800000u);
+    int ix = INT_MAX;
+    for (int u = 0; u < nt; ++u)
+      if (mx < red_m[u] || (mx == red_m[u] && red_i[u] < ix)) {
+        mx = red_m[u];
+        ix = red_i[u];
+      }
+    const float m = is_nan(misc[0]) ? misc[0] : mx;
+
+    // B: the chunks' partials, combined in chunk order, nt chunks per round (D5, D6).
+    const int rounds = (chunks - 1) / nt + 1;
+    for (int rd = 0; rd < rounds; ++rd) {
+      const int c = rd * nt + t;
+      if (c < chunks) {
+        const int c0 = c * kv_split, c1 = n_pos - c0 <= kv_split ? n_pos : c0 + kv_split;
+        Kokkos::parallel_for(Kokkos::ThreadVectorRange(team, 8), [&](const int l) {
+          float mc = sc[c0];
+          for (int j = c0 + 1; j < c1; ++j) mc = kmax(mc, sc[j]);
+          float oc[attention_max_head_dim / 8];
+          for (int i = 0; i < attention_max_head_dim / 8; ++i) oc[i] = 0.0f;
+          float lc = 0.0f;
+          for (int j = c0; j < c1; ++j) {
+            const float e = exp_fp32(sc[j] - mc);
+            lc += e;
+            const T* v = &cache_v(s, j, kc);
+            for (int i = 0, d = l; d < hd; ++i, d += 8) oc[i] += e * decode_load(v[d]);  // D6: e not rounded
+          }
+          const float w = exp_fp32(mc - m);
+          for (int i = 0, d = l; d < hd; ++i, d += 8) part_o[t * hd + d] = oc[i] * w;
+          if (l == 0) part_l[t] = lc * w;
+        });
+      }
+      team.team_barrier();
+      const int nc = chunks - rd * nt < nt ? chunks - rd * nt : nt;
+      Kokkos::parallel_for(Kokkos::TeamVectorRange(team, hd), [&](const int d) {
+        float x = o[d];
+        for (int u = 0; u < nc; ++u) x = x + part_o[u * hd + d];  // o[d] += o_c[d] w_c, chunk order
+        o[d] = x;
+      });
+      Kokkos::single(Kokkos::PerTeam(team), [&]() {
+        float x = misc[1];
+        for (int u = 0; u < nc; ++u) x = x + part_l[u];  // l += l_c w_c, chunk order
+        misc[1] = x;
+      });
+      team.team_barrier();
+    }
+    const float l = misc[1];
+    Kokkos::parallel_for(Kokkos::TeamVectorRange(team, hd),
+                         [&](const int d) { out(r, qc + d) = from_float<T>(o[d] / l); });  // D7
+    Kokkos::single(Kokkos::PerTeam(team), [&]() { lse(r, h) = m + kmath::log(l); });     // D8
+  }
+};
+
+// The largest team size the team path of attention_decode can run with on `space`'s backend
+// (Serial: 1; OpenMP: the threads of its pool).
+template <class T, class Exec>
+int decode_attention_team_size_max(const Exec& space) {
+  constexpr bool host = std::is_same<typename Exec::memory_space, Kokkos::HostSpace>::value;
+  const typename DecodeAttentionTeam<T, Exec>::policy p(space, 1, 1, host ? 1 : decode_team_vector);
+  return p.team_size_max(DecodeAttentionTeam<T, Exec>{}, Kokkos::ParallelForTag());
+}
+
+// Host shape checks of attention_decode (std::invalid_argument).
+template <class T, class Exec>
+void decode_check_attention(const char* who, const ConstView2<T>& qkv, const ConstView3<T>& cache_k,
+                            const ConstView3<T>& cache_v, const ConstView1<int>& slot, const ConstView1<int>& len,
+                            int n_head, int n_kv_head, int head_dim, int kv_split, const View2<T>& out,
+                            const View2<float>& lse, AttentionPath path) {
   const std::size_t rows = qkv.extent(0);
   decode_check_heads(who, qkv.extent(1), n_head, n_kv_head, head_dim);
   decode_check_cache<T>(who, cache_k, cache_v, n_kv_head, head_dim);
@@ -957,38 +1331,59 @@ void attention_decode_path(const Exec& space, ConstView2<T> qkv, ConstView3<T> c
     decode_fail(who, "lse is " + decode_extents(lse.extent(0), lse.extent(1)) + ", expected " +
                          decode_extents(rows, heads));
   if (!decode_attention_path_available<Exec>(path)) decode_fail(who, "the requested code path cannot run here");
-  if (rows == 0) return;
+}
 
-  // Range check of slot and len, and the longest len (the size of the score buffer): an invalid
-  // row reports max_seq + 1.
+// The kernels of attention_decode, shapes already checked, rows not: every path guards its rows
+// (slot outside [0, slots) or len outside [1, max_seq]: NaN out and lse, nothing read). scores:
+// rows * n_head * stride floats, stride >= every valid len. team_size: the team path's threads per
+// team (0: choose; see decode_attention_team_size_max).
+template <class T, class Exec>
+void attention_decode_rows(const Exec& space, ConstView2<T> qkv, ConstView3<T> cache_k, ConstView3<T> cache_v,
+                           ConstView1<int> slot, ConstView1<int> len, int n_head, int n_kv_head, int head_dim,
+                           int kv_split, View2<T> out, View2<float> lse, float* scores_data, std::size_t stride,
+                           AttentionPath path, int team_size) {
+  const char* who = "attention_decode";
+  const std::size_t rows = qkv.extent(0);
+  const std::size_t heads = static_cast<std::size_t>(n_head);
   const int n_slots = static_cast<int>(cache_k.extent(0)), max_seq = static_cast<int>(cache_k.extent(1));
-  int longest = 0;
-  Kokkos::parallel_reduce(
-      "mantissa::decode::attention_check", Kokkos::RangePolicy<Exec>(space, 0, rows),
-      KOKKOS_LAMBDA(const std::size_t r, int& m) {
-        const bool ok = slot(r) >= 0 && slot(r) < n_slots && len(r) >= 1 && len(r) <= max_seq;
-        m = kmax(m, ok ? len(r) : max_seq + 1);
-      },
-      Kokkos::Max<int>(longest));
-  if (longest > max_seq)
-    decode_fail(who, "some rows have slot outside [0, " + std::to_string(n_slots) + ") or len outside [1, " +
-                         std::to_string(max_seq) + "]");
-
-  // The fp32 scores of every (row, head), computed once (D4) and read by the chunk loop.
-  const std::size_t stride = static_cast<std::size_t>(longest);
-  const View1<float> scores(Kokkos::view_alloc(std::string("mantissa::decode::scores"), Kokkos::WithoutInitializing),
-                            rows * heads * stride);
   const int hd = head_dim, group = n_head / n_kv_head;
   const float scale = attention_scale(hd);
+  constexpr bool host = std::is_same<typename Exec::memory_space, Kokkos::HostSpace>::value &&
+                        std::is_same<MemSpace, Kokkos::HostSpace>::value;
+  if (path == AttentionPath::team || (path == AttentionPath::automatic && !host)) {
+    using F = DecodeAttentionTeam<T, Exec>;
+    const int vec = std::is_same<typename Exec::memory_space, Kokkos::HostSpace>::value ? 1 : decode_team_vector;
+    const int tmax = decode_attention_team_size_max<T>(space);
+    int ts = team_size;
+    if (ts == 0) {
+      const int chunks_max = (max_seq - 1) / kv_split + 1;
+      ts = kmin(kmin(tmax, chunks_max), decode_attention_team_threads);
+      ts = kmax(ts, 1);
+    }
+    if (ts < 1 || ts > tmax)
+      decode_fail(who, "team size " + std::to_string(ts) + " outside [1, " + std::to_string(tmax) + "] here");
+    const std::size_t bytes = F::scratch_bytes(ts, hd);
+    const int level = bytes <= static_cast<std::size_t>(F::policy::scratch_size_max(0)) ? 0 : 1;
+    if (bytes > static_cast<std::size_t>(F::policy::scratch_size_max(1)))
+      decode_fail(who, "the team path needs " + std::to_string(bytes) +
+                           " bytes of team scratch, more than level 1 holds here");
+    const F f{qkv,     cache_k, cache_v, slot,     len,     out,     lse,   scores_data, stride,
+              n_head,  group,   hd,      kv_split, n_slots, max_seq, level, scale};
+    Kokkos::parallel_for("mantissa::decode::attention",
+                         typename F::policy(space, static_cast<int>(rows * heads), ts, vec)
+                             .set_scratch_size(level, Kokkos::PerTeam(bytes)),
+                         f);
+    return;
+  }
 #if defined(MANTISSA_HOST_SIMD)
-  if constexpr (std::is_same<typename Exec::memory_space, Kokkos::HostSpace>::value &&
-                std::is_same<MemSpace, Kokkos::HostSpace>::value) {
+  if constexpr (host) {
     if (path == AttentionPath::host_avx || (path == AttentionPath::automatic && host_avx_f16c())) {
-      const DecodeAttentionArgs<T> a{qkv.data(),      qkv.stride(0),    cache_k.data(), cache_v.data(),
+      const DecodeAttentionArgs<T> a{qkv.data(),        qkv.stride(0),     cache_k.data(), cache_v.data(),
                                      cache_k.stride(0), cache_k.stride(1), slot.data(),    len.data(),
-                                     out.data(),       out.stride(0),    lse.data(),     lse.stride(0),
-                                     scores.data(),    stride,           n_head,         group,
-                                     hd,               kv_split,         scale};
+                                     out.data(),        out.stride(0),     lse.data(),     lse.stride(0),
+                                     scores_data,       stride,            n_head,         group,
+                                     hd,                kv_split,          n_slots,        max_seq,
+                                     scale};
       Kokkos::parallel_for(
           "mantissa::decode::attention", Kokkos::RangePolicy<Exec>(space, 0, rows * heads),
           KOKKOS_LAMBDA(const std::size_t idx) { decode_attention_item_avx<T>(a, idx); });
@@ -996,15 +1391,21 @@ void attention_decode_path(const Exec& space, ConstView2<T> qkv, ConstView3<T> c
     }
   }
 #endif
+  float* const scores = scores_data;
   Kokkos::parallel_for(
       "mantissa::decode::attention", Kokkos::RangePolicy<Exec>(space, 0, rows * heads),
       KOKKOS_LAMBDA(const std::size_t idx) {
         const std::size_t r = idx / heads;
         const int h = static_cast<int>(idx % heads);
         const int s = slot(r), n_pos = len(r), kc = (h / group) * hd;
+        if (s < 0 || s >= n_slots || n_pos < 1 || n_pos > max_seq) {  // guard: NaN, nothing read
+          for (int d = 0; d < hd; ++d) out(r, h * hd + d) = from_float<T>(bits_float(0x7fc00000u));
+          lse(r, h) = bits_float(0x7fc00000u);
+          return;
+        }
         float q[attention_max_head_dim];
         for (int d = 0; d < hd; ++d) q[d] = decode_load(qkv(r, h * hd + d));  // F1
-        float* sc = scores.data() + idx * stride;
+        float* sc = scores + idx * stride;
         float m = 0.0f;
         for (int j = 0; j < n_pos; ++j) {
           if (j + decode_prefetch_ahead < n_pos) decode_prefetch(&cache_k(s, j + decode_prefetch_ahead, kc), hd);
@@ -1037,18 +1438,90 @@ void attention_decode_path(const Exec& space, ConstView2<T> qkv, ConstView3<T> c
       });
 }
 
+// attention_decode (below) with the code path named (tests: every path gives the same bits), rows
+// checked (throws for a bad slot or len, like attention_decode). Throws std::invalid_argument for a
+// path that cannot run here (decode_attention_path_available) or a team size the backend refuses.
+template <class T, class Exec>
+void attention_decode_path(const Exec& space, ConstView2<T> qkv, ConstView3<T> cache_k, ConstView3<T> cache_v,
+                           ConstView1<int> slot, ConstView1<int> len, int n_head, int n_kv_head, int head_dim,
+                           int kv_split, View2<T> out, View2<float> lse, AttentionPath path, int team_size = 0) {
+  const char* who = "attention_decode";
+  decode_check_attention<T, Exec>(who, qkv, cache_k, cache_v, slot, len, n_head, n_kv_head, head_dim, kv_split, out,
+                                  lse, path);
+  const std::size_t rows = qkv.extent(0);
+  if (rows == 0) return;
+
+  // Range check of slot and len, and the longest len (the size of the score buffer): an invalid
+  // row reports max_seq + 1.
+  const int n_slots = static_cast<int>(cache_k.extent(0)), max_seq = static_cast<int>(cache_k.extent(1));
+  int longest = 0;
+  Kokkos::parallel_reduce(
+      "mantissa::decode::attention_check", Kokkos::RangePolicy<Exec>(space, 0, rows),
+      KOKKOS_LAMBDA(const std::size_t r, int& m) {
+        const bool ok = slot(r) >= 0 && slot(r) < n_slots && len(r) >= 1 && len(r) <= max_seq;
+        m = kmax(m, ok ? len(r) : max_seq + 1);
+      },
+      Kokkos::Max<int>(longest));
+  if (longest > max_seq)
+    decode_fail(who, "some rows have slot outside [0, " + std::to_string(n_slots) + ") or len outside [1, " +
+                         std::to_string(max_seq) + "]");
+
+  // The fp32 scores of every (row, head), computed once (D4) and read by the chunk loop.
+  const std::size_t stride = static_cast<std::size_t>(longest);
+  const View1<float> scores(Kokkos::view_alloc(std::string("mantissa::decode::scores"), Kokkos::WithoutInitializing),
+                            rows * static_cast<std::size_t>(n_head) * stride);
+  attention_decode_rows<T>(space, qkv, cache_k, cache_v, slot, len, n_head, n_kv_head, head_dim, kv_split, out, lse,
+                           scores.data(), stride, path, team_size);
+}
+
+// The same, trusted rows (attention_decode with a DecodeWorkspace): no check of slot and len on the
+// host, no synchronisation; ws.scores grows to rows * n_head * max_seq when shorter (the only
+// allocation, none once grown). A bad row gets NaN out and lse.
+template <class T, class Exec>
+void attention_decode_path(const Exec& space, ConstView2<T> qkv, ConstView3<T> cache_k, ConstView3<T> cache_v,
+                           ConstView1<int> slot, ConstView1<int> len, int n_head, int n_kv_head, int head_dim,
+                           int kv_split, View2<T> out, View2<float> lse, DecodeWorkspace& ws, AttentionPath path,
+                           int team_size = 0) {
+  decode_check_attention<T, Exec>("attention_decode", qkv, cache_k, cache_v, slot, len, n_head, n_kv_head, head_dim,
+                                  kv_split, out, lse, path);
+  const std::size_t rows = qkv.extent(0);
+  if (rows == 0) return;
+  const std::size_t stride = cache_k.extent(1);
+  const std::size_t need = rows * static_cast<std::size_t>(n_head) * stride;
+  if (ws.scores.extent(0) < need)
+    ws.scores = View1<float>(Kokkos::view_alloc(std::string("mantissa::decode::scores"), Kokkos::WithoutInitializing),
+                             need);
+  attention_decode_rows<T>(space, qkv, cache_k, cache_v, slot, len, n_head, n_kv_head, head_dim, kv_split, out, lse,
+                           ws.scores.data(), stride, path, team_size);
+}
+
 }  // namespace detail
 
 // out[r, h*hd:(h+1)*hd] = sum_{j<len[r]} P[r,h,j] v[slot[r], j, kvh(h)],  P = softmax_j(q . k_j * scale)
 // computed as D4-D8 (flash-decoding over chunks of kv_split positions, fp32 P, one rounding).
 // qkv (R, (H+2Hkv)hd) (the q part is read; RoPE applied), cache_k/cache_v [slots, max_seq, Hkv*hd],
 // slot (R), len (R) with 1 <= len[r] <= max_seq -> out (R, H*hd), lse (R, H) fp32 = m + log(l)
+// slot or len out of range throw (checked by a parallel_reduce that synchronises `space`); allocates
+// its score buffer per call.
 template <class T, class Exec>
 void attention_decode(const Exec& space, ConstView2<T> qkv, ConstView3<T> cache_k, ConstView3<T> cache_v,
                       ConstView1<int> slot, ConstView1<int> len, int n_head, int n_kv_head, int head_dim, int kv_split,
                       View2<T> out, View2<float> lse) {
   detail::attention_decode_path<T>(space, qkv, cache_k, cache_v, slot, len, n_head, n_kv_head, head_dim, kv_split, out,
                                    lse, detail::AttentionPath::automatic);
+}
+
+// The same for the rollout loop's per-token calls (trusted rows): no check of slot and len on the
+// host, no synchronisation, no allocation once ws has grown for the shapes (its score buffer holds
+// rows * n_head * max_seq floats). A row with slot outside [0, slots) or len outside [1, max_seq]
+// gets NaN in all its out and lse entries and reads nothing. Same bits as the overload above for
+// valid rows.
+template <class T, class Exec>
+void attention_decode(const Exec& space, ConstView2<T> qkv, ConstView3<T> cache_k, ConstView3<T> cache_v,
+                      ConstView1<int> slot, ConstView1<int> len, int n_head, int n_kv_head, int head_dim, int kv_split,
+                      View2<T> out, View2<float> lse, DecodeWorkspace& ws) {
+  detail::attention_decode_path<T>(space, qkv, cache_k, cache_v, slot, len, n_head, n_kv_head, head_dim, kv_split, out,
+                                   lse, ws, detail::AttentionPath::automatic);
 }
 
 #define MANTISSA_DECODE_DECLARE(EXTERN, T)                                                                            \
@@ -1058,7 +1531,13 @@ void attention_decode(const Exec& space, ConstView2<T> qkv, ConstView3<T> cache_
                                                      ConstView1<int>, int, int, int, View3<T>, View3<T>);             \
   EXTERN template void attention_decode<T, ExecSpace>(const ExecSpace&, ConstView2<T>, ConstView3<T>, ConstView3<T>, \
                                                       ConstView1<int>, ConstView1<int>, int, int, int, int, View2<T>, \
-                                                      View2<float>);
+                                                      View2<float>);                                          \
+  EXTERN template void kv_cache_append<T, ExecSpace>(const ExecSpace&, ConstView2<T>, ConstView1<int>,                \
+                                                     ConstView1<int>, int, int, int, View3<T>, View3<T>,              \
+                                                     DecodeWorkspace&);                                               \
+  EXTERN template void attention_decode<T, ExecSpace>(const ExecSpace&, ConstView2<T>, ConstView3<T>, ConstView3<T>, \
+                                                      ConstView1<int>, ConstView1<int>, int, int, int, int, View2<T>, \
+                                                      View2<float>, DecodeWorkspace&);
 MANTISSA_DECODE_DECLARE(extern, float)
 MANTISSA_DECODE_DECLARE(extern, fp16_t)
 MANTISSA_DECODE_DECLARE(extern, bf16_t)
