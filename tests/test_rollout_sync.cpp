@@ -22,6 +22,7 @@
 #include "config/config.hpp"
 #include "rollout/rollout_engine.hpp"
 #include "tasks/tasks.hpp"
+#include "tasks/tokenizer.hpp"
 
 using namespace mantissa;
 

@@ -27,21 +27,6 @@
 #include "mantissa/kernels/rope.hpp"
 #include "mantissa/kernels/swiglu.hpp"
 
-// TEMP-SHIM (until the decode branch lands)
-namespace mantissa {
-struct DecodeWorkspace {};
-template <class T, class Exec>
-void kv_cache_append(const Exec& sp, ConstView2<T> qkv, ConstView1<int> slot, ConstView1<int> pos, int a, int b, int c,
-                     View3<T> ck, View3<T> cv, DecodeWorkspace&) {
-  kv_cache_append<T>(sp, qkv, slot, pos, a, b, c, ck, cv);
-}
-template <class T, class Exec>
-void attention_decode(const Exec& sp, ConstView2<T> qkv, ConstView3<T> ck, ConstView3<T> cv, ConstView1<int> slot,
-                      ConstView1<int> len, int a, int b, int c, int k, View2<T> out, View2<float> lse, DecodeWorkspace&) {
-  attention_decode<T>(sp, qkv, ck, cv, slot, len, a, b, c, k, out, lse);
-}
-}  // namespace mantissa
-// END TEMP-SHIM
 
 namespace mantissa::model {
 
