@@ -15,6 +15,7 @@
 #include "mantissa/kernels/rmsnorm.hpp"
 #include "mantissa/kernels/rope.hpp"
 #include "mantissa/kernels/swiglu.hpp"
+#include "mantissa/kernels/team.hpp"
 #include "model/decode_block.hpp"
 #include "model/workspace.hpp"
 
@@ -163,13 +164,20 @@ class Engine final : public TrainingEngine {
     // log pi exactly as the sampler computes log mu (sampling.hpp: row_softmax_stats, row_logprob).
     const auto targets = b.d_targets;
     const int Vi = static_cast<int>(V);
+    // One team per row (threads over the vocabulary, team_row_softmax_stats: the same bits as the
+    // sampler's row_softmax_stats for every team size).
+    using scratch = Kokkos::View<float*, ExecSpace::scratch_memory_space, Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
+    const std::size_t lane_bytes = scratch::shmem_size(mantissa::detail::kSumLanes);
     Kokkos::parallel_for(
-        "mantissa::train_engine::consistent_logp", Kokkos::RangePolicy<ExecSpace>(space_, 0, N),
-        KOKKOS_LAMBDA(const std::size_t n) {
-          const int t = targets(n);
+        "mantissa::train_engine::consistent_logp",
+        auto_team_policy(space_, static_cast<int>(N)).set_scratch_size(0, Kokkos::PerTeam(lane_bytes)),
+        KOKKOS_LAMBDA(const Kokkos::TeamPolicy<ExecSpace>::member_type& team) {
+          const int n = team.league_rank(), t = targets(n);
           if (t < 0) return;
+          scratch lane(team.team_scratch(0), mantissa::detail::kSumLanes);
           const T* row = &logits(n, 0);
-          logp(n) = row_logprob(row[t], 1.0f, row_softmax_stats(row, Vi, 1.0f));
+          const RowSoftmaxStats st = team_row_softmax_stats(team, row, Vi, 1.0f, lane.data());
+          Kokkos::single(Kokkos::PerTeam(team), [&]() { logp(n) = row_logprob(row[t], 1.0f, st); });
         });
   }
 
