@@ -103,6 +103,10 @@ const float* fp32_rows(const ConstView2<T>& x, std::vector<float>& buf, std::siz
 
 }  // namespace decode_gemm_detail
 
+// decode_gemm is host-only (AVX-512 CPUs): each call reads its x rows on the host, so each call
+// completes before it returns. Named, so that tests can tell these host fences from device syncs.
+constexpr const char* decode_gemm_fence_label = "mantissa::decode::gemm (host-only kernel)";
+
 bool decode_gemm_available() {
 #if defined(MANTISSA_DECODE_GEMM_AVX512)
   return decode_gemm_detail::cpu_ok();
@@ -131,7 +135,7 @@ void decode_gemm_pack(const Exec& space, const ConstView2<T>& W, DecodeGemmWeigh
           }
         }
       });
-  space.fence();
+  named_fence(space, decode_gemm_fence_label);
 }
 
 template <class T, class Exec>
@@ -155,7 +159,7 @@ void decode_gemm_pack_swiglu(const Exec& space, const ConstView2<T>& Wgu, Decode
           }
         }
       });
-  space.fence();
+  named_fence(space, decode_gemm_fence_label);
 }
 
 template <class T, class Exec>
@@ -200,7 +204,7 @@ void decode_gemm(const Exec& space, const ConstView2<T>& x, const DecodeGemmWeig
           }
         }
       });
-  space.fence();
+  named_fence(space, decode_gemm_fence_label);
 #else
   (void)space;
   fail("not available in this build (check decode_gemm_available())");
@@ -250,7 +254,7 @@ void decode_gemm_swiglu(const Exec& space, const ConstView2<T>& x, const DecodeG
           }
         }
       });
-  space.fence();
+  named_fence(space, decode_gemm_fence_label);
 #else
   (void)space;
   fail("not available in this build (check decode_gemm_available())");

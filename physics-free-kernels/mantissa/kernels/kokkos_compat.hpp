@@ -5,6 +5,7 @@
 //   scoped regions   Kokkos::Profiling::ScopedRegion only from 4.1      -> mantissa::ScopedRegion (region.hpp)
 //   device printf    Kokkos::printf only from 4.2                       -> MANTISSA_DEVICE_PRINTF
 //   custom reducers  3.x backends join through volatile references      -> MANTISSA_VOLATILE_JOIN
+//   named fences     space.fence(label) only from 3.5                   -> mantissa::named_fence
 #include <Kokkos_Core.hpp>
 
 #if !defined(KOKKOS_VERSION)
@@ -30,6 +31,17 @@ KOKKOS_INLINE_FUNCTION constexpr T kmax(T a, T b) {
 template <class T>
 KOKKOS_INLINE_FUNCTION constexpr T kclamp(T x, T lo, T hi) {
   return x < lo ? lo : (hi < x ? hi : x);
+}
+
+// space.fence(label) (named fences, seen by Kokkos Tools, from Kokkos 3.5 on; unnamed before).
+template <class Exec>
+void named_fence(const Exec& space, const char* label) {
+#if KOKKOS_VERSION >= 30500
+  space.fence(label);
+#else
+  (void)label;
+  space.fence();
+#endif
 }
 
 }  // namespace mantissa
