@@ -2,7 +2,8 @@
 // and V = 32000 logits, untruncated (top_p = 1), top_p = 0.9, and top_k = 50 with top_p = 0.9, for
 // fp32 and bf16 logits, temperature 1, full_logprobs skipped. The logits are N(0, 3^2) (a peaked
 // but not near-certain next-token distribution: top_p = 0.9 keeps ~1 to 2 thousand of 32000 tokens).
-// Each row is one sequential computation (one thread per row). Asserts nothing about speed.
+// On host builds each row is one sequential computation (one thread per row, the per-row path);
+// device builds run the team path (one team per row, sampling.hpp). Asserts nothing about speed.
 //
 //   sample/<T>/V:<V>/top_p_x1000:<p>/top_k:<k>   counters: rows/s
 #include "bench_main.hpp"
