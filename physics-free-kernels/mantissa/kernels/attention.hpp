@@ -461,6 +461,20 @@ struct AttentionTeamTiling {
   int rows = 1, keys = 8, n_tiles = 1, level = 0;
   std::size_t n_scratch = 0;
   float scale = 1.0f;
+
+  // Where the team of league rank `rank` works: tile n_tiles-1-(rank mod n_tiles) (the longest causal
+  // tiles first) of the (sequence s, head) pair rank / n_tiles, `heads` heads per sequence; its rows
+  // start + r0 .. start + r0 + nr - 1 (nr = 0: the tile starts past the sequence's end).
+  struct Place {
+    int s, head, start, len, r0, nr;
+  };
+  KOKKOS_INLINE_FUNCTION Place place(int rank, int heads) const {
+    const int tile = n_tiles - 1 - rank % n_tiles, pair = rank / n_tiles;
+    Place p{pair / heads, pair % heads, 0, 0, tile * rows, 0};
+    p.start = off(p.s), p.len = off(p.s + 1) - p.start;
+    p.nr = p.r0 < p.len ? kmin(rows, p.len - p.r0) : 0;
+    return p;
+  }
 };
 
 // Forward, one team per (sequence, query head h, tile of `rows` query rows), F1-F6. Two sweeps
@@ -480,12 +494,9 @@ struct AttentionTeamForward {
 
   KOKKOS_INLINE_FUNCTION void operator()(const member& team) const {
     const int hd = HD > 0 ? HD : g.hd, rows = g.rows, keys = g.keys, ld = attention_team_row_stride(hd);
-    const int rank = team.league_rank();
-    const int tile = g.n_tiles - 1 - rank % g.n_tiles, sh = rank / g.n_tiles;
-    const int s = sh / heads, h = sh % heads;
-    const int start = g.off(s), len = g.off(s + 1) - start, r0 = tile * rows;
-    if (r0 >= len) return;  // the whole team: no barrier is skipped by some threads only
-    const int nr = kmin(rows, len - r0), kend = r0 + nr;  // keys 0 .. kend-1 of the sequence
+    const AttentionTeamTiling::Place at = g.place(team.league_rank(), heads);
+    if (at.nr == 0) return;  // the whole team: no barrier is skipped by some threads only
+    const int h = at.head, start = at.start, r0 = at.r0, nr = at.nr, kend = r0 + nr;  // keys 0 .. kend-1
     const int kc = g.k_col + (h / g.group) * hd, vc = g.v_col + (h / g.group) * hd, qc = h * hd;
     scratch_view buf(team.team_scratch(g.level), g.n_scratch);
     float* const qs = buf.data();                                // [row][d], rows ld apart
@@ -562,12 +573,9 @@ struct AttentionTeamDq {
 
   KOKKOS_INLINE_FUNCTION void operator()(const member& team) const {
     const int hd = HD > 0 ? HD : g.hd, rows = g.rows, keys = g.keys, ld = attention_team_row_stride(hd);
-    const int rank = team.league_rank();
-    const int tile = g.n_tiles - 1 - rank % g.n_tiles, sh = rank / g.n_tiles;
-    const int s = sh / heads, h = sh % heads;
-    const int start = g.off(s), len = g.off(s + 1) - start, r0 = tile * rows;
-    if (r0 >= len) return;
-    const int nr = kmin(rows, len - r0), kend = r0 + nr;
+    const AttentionTeamTiling::Place at = g.place(team.league_rank(), heads);
+    if (at.nr == 0) return;
+    const int h = at.head, start = at.start, r0 = at.r0, nr = at.nr, kend = r0 + nr;
     const int kc = g.k_col + (h / g.group) * hd, vc = g.v_col + (h / g.group) * hd, qc = h * hd;
     scratch_view buf(team.team_scratch(g.level), g.n_scratch);
     float* const qs = buf.data();                                // [row][d], rows ld apart
@@ -628,12 +636,9 @@ struct AttentionTeamDkDv {
 
   KOKKOS_INLINE_FUNCTION void operator()(const member& team) const {
     const int hd = HD > 0 ? HD : g.hd, rows = g.rows, keys = g.keys, ld = attention_team_row_stride(hd);
-    const int rank = team.league_rank();
-    const int tile = g.n_tiles - 1 - rank % g.n_tiles, sc_ = rank / g.n_tiles;
-    const int s = sc_ / kv_heads, c = sc_ % kv_heads;
-    const int start = g.off(s), len = g.off(s + 1) - start, r0 = tile * rows;
-    if (r0 >= len) return;
-    const int nr = kmin(rows, len - r0);
+    const AttentionTeamTiling::Place at = g.place(team.league_rank(), kv_heads);
+    if (at.nr == 0) return;
+    const int c = at.head, start = at.start, len = at.len, r0 = at.r0, nr = at.nr;
     const int kc = g.k_col + c * hd, vc = g.v_col + c * hd;
     scratch_view buf(team.team_scratch(g.level), g.n_scratch);
     float* const ks = buf.data();                                // k of the rows [row][d], rows ld apart
